@@ -1,0 +1,1 @@
+"""promptopt: optimize the prompts, exemplars and code of LLM programs."""

@@ -1,0 +1,137 @@
+"""The one exception tree of promptopt.
+
+Every error that promptopt raises on purpose derives from :class:`PromptoptError`.
+Backends translate their SDK's exceptions into this tree at their boundary, so
+callers never need to import ``openai`` or ``anthropic`` to catch a failure.
+Only the CLI catches ``PromptoptError``; it prints one line and exits non-zero.
+
+    PromptoptError
+    ├── ConfigError                 bad task.yaml, model string, or argument
+    │   └── TaskFileError           one field of one task file (file, field, reason)
+    ├── DataError                   a dataset file that cannot be read or mapped
+    ├── LLMError                    anything that went wrong talking to a model
+    │   ├── RetryableError          worth trying again after a pause
+    │   │   ├── RateLimitError      HTTP 429; carries retry_after seconds if given
+    │   │   ├── ServerError         HTTP 5xx
+    │   │   ├── LLMTimeoutError     no answer in time
+    │   │   └── LLMConnectionError  connection refused, reset or dropped
+    │   ├── AuthenticationError     missing or rejected credentials
+    │   ├── BadRequestError         the backend refused the request as malformed
+    │   ├── BackendUnavailableError an optional dependency is not installed
+    │   └── UnplannedCallError      a fake or replay saw a request nobody planned for
+    ├── BudgetExceededError         the run's hard budget would be exceeded
+    ├── StoreError                  the run store cannot be opened, migrated or resumed
+    └── OptimizerError              an optimizer is unknown or misconfigured
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "BackendUnavailableError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "ConfigError",
+    "DataError",
+    "LLMConnectionError",
+    "LLMError",
+    "LLMTimeoutError",
+    "OptimizerError",
+    "PromptoptError",
+    "RateLimitError",
+    "RetryableError",
+    "ServerError",
+    "StoreError",
+    "TaskFileError",
+    "UnplannedCallError",
+]
+
+
+class PromptoptError(Exception):
+    """Root of every error promptopt raises on purpose."""
+
+
+class ConfigError(PromptoptError):
+    """A configuration value is invalid (task file, model string, argument)."""
+
+
+class TaskFileError(ConfigError):
+    """One field of one task file is invalid.
+
+    ``str(err)`` is the one line the CLI prints: ``<file>: <field>: <reason>``.
+    """
+
+    def __init__(self, path: str, field: str, reason: str) -> None:
+        self.path = path
+        self.field = field
+        self.reason = reason
+        where = f"{path}: {field}" if field else path
+        super().__init__(f"{where}: {reason}")
+
+
+class DataError(PromptoptError):
+    """A dataset cannot be read, or its rows do not fit the field mapping."""
+
+
+class LLMError(PromptoptError):
+    """Talking to a model failed."""
+
+
+class RetryableError(LLMError):
+    """A failure worth retrying after a pause."""
+
+    retry_after: float | None = None
+
+
+class RateLimitError(RetryableError):
+    """The backend answered 429; ``retry_after`` is its Retry-After in seconds, if any."""
+
+    def __init__(self, message: str = "rate limited", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServerError(RetryableError):
+    """The backend answered with a 5xx status."""
+
+    def __init__(self, message: str = "server error", *, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class LLMTimeoutError(RetryableError):
+    """The backend did not answer in time."""
+
+
+class LLMConnectionError(RetryableError):
+    """The connection was refused, reset or dropped."""
+
+
+class AuthenticationError(LLMError):
+    """Credentials are missing or were rejected."""
+
+
+class BadRequestError(LLMError):
+    """The backend refused the request as malformed (4xx other than 429)."""
+
+
+class BackendUnavailableError(LLMError):
+    """A backend's optional dependency is not installed."""
+
+
+class UnplannedCallError(LLMError):
+    """A fake or replay backend received a request nobody planned for."""
+
+
+class BudgetExceededError(PromptoptError):
+    """Sending one more request could exceed the hard budget of calls, tokens or dollars."""
+
+
+class StoreError(PromptoptError):
+    """The run store cannot be opened, migrated or resumed."""
+
+
+class OptimizerError(PromptoptError):
+    """An optimizer is unknown, or its configuration is invalid."""
