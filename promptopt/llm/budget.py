@@ -1,0 +1,184 @@
+"""The hard budget of a run: calls, tokens and dollars that must never be exceeded.
+
+Before a request is sent, the client :meth:`Budget.reserve` s one call plus an
+upper-bound estimate of its tokens and dollars. The reservation is checked and
+taken under one lock, against what was already spent *plus* what other requests
+in flight hold, so no number of concurrent requests can overshoot a limit. When
+the answer arrives, :meth:`Reservation.commit` replaces the estimate by the
+actual usage; when the request fails for good, :meth:`Reservation.release` gives
+the estimate back. Retries of one logical request share its one reservation;
+answers from the cache reserve nothing.
+
+One ``Budget`` may be shared by several clients and threads (the task model and
+the optimizer model of one run draw on the same budget).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from promptopt.errors import BudgetExceededError, ConfigError, PromptoptError
+from promptopt.llm.types import Usage
+
+__all__ = ["Budget", "Reservation"]
+
+
+class Reservation:
+    """One call's hold on a :class:`Budget`, settled exactly once by commit or release."""
+
+    __slots__ = ("_budget", "_settled", "tokens", "usd")
+
+    def __init__(self, budget: Budget, *, tokens: int, usd: float) -> None:
+        self._budget = budget
+        self.tokens = tokens
+        self.usd = usd
+        self._settled = False
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def commit(self, usage: Usage, usd: float) -> None:
+        """Replace the estimate by what the call actually used and cost."""
+        if self._settled:
+            raise PromptoptError("this budget reservation was already committed or released")
+        self._settled = True
+        self._budget._settle(self, usage=usage, usd=usd)
+
+    def release(self) -> None:
+        """Give the estimate back (the request failed, nothing was billed).
+
+        Releasing an already settled reservation does nothing, so a ``finally``
+        clause may always call it.
+        """
+        if self._settled:
+            return
+        self._settled = True
+        self._budget._settle(self, usage=None, usd=0.0)
+
+
+class Budget:
+    """Limits on calls, tokens and dollars; ``None`` means unlimited."""
+
+    def __init__(
+        self,
+        *,
+        max_calls: int | None = None,
+        max_tokens: int | None = None,
+        max_usd: float | None = None,
+    ) -> None:
+        for name, value in (
+            ("max_calls", max_calls),
+            ("max_tokens", max_tokens),
+            ("max_usd", max_usd),
+        ):
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must not be negative, got {value!r}")
+        self.max_calls = max_calls
+        self.max_tokens = max_tokens
+        self.max_usd = max_usd
+        self._lock = threading.Lock()
+        self._calls = 0
+        self._tokens = 0
+        self._usd = 0.0
+        self._held_calls = 0
+        self._held_tokens = 0
+        self._held_usd = 0.0
+
+    def reserve(self, *, tokens: int, usd: float) -> Reservation:
+        """Hold one call, ``tokens`` tokens and ``usd`` dollars, or raise BudgetExceededError."""
+        if tokens < 0 or usd < 0:
+            raise ConfigError(
+                f"a reservation must not be negative, got tokens={tokens!r}, usd={usd!r}"
+            )
+        with self._lock:
+            self._check("max_calls", self.max_calls, self._calls, self._held_calls, 1)
+            self._check("max_tokens", self.max_tokens, self._tokens, self._held_tokens, tokens)
+            self._check("max_usd", self.max_usd, self._usd, self._held_usd, usd)
+            self._held_calls += 1
+            self._held_tokens += tokens
+            self._held_usd += usd
+        return Reservation(self, tokens=tokens, usd=usd)
+
+    @staticmethod
+    def _check(name: str, limit: float | None, spent: float, held: float, wanted: float) -> None:
+        if limit is None or spent + held + wanted <= limit:
+            return
+        raise BudgetExceededError(
+            f"budget {name}={limit!r} would be exceeded: {spent!r} spent, {held!r} held by "
+            f"requests in flight, {wanted!r} more requested"
+        )
+
+    def _settle(self, reservation: Reservation, *, usage: Usage | None, usd: float) -> None:
+        with self._lock:
+            self._held_calls -= 1
+            self._held_tokens -= reservation.tokens
+            self._held_usd -= reservation.usd
+            if self._held_calls == 0:  # drop float dust once nothing is in flight
+                self._held_usd = 0.0
+            if usage is not None:
+                self._calls += 1
+                self._tokens += usage.total_tokens
+                self._usd += usd
+
+    @property
+    def calls(self) -> int:
+        """Calls committed (answered and billed)."""
+        return self._calls
+
+    @property
+    def tokens(self) -> int:
+        return self._tokens
+
+    @property
+    def usd(self) -> float:
+        return self._usd
+
+    @property
+    def in_flight(self) -> int:
+        """Reservations taken and not yet settled."""
+        return self._held_calls
+
+    @property
+    def remaining_calls(self) -> int | None:
+        """Calls that may still be reserved, or None when calls are unlimited."""
+        if self.max_calls is None:
+            return None
+        with self._lock:
+            return max(self.max_calls - self._calls - self._held_calls, 0)
+
+    @property
+    def remaining_tokens(self) -> int | None:
+        if self.max_tokens is None:
+            return None
+        with self._lock:
+            return max(self.max_tokens - self._tokens - self._held_tokens, 0)
+
+    @property
+    def remaining_usd(self) -> float | None:
+        if self.max_usd is None:
+            return None
+        with self._lock:
+            return max(self.max_usd - self._usd - self._held_usd, 0.0)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Limits, committed spending and in-flight holds as plain data."""
+        with self._lock:
+            return {
+                "max_calls": self.max_calls,
+                "max_tokens": self.max_tokens,
+                "max_usd": self.max_usd,
+                "calls": self._calls,
+                "tokens": self._tokens,
+                "usd": self._usd,
+                "in_flight_calls": self._held_calls,
+                "in_flight_tokens": self._held_tokens,
+                "in_flight_usd": self._held_usd,
+            }
+
+    def __repr__(self) -> str:
+        return (
+            f"Budget(calls={self._calls}/{self.max_calls}, tokens={self._tokens}/"
+            f"{self.max_tokens}, usd={self._usd:.4f}/{self.max_usd})"
+        )

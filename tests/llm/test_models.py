@@ -1,0 +1,200 @@
+"""Model strings, ModelConfig, and building backends and clients from them."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from promptopt.errors import BackendUnavailableError, ConfigError
+from promptopt.llm import LLM, FakeBackend, LLMRequest, Message, ResponseCache
+from promptopt.llm.models import (
+    PROVIDERS,
+    ModelConfig,
+    ModelRef,
+    make_backend,
+    make_llm,
+    parse_model,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "provider", "name"),
+    [
+        ("openai:gpt-4o-mini", "openai", "gpt-4o-mini"),
+        ("anthropic:claude-3-5-haiku-latest", "anthropic", "claude-3-5-haiku-latest"),
+        ("openai:llama3:8b", "openai", "llama3:8b"),
+        ("local:smollm2", "local", "smollm2"),
+        ("vllm:Qwen/Qwen2.5-0.5B-Instruct", "vllm", "Qwen/Qwen2.5-0.5B-Instruct"),
+        ("fake:echo", "fake", "echo"),
+        ("  OpenAI:gpt-4o ", "openai", "gpt-4o"),
+        (None, "local", "smollm2"),
+        ("", "local", "smollm2"),
+    ],
+)
+def test_parse_model_table(text: str | None, provider: str, name: str) -> None:
+    assert parse_model(text) == ModelRef(provider, name)
+
+
+def test_model_ref_prints_as_model_string() -> None:
+    assert str(parse_model("openai:llama3:8b")) == "openai:llama3:8b"
+
+
+def test_no_colon_suggests_a_provider() -> None:
+    with pytest.raises(ConfigError, match=r"'openai:gpt-4o'"):
+        parse_model("gpt-4o")
+
+
+def test_unknown_provider_lists_known_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_model("mistral:large")
+    message = str(info.value)
+    assert "'mistral'" in message
+    for provider in PROVIDERS:
+        assert provider in message
+
+
+def test_missing_model_name_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="names no model"):
+        parse_model("openai:")
+
+
+def test_provider_table_points_at_module_and_class() -> None:
+    assert set(PROVIDERS) == {"openai", "anthropic", "local", "vllm", "fake"}
+    assert PROVIDERS["fake"] == "promptopt.llm.fakes:FakeBackend"
+    for target in PROVIDERS.values():
+        module, _, cls = target.partition(":")
+        assert module.startswith("promptopt.llm.") and cls
+
+
+def test_model_config_validates_and_normalises_model() -> None:
+    config = ModelConfig(model="OpenAI:gpt-4o")
+    assert config.model == "openai:gpt-4o"
+    assert config.ref == ModelRef("openai", "gpt-4o")
+    assert (config.max_concurrency, config.timeout, config.options) == (8, 60.0, {})
+    with pytest.raises(ConfigError):
+        ModelConfig(model="gpt-4o")
+
+
+def test_model_config_is_frozen_and_strict() -> None:
+    config = ModelConfig(model="fake:echo", base_url=["http://127.0.0.1:1", "http://127.0.0.1:2"])
+    with pytest.raises(Exception, match="frozen"):
+        config.timeout = 1.0  # type: ignore[misc]
+    with pytest.raises(Exception, match="api_key"):
+        ModelConfig(model="fake:echo", api_key="sk-nope")  # type: ignore[call-arg]
+    with pytest.raises(Exception, match="max_concurrency"):
+        ModelConfig(model="fake:echo", max_concurrency=0)
+
+
+def test_make_backend_builds_the_fake() -> None:
+    backend = make_backend(parse_model("fake:yes"), ModelConfig(model="fake:yes"))
+    assert isinstance(backend, FakeBackend)
+    assert backend.model == "yes"
+
+
+async def test_make_llm_from_string_answers() -> None:
+    llm = make_llm("fake:echo")
+    assert isinstance(llm, LLM)
+    assert (llm.provider, llm.model) == ("fake", "echo")
+    assert await llm.achat("hello there") == "hello there"
+    constant = make_llm(ModelConfig(model="fake:positive", max_concurrency=2))
+    assert constant.max_concurrency == 2
+    assert await constant.achat("anything") == "positive"
+
+
+async def test_make_llm_passes_cache_budget_listeners(tmp_path: Path) -> None:
+    events = []
+    cache = ResponseCache(tmp_path / "c")
+    llm = make_llm("fake:echo", cache=cache, listeners=[events.append])
+    request = LLMRequest(messages=(Message("user", "hi"),))
+    await llm.acomplete(request)
+    assert (await llm.acomplete(request)).cached
+    assert [e.cached for e in events] == [False, True]
+    cache.close()
+
+
+def _write_module(folder: Path, name: str, source: str) -> None:
+    (folder / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+
+
+def test_http_providers_get_base_url_key_env_and_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_module(
+        tmp_path,
+        "po_fake_http_backend",
+        """
+        class Recorder:
+            provider = "openai"
+            def __init__(self, **kwargs):
+                self.kwargs = kwargs
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(PROVIDERS, "openai", "po_fake_http_backend:Recorder")
+    monkeypatch.setitem(PROVIDERS, "local", "po_fake_http_backend:Recorder")
+    config = ModelConfig(
+        model="openai:llama3:8b",
+        base_url="http://127.0.0.1:9/v1",
+        timeout=5,
+        options={"max_retries": 0},
+    )
+    backend = make_backend(config.ref, config)
+    assert backend.kwargs == {
+        "model": "llama3:8b",
+        "base_url": "http://127.0.0.1:9/v1",
+        "api_key_env": "OPENAI_API_KEY",
+        "timeout": 5.0,
+        "max_retries": 0,
+    }
+    local = ModelConfig(model="local:smollm2", options={"n_ctx": 512})
+    assert make_backend(local.ref, local).kwargs == {"model": "smollm2", "n_ctx": 512}
+
+
+def test_missing_optional_dependency_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_module(
+        tmp_path,
+        "po_needs_missing_dep",
+        """
+        import po_definitely_not_installed_dep
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(PROVIDERS, "local", "po_needs_missing_dep:LocalBackend")
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'promptopt\[local\]'"):
+        make_llm("local:smollm2")
+
+
+def test_import_error_in_constructor_is_translated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_module(
+        tmp_path,
+        "po_lazy_dep_backend",
+        """
+        class VLLMBackend:
+            def __init__(self, **kwargs):
+                import po_vllm_not_installed
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(PROVIDERS, "vllm", "po_lazy_dep_backend:VLLMBackend")
+    with pytest.raises(BackendUnavailableError, match=r"promptopt\[vllm\]"):
+        make_llm("vllm:some/model")
+
+
+def test_missing_backend_module_or_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(PROVIDERS, "vllm", "promptopt.llm.po_no_such_module:X")
+    with pytest.raises(BackendUnavailableError, match="no backend module"):
+        make_llm("vllm:m")
+    monkeypatch.setitem(PROVIDERS, "vllm", "promptopt.llm.fakes:NoSuchClass")
+    with pytest.raises(BackendUnavailableError, match="no class 'NoSuchClass'"):
+        make_llm("vllm:m")
+
+
+def test_bad_options_are_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="invalid options"):
+        make_llm(ModelConfig(model="fake:echo", options={"no_such_option": 1}))
