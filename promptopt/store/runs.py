@@ -25,7 +25,7 @@ LATEST = "latest"  # resolves to the newest run of the output folder
 @dataclass(frozen=True, slots=True)
 class RunInfo:
     """One run as listed: ``calls`` counts backend calls (cache replays excluded);
-    ``best_score`` is the ``best_score`` of the latest checkpoint's state, if any."""
+    ``best_score`` is the latest checkpoint state's ``best_score`` (or ``best_val``), if any."""
 
     run_id: str
     path: Path
@@ -60,7 +60,8 @@ def _info(folder: Path) -> RunInfo:
             state = _scalar(conn, "SELECT state FROM checkpoints ORDER BY id DESC LIMIT 1")
     except (sqlite3.Error, ValueError):
         return RunInfo(run_id, folder, "", "unreadable", "", 0, None)
-    best = json.loads(state).get("best_score") if state else None
+    saved = json.loads(state) if state else {}
+    best = saved.get("best_score", saved.get("best_val"))
     return RunInfo(
         run_id=str(meta.get("run_id", run_id)),
         path=folder,

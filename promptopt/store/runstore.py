@@ -11,6 +11,7 @@ first recorded for its key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,7 +19,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -215,8 +216,19 @@ class RunStore:
             raise StoreError(f"run store {self.run_id!r} is closed")
         return self._conn
 
-    def _write(self) -> _Transaction:
-        return _Transaction(self)
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock: committed on success, rolled back on error."""
+        with self._lock:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -385,7 +397,7 @@ class RunStore:
         ]
 
     def checkpoint(self, *, step: int, state: Mapping[str, Any]) -> None:
-        """Record the engine state after ``step``; a ``best_score`` key shows in run listings."""
+        """Record the engine state after ``step``; its ``best_score`` (or ``best_val``) shows in run listings."""
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO checkpoints (step, state, created_at) VALUES (?, ?, ?)",
@@ -450,33 +462,6 @@ class RunStore:
             "decisions": counts[2],
             "last_step": None if last is None else last[0],
         }
-
-
-class _Transaction:
-    """``with store._write() as conn``: hold the store's lock, commit on success, roll back on error."""
-
-    def __init__(self, store: RunStore) -> None:
-        self._store = store
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._store._lock.acquire()
-        try:
-            conn = self._store._db()
-            conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._store._lock.release()
-            raise
-        return conn
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        conn = self._store._db()
-        try:
-            if exc_type is None:
-                conn.execute("COMMIT")
-            elif conn.in_transaction:
-                conn.execute("ROLLBACK")
-        finally:
-            self._store._lock.release()
 
 
 def _evaluation_row(

@@ -40,7 +40,7 @@ def test_list_runs_newest_first_with_details(tmp_path: Path) -> None:
         old.record_llm_call(Call("b"))
         old.record_llm_call(Call("a", cached=True))
         old.checkpoint(step=1, state={"best_score": 0.25})
-        old.checkpoint(step=2, state={"best_score": 0.75})
+        old.checkpoint(step=2, state={"best_val": 0.75, "best_id": "c"})  # the engine's key
         old.set_status("finished")
     make(tmp_path, "aaa-new", name="second").close()
     (tmp_path / "not-a-run").mkdir()
