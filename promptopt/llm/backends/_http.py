@@ -1,0 +1,135 @@
+"""What the HTTP backends share: Retry-After parsing, SDK-exception translation, URL redaction.
+
+The ``openai`` and ``anthropic`` SDKs raise exceptions of the same shape
+(``APIStatusError`` with a ``status_code`` and a ``response``,
+``APITimeoutError`` under ``APIConnectionError``). :func:`translate_sdk_error`
+maps them onto :mod:`promptopt.errors` by HTTP status, using one table, and
+scrubs the API key out of every message it builds.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Iterable, Mapping
+from types import ModuleType
+from urllib.parse import urlsplit, urlunsplit
+
+from promptopt.errors import (
+    AuthenticationError,
+    BadRequestError,
+    LLMConnectionError,
+    LLMError,
+    LLMTimeoutError,
+    RateLimitError,
+    ServerError,
+)
+
+__all__ = ["parse_retry_after", "public_url", "redact", "status_error", "translate_sdk_error"]
+
+_REDACTED = "***"
+
+# HTTP status -> error class, for the statuses that are not 429 or 5xx.
+_STATUS_ERRORS: dict[int, type[LLMError]] = {
+    401: AuthenticationError,
+    403: AuthenticationError,
+    408: LLMTimeoutError,
+}
+
+
+def parse_retry_after(
+    headers: Mapping[str, str] | None, *, now: float | None = None
+) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date).
+
+    Returns ``None`` when neither header is present or readable; never a negative number.
+    """
+    if not headers:
+        return None
+    lowered = {key.lower(): value for key, value in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every non-empty secret replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info, query or fragment: safe for cache keys, logs and errors."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def status_error(
+    status: int,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> LLMError:
+    """The promptopt error for an HTTP error ``status`` (429, 5xx, 401/403, other 4xx)."""
+    retry_after = parse_retry_after(headers)
+    if status == 429:
+        return RateLimitError(message, retry_after=retry_after)
+    if status >= 500:
+        return ServerError(message, status=status, retry_after=retry_after)
+    error_class = _STATUS_ERRORS.get(status)
+    if error_class is not None:
+        return error_class(message)
+    if 400 <= status < 500:
+        return BadRequestError(message)
+    return LLMError(message)
+
+
+def translate_sdk_error(
+    exc: BaseException,
+    *,
+    sdk: ModuleType,
+    where: str,
+    secrets: Iterable[str | None] = (),
+) -> LLMError:
+    """Map an exception of the ``openai`` or ``anthropic`` SDK (passed as ``sdk``) to promptopt's tree.
+
+    ``where`` names the endpoint (a :func:`public_url`); ``secrets`` are scrubbed from the message.
+    """
+    secrets = tuple(secrets)
+    if isinstance(exc, sdk.APIStatusError):
+        detail = redact(str(getattr(exc, "message", "") or exc), secrets)
+        message = f"{where!r} answered HTTP {exc.status_code}: {detail}"
+        return status_error(exc.status_code, message, headers=exc.response.headers)
+    if isinstance(exc, sdk.APITimeoutError):
+        return LLMTimeoutError(f"{where!r} did not answer in time")
+    if isinstance(exc, sdk.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        reason = redact(f"{type(cause).__name__}: {cause}" if cause else str(exc), secrets)
+        return LLMConnectionError(f"connection to {where!r} failed ({reason})")
+    detail = redact(f"{type(exc).__name__}: {exc}", secrets)
+    return LLMError(f"request to {where!r} failed: {detail}")
