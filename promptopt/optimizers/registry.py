@@ -37,9 +37,13 @@ def get(name: str) -> Any:
     """The optimizer class registered as ``name``; raises OptimizerError if unknown."""
     targets = _targets()
     if name not in targets:
-        raise OptimizerError(f"unknown optimizer {name!r}; registered: {', '.join(sorted(targets))}")
+        raise OptimizerError(
+            f"unknown optimizer {name!r}; registered: {', '.join(sorted(targets))}"
+        )
     module_name, _, attr = targets[name].partition(":")
     try:
         return getattr(import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise OptimizerError(f"optimizer {name!r} could not be loaded from {targets[name]!r}: {exc}") from exc
+        raise OptimizerError(
+            f"optimizer {name!r} could not be loaded from {targets[name]!r}: {exc}"
+        ) from exc

@@ -1,0 +1,195 @@
+"""One call from Python: ``optimize(task)``, ``evaluate(task)`` and ``plan(task)``.
+
+These build the run from a task file (models, budget, cache, store, program,
+metric, data, optimizer), hand it to the :class:`~promptopt.engine.Engine` and
+return plain result objects. The CLI is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from promptopt.engine import Engine, SearchOutcome
+from promptopt.errors import StoreError
+from promptopt.optimizers.base import Candidate
+from promptopt.progress import Reporter, SilentReporter
+from promptopt.session import RunParts, build_parts, estimate_plan
+from promptopt.store import RunStore
+from promptopt.task.loader import load_task
+
+__all__ = ["OptimizeResult", "Plan", "optimize", "aoptimize", "plan"]
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    """What one optimization run produced.
+
+    ``scores`` maps ``seed_val``, ``best_val``, ``seed_test`` and ``best_test`` to
+    accuracies (test entries are None when the task has no test split);
+    ``usage`` holds the optimization phase's calls, cache hits, tokens and cost.
+    """
+
+    best: Candidate
+    seed: Candidate
+    scores: Mapping[str, float | None]
+    invalid: Mapping[str, int | None]
+    usage: Mapping[str, Any]
+    test_usage: Mapping[str, Any]
+    run_dir: Path
+    run_id: str
+    best_prompt_path: Path
+    steps: int
+    stopped: str
+    wall_s: float
+
+
+def optimize(
+    task: str | Path | Any,
+    *,
+    resume: str | Path | None = None,
+    output: str | Path | None = None,
+    reporter: Reporter | None = None,
+    backends: Mapping[str, Any] | None = None,
+) -> OptimizeResult:
+    """Optimize the task's program and return the best candidate, its scores and the run folder."""
+    return asyncio.run(
+        aoptimize(task, resume=resume, output=output, reporter=reporter, backends=backends)
+    )
+
+
+async def aoptimize(
+    task: str | Path | Any,
+    *,
+    resume: str | Path | None = None,
+    output: str | Path | None = None,
+    reporter: Reporter | None = None,
+    backends: Mapping[str, Any] | None = None,
+) -> OptimizeResult:
+    spec = load_task(task) if isinstance(task, str | Path) else task
+    reporter = reporter or SilentReporter()
+    out_dir = Path(output) if output is not None else Path(spec.output)
+    started = time.perf_counter()
+    if resume is not None:
+        store = RunStore.open(resume, output_dir=out_dir)
+        _check_same_task(store, spec)
+        reporter.message(f"resuming run {store.run_id} from {store.root}")
+    else:
+        store = RunStore.create(
+            out_dir,
+            task=spec.model_dump(mode="json"),
+            task_path=str(getattr(spec, "path", "") or ""),
+        )
+        reporter.message(f"run {store.run_id} in {store.root}")
+    parts = build_parts(spec, store=store, backends=backends)
+    try:
+        outcome = await _run(parts, store, reporter)
+        store.set_status("finished", detail=outcome.stopped)
+    except BaseException as exc:
+        store.set_status(
+            "interrupted"
+            if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+            else "failed",
+            detail=f"{type(exc).__name__}: {exc}",
+        )
+        raise
+    finally:
+        await parts.aclose()
+        reporter.close()
+    result = _result(parts, store, outcome, time.perf_counter() - started)
+    store.close()
+    return result
+
+
+async def _run(parts: RunParts, store: RunStore, reporter: Reporter) -> SearchOutcome:
+    engine = Engine(
+        program=parts.program,
+        metric=parts.metric,
+        splits=parts.splits,
+        task_llm=parts.task_llm,
+        optimizer_llm=parts.optimizer_llm,
+        judge_llm=parts.judge_llm,
+        store=store,
+        concurrency=parts.concurrency,
+        seed=parts.seed,
+        reporter=reporter,
+    )
+    outcome = await engine.search(
+        parts.optimizer,
+        parts.program.seed_params(),
+        trainable=parts.program.trainable,
+        description=parts.description,
+    )
+    await engine.score_test(outcome, llm=parts.test_llm)
+    return outcome
+
+
+def _result(
+    parts: RunParts, store: RunStore, outcome: SearchOutcome, wall: float
+) -> OptimizeResult:
+    best = outcome.best.candidate
+    prompt_path = store.root / "best_prompt.txt"
+    prompt_path.write_text(parts.program.describe(best.params), encoding="utf-8")
+    (store.root / "best_candidate.json").write_text(
+        json.dumps({"id": best.id, "params": best.params}, indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+    seed_test, best_test = outcome.seed_test, outcome.best_test
+    return OptimizeResult(
+        best=best,
+        seed=outcome.seed.candidate,
+        scores={
+            "seed_val": outcome.seed.score,
+            "best_val": outcome.best.score,
+            "seed_test": seed_test.score if seed_test else None,
+            "best_test": best_test.score if best_test else None,
+        },
+        invalid={
+            "seed_test": seed_test.invalid if seed_test else None,
+            "best_test": best_test.invalid if best_test else None,
+        },
+        usage=parts.optimization_usage(),
+        test_usage=parts.test_llm.stats.snapshot(),
+        run_dir=store.root,
+        run_id=store.run_id,
+        best_prompt_path=prompt_path,
+        steps=outcome.steps,
+        stopped=outcome.stopped,
+        wall_s=wall,
+    )
+
+
+def _check_same_task(store: RunStore, spec: Any) -> None:
+    recorded = store.meta().get("task")
+    if isinstance(recorded, str):
+        recorded = json.loads(recorded)
+    if recorded is not None and recorded != spec.model_dump(mode="json"):
+        raise StoreError(
+            f"run {store.run_id!r} was made from a different task file; "
+            "resume it with the task file it started with"
+        )
+
+
+# -- dry run ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run would spend, computed without calling any model."""
+
+    optimization_calls: int
+    test_calls: int
+    budget_calls: int | None
+    est_tokens_per_call: int
+    est_cost_usd: float
+    rows: tuple[tuple[str, str], ...]
+
+
+def plan(task: str | Path | Any) -> Plan:
+    spec = load_task(task) if isinstance(task, str | Path) else task
+    return estimate_plan(spec)

@@ -1,0 +1,144 @@
+"""What an optimizer sees and returns: the search state, proposals and evaluated candidates.
+
+Optimizers only propose. The engine evaluates every proposal, enforces the budget,
+records everything in the run store and checkpoints; an optimizer reads the
+:class:`SearchState` the engine keeps and returns :class:`Proposal` objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from promptopt.llm.client import LLM
+    from promptopt.task.data import Example
+    from promptopt.task.metrics import Score
+
+__all__ = [
+    "Candidate",
+    "Evaluated",
+    "ExampleResult",
+    "Optimizer",
+    "Proposal",
+    "SearchState",
+    "candidate_id",
+]
+
+
+def candidate_id(params: Mapping[str, Any]) -> str:
+    """A short, stable id for a set of parameter values (equal values, equal id)."""
+    blob = json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One assignment of every trainable parameter: ``{name: text or list}``."""
+
+    params: Mapping[str, Any]
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", candidate_id(self.params))
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A candidate an optimizer wants evaluated, with where it came from and why."""
+
+    params: Mapping[str, Any]
+    parent_id: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ExampleResult:
+    example: Example
+    output: str | None
+    score: Score
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """A candidate scored on one split: the mean score and every example's result."""
+
+    candidate: Candidate
+    split: str
+    results: tuple[ExampleResult, ...]
+    parent_id: str | None = None
+    origin: str = ""
+    step: int = 0
+
+    @property
+    def score(self) -> float:
+        return sum(r.score.value for r in self.results) / len(self.results) if self.results else 0.0
+
+    @property
+    def invalid(self) -> int:
+        return sum(1 for r in self.results if not r.score.valid)
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for r in self.results if r.error is not None)
+
+
+EvaluateFn = Callable[[Mapping[str, Any], Sequence["Example"]], Awaitable[Evaluated]]
+
+
+@dataclass
+class SearchState:
+    """The engine's view of the search, read by optimizers.
+
+    ``history`` holds every candidate evaluated on the validation split, in order;
+    ``pool`` holds the model's own correct validation answers as
+    ``(example, output)`` pairs, gathered at no extra cost whenever a candidate is
+    scored. ``evaluate`` lets an optimizer score a candidate on examples of its
+    choosing (a training batch, say) through the engine, which budgets and
+    records the calls.
+    """
+
+    seed: Candidate
+    trainable: tuple[str, ...]
+    train: tuple[Example, ...]
+    val: tuple[Example, ...]
+    program_description: str
+    evaluate: EvaluateFn
+    history: list[Evaluated] = field(default_factory=list)
+    pool: list[tuple[Example, str]] = field(default_factory=list)
+    step: int = 0
+    remaining_calls: int | None = None
+
+    @property
+    def best(self) -> Evaluated | None:
+        if not self.history:
+            return None
+        # first-seen wins ties, so the seed stays best unless something beats it
+        return max(self.history, key=lambda e: e.score)
+
+    def evaluated_ids(self) -> set[str]:
+        return {e.candidate.id for e in self.history}
+
+
+@runtime_checkable
+class Optimizer(Protocol):
+    """A pure proposer. Registered through the ``promptopt.optimizers`` entry-point group."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[BaseModel]]
+
+    async def propose(self, state: SearchState, *, llm: LLM, rng: random.Random) -> list[Proposal]:
+        """Return candidates to evaluate next; an empty list ends the search."""
+        ...
+
+    def observe(self, state: SearchState, results: list[Evaluated]) -> None:
+        """Bookkeeping after the engine scored this step's proposals."""
+        ...

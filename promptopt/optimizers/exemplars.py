@@ -1,0 +1,176 @@
+"""Exemplar selection by random search and mutation (Wan et al., NeurIPS 2024).
+
+Exemplars come from two places: labelled training examples, and the model's
+own correct validation answers that the engine gathers for free whenever it
+scores a candidate (``SearchState.pool``). Random search proposes ``num_sets``
+sets of ``k`` exemplars; then ``mutations`` rounds each swap one member of the
+best set so far. When the targets take few values (a classification task), each
+set covers the labels as evenly as possible, in random order, so a set never
+teaches the model that only one answer exists.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from promptopt.errors import OptimizerError
+from promptopt.optimizers.base import Evaluated, Proposal, SearchState, candidate_id
+
+if TYPE_CHECKING:
+    from promptopt.llm.client import LLM
+    from promptopt.task.data import Example
+
+__all__ = ["Exemplars"]
+
+_MAX_LABELS_FOR_BALANCE = 10
+
+
+class ExemplarsConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    k: int = Field(2, ge=1, le=32, description="Exemplars per set.")
+    num_sets: int = Field(8, ge=1, description="Random sets to evaluate (random search).")
+    mutations: int = Field(4, ge=0, description="Sets made by swapping one member of the best set.")
+    per_step: int = Field(
+        4, ge=1, description="Sets proposed (and evaluated concurrently) per step."
+    )
+    source: Literal["both", "labelled", "bootstrapped"] = Field(
+        "both", description="labelled training rows, the model's own correct answers, or both."
+    )
+    balance: bool = Field(True, description="Cover the labels evenly when targets take few values.")
+
+
+class Exemplars:
+    """Propose exemplar sets; the engine scores them on the validation split."""
+
+    name: ClassVar[str] = "exemplars"
+    Config: ClassVar[type[BaseModel]] = ExemplarsConfig
+
+    def __init__(self, config: ExemplarsConfig | Mapping[str, Any] | None = None) -> None:
+        self.config = (
+            config
+            if isinstance(config, ExemplarsConfig)
+            else ExemplarsConfig.model_validate(dict(config or {}))
+        )
+        self._random_left = self.config.num_sets
+        self._mutations_left = self.config.mutations
+
+    async def propose(self, state: SearchState, *, llm: LLM, rng: random.Random) -> list[Proposal]:
+        if "exemplars" not in state.trainable:
+            raise OptimizerError(
+                "the exemplars optimizer needs 'exemplars' among the trainable "
+                "parameters of the program"
+            )
+        pool = self._pool(state)
+        if len(pool) < self.config.k:
+            return []
+        seen = state.evaluated_ids()
+        proposals: list[Proposal] = []
+        attempts = 0
+        while len(proposals) < self.config.per_step and attempts < 50 * self.config.per_step:
+            attempts += 1
+            if self._random_left > 0:
+                chosen, kind, parent = self._random_set(pool, rng), "random", state.seed.id
+            elif self._mutations_left > 0 and state.best is not None:
+                best = state.best
+                chosen = self._mutate(best.candidate.params.get("exemplars", []), pool, rng)
+                kind, parent = "mutation", best.candidate.id
+            else:
+                break
+            params = {**state.seed.params, "exemplars": chosen}
+            cid = candidate_id(params)
+            if cid in seen:
+                continue
+            seen.add(cid)
+            if kind == "random":
+                self._random_left -= 1
+            else:
+                self._mutations_left -= 1
+            proposals.append(
+                Proposal(params=params, parent_id=parent, meta={"kind": kind, "k": len(chosen)})
+            )
+        return proposals
+
+    def estimate_calls(self, *, n_train: int, n_val: int) -> int:
+        """Task-model calls the search can make after the seed is scored (an upper bound)."""
+        return (self.config.num_sets + self.config.mutations) * n_val
+
+    def observe(self, state: SearchState, results: list[Evaluated]) -> None:
+        """Nothing to keep: the best set so far is read from the state's history."""
+
+    # -- sampling ---------------------------------------------------------
+
+    def _pool(self, state: SearchState) -> list[dict[str, Any]]:
+        items: dict[str, dict[str, Any]] = {}
+        if self.config.source in ("both", "bootstrapped"):
+            for example, output in state.pool:
+                items.setdefault(f"own:{example.id}", _item(example, output))
+        if self.config.source in ("both", "labelled"):
+            for example in state.train:
+                items.setdefault(f"gold:{example.id}", _item(example, str(example.target)))
+        return [items[key] for key in sorted(items)]
+
+    def _groups(self, pool: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for item in pool:
+            groups[item["label"]].append(item)
+        if not self.config.balance or len(groups) > _MAX_LABELS_FOR_BALANCE:
+            return {"": list(pool)}
+        return dict(sorted(groups.items()))
+
+    def _random_set(
+        self, pool: Sequence[dict[str, Any]], rng: random.Random
+    ) -> list[dict[str, Any]]:
+        groups = self._groups(pool)
+        labels = list(groups)
+        rng.shuffle(labels)
+        chosen: list[dict[str, Any]] = []
+        taken: set[int] = set()
+        while len(chosen) < self.config.k:
+            progressed = False
+            for label in labels:
+                left = [item for item in groups[label] if id(item) not in taken]
+                if left and len(chosen) < self.config.k:
+                    pick = rng.choice(left)
+                    taken.add(id(pick))
+                    chosen.append(pick)
+                    progressed = True
+            if not progressed:
+                break
+        rng.shuffle(chosen)
+        return [_exemplar(item) for item in chosen]
+
+    def _mutate(
+        self,
+        current: Sequence[Mapping[str, Any]],
+        pool: Sequence[dict[str, Any]],
+        rng: random.Random,
+    ) -> list[dict[str, Any]]:
+        current = [dict(e) for e in current]
+        if not current:
+            return self._random_set(pool, rng)
+        slot = rng.randrange(len(current))
+        label = _label_of(current[slot])
+        same = [i for i in pool if i["label"] == label] if self.config.balance else list(pool)
+        options = [i for i in (same or pool) if _exemplar(i) not in current]
+        if not options:
+            return self._random_set(pool, rng)
+        current[slot] = _exemplar(rng.choice(options))
+        return current
+
+
+def _item(example: Example, output: str) -> dict[str, Any]:
+    return {"inputs": dict(example.inputs), "output": output, "label": str(example.target)}
+
+
+def _exemplar(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {"inputs": dict(item["inputs"]), "output": item["output"], "label": item["label"]}
+
+
+def _label_of(exemplar: Mapping[str, Any]) -> str:
+    return str(exemplar.get("label", exemplar.get("output", "")))

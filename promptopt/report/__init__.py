@@ -1,0 +1,1 @@
+"""Printing and rendering of plans, results and runs."""

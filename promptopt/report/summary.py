@@ -1,0 +1,89 @@
+"""Terminal tables: the dry-run plan, the end-of-run summary, an evaluation, the list of runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["print_eval", "print_plan", "print_runs", "print_summary"]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def print_plan(plan: Any, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="dry run: nothing will be spent", show_header=False)
+    for name, value in plan.rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+def print_summary(result: Any, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"run {result.run_id}")
+    table.add_column("")
+    table.add_column("seed", justify="right")
+    table.add_column("best", justify="right")
+    s = result.scores
+    table.add_row("validation accuracy", _fmt(s["seed_val"]), _fmt(s["best_val"]))
+    table.add_row("test accuracy", _fmt(s["seed_test"]), _fmt(s["best_test"]))
+    inv = result.invalid
+    table.add_row(
+        "unparseable test outputs",
+        str(inv["seed_test"] if inv["seed_test"] is not None else "-"),
+        str(inv["best_test"] if inv["best_test"] is not None else "-"),
+    )
+    console.print(table)
+    u, t = result.usage, result.test_usage
+    usage = Table(show_header=True)
+    for col in ("", "optimization", "test scoring"):
+        usage.add_column(col, justify="right" if col else "left")
+    usage.add_row("model calls", str(u.get("calls", 0)), str(t.get("calls", 0)))
+    usage.add_row("cache hits", str(u.get("cache_hits", 0)), str(t.get("cache_hits", 0)))
+    usage.add_row(
+        "tokens",
+        str(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)),
+        str(t.get("prompt_tokens", 0) + t.get("completion_tokens", 0)),
+    )
+    usage.add_row("cost (USD)", f"{u.get('cost_usd', 0.0):.4f}", f"{t.get('cost_usd', 0.0):.4f}")
+    console.print(usage)
+    console.print(f"steps: {result.steps} ({result.stopped}); wall time {result.wall_s:.1f} s")
+    console.print(
+        f"seed test accuracy: {_fmt(s['seed_test'])}   best test accuracy: {_fmt(s['best_test'])}"
+    )
+    console.print(f"best prompt written to {result.best_prompt_path}")
+
+
+def print_eval(report: Any, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(
+        f"{report.label} on {report.split} ({report.n} examples): "
+        f"accuracy {report.score:.3f}, unparseable {report.invalid}, errors {report.errors}, "
+        f"model calls {report.calls}, cache hits {report.cache_hits}"
+    )
+
+
+def print_runs(runs: Sequence[Any], console: Console | None = None) -> None:
+    console = console or Console()
+    if not runs:
+        console.print("no runs yet")
+        return
+    table = Table()
+    for col in ("run", "task", "status", "created", "calls", "best val"):
+        table.add_column(col)
+    for run in runs:
+        best = getattr(run, "best_score", None)
+        table.add_row(
+            run.run_id,
+            str(run.task_name),
+            str(run.status),
+            str(run.created_at),
+            str(getattr(run, "calls", "")),
+            _fmt(best),
+        )
+    console.print(table)

@@ -1,0 +1,251 @@
+"""Turn a validated task into the live parts of a run: models, budget, cache, program, data.
+
+Everything a run needs is built here, once, from the :class:`TaskSpec`; the engine
+receives finished objects. Models with the same configuration share one backend
+(one loaded local model, one connection pool); every model call of a run goes
+through one shared budget and is recorded in the run store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from promptopt.llm.budget import Budget
+from promptopt.llm.cache import ResponseCache
+from promptopt.llm.client import LLM, CallEvent
+from promptopt.llm.models import ModelConfig, make_backend, parse_model
+from promptopt.llm.pricing import PriceTable
+from promptopt.optimizers import registry
+from promptopt.task.data import Splits, load_splits
+from promptopt.task.metrics import Metric, make_metric
+from promptopt.task.program import Program, PromptProgram, make_program
+
+if TYPE_CHECKING:
+    from promptopt.llm.base import Backend
+    from promptopt.store import RunStore
+
+__all__ = ["RunParts", "build_parts", "estimate_plan", "model_config"]
+
+ROLES = ("task", "optimizer", "judge")
+
+
+@dataclass
+class RunParts:
+    program: Program
+    metric: Metric
+    splits: Splits
+    task_llm: LLM
+    optimizer_llm: LLM
+    judge_llm: LLM
+    test_llm: LLM
+    optimizer: Any
+    budget: Budget
+    concurrency: int
+    seed: int
+    description: str
+    backends: list[Any] = field(default_factory=list)
+
+    def optimization_usage(self) -> dict[str, Any]:
+        """Calls, cache hits, tokens and dollars of the optimization phase (every role)."""
+        total: dict[str, Any] = {}
+        seen: set[int] = set()
+        for llm in (self.task_llm, self.optimizer_llm, self.judge_llm):
+            if id(llm) in seen:
+                continue
+            seen.add(id(llm))
+            for key, value in llm.stats.snapshot().items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    async def aclose(self) -> None:
+        for backend in self.backends:
+            await backend.aclose()
+
+
+def model_config(value: Any) -> ModelConfig:
+    """A ModelConfig from a task file's model entry: a string, a mapping, or a model object."""
+    if value is None:
+        return ModelConfig(model="local:smollm2")
+    if isinstance(value, ModelConfig):
+        return value
+    if isinstance(value, str):
+        return ModelConfig(model=value)
+    if isinstance(value, Mapping):
+        return ModelConfig(**value)
+    return ModelConfig(**value.model_dump())
+
+
+def _role_configs(spec: Any) -> dict[str, ModelConfig]:
+    task = model_config(spec.models.task)
+    optimizer = model_config(spec.models.optimizer) if spec.models.optimizer else task
+    judge = model_config(spec.models.judge) if spec.models.judge else optimizer
+    return {"task": task, "optimizer": optimizer, "judge": judge}
+
+
+def build_parts(
+    spec: Any, *, store: RunStore, backends: Mapping[str, Backend] | None = None
+) -> RunParts:
+    """Build every live object of a run; ``backends`` replaces the backend of a role (tests, fakes)."""
+    base_dir = Path(getattr(spec, "base_dir", None) or ".")
+    program = make_program(spec.program, base_dir=base_dir)
+    splits = load_splits(spec)
+    metric = make_metric(spec.metric, choices=tuple(getattr(spec.program, "choices", None) or ()))
+    optimizer_cls = registry.get(spec.optimizer.name)
+    optimizer = optimizer_cls(
+        optimizer_cls.Config.model_validate(dict(spec.optimizer.config or {}))
+    )
+    budget = Budget(
+        max_calls=spec.budget.max_calls,
+        max_tokens=spec.budget.max_tokens,
+        max_usd=spec.budget.max_usd,
+    )
+    cache = (
+        None
+        if spec.cache.policy == "off"
+        else ResponseCache(spec.cache.dir, policy=spec.cache.policy)
+    )
+    prices = PriceTable(_prices(spec))
+    configs = _role_configs(spec)
+    shared: dict[str, Any] = {}
+    role_backend: dict[str, Any] = {}
+    for role in ROLES:
+        if backends and role in backends:
+            role_backend[role] = backends[role]
+            continue
+        cfg = configs[role]
+        key = cfg.model_dump_json()
+        if key not in shared:
+            shared[key] = make_backend(parse_model(cfg.model), cfg)
+        role_backend[role] = shared[key]
+    listener = _store_listener(store)
+
+    def llm_for(role: str, *, with_budget: bool) -> LLM:
+        cfg = configs[role]
+        ref = parse_model(cfg.model)
+        return LLM(
+            role_backend[role],
+            provider=ref.provider,
+            model=ref.name,
+            cache=cache,
+            budget=budget if with_budget else None,
+            max_concurrency=cfg.max_concurrency,
+            prices=prices,
+            listeners=[listener],
+            replay=store.recorded_response,
+        )
+
+    task_llm = llm_for("task", with_budget=True)
+    optimizer_llm = llm_for("optimizer", with_budget=True)
+    judge_llm = llm_for("judge", with_budget=True)
+    test_llm = llm_for("task", with_budget=False)
+    unique = list({id(b): b for b in role_backend.values()}.values())
+    return RunParts(
+        program=program,
+        metric=metric,
+        splits=splits,
+        task_llm=task_llm,
+        optimizer_llm=optimizer_llm,
+        judge_llm=judge_llm,
+        test_llm=test_llm,
+        optimizer=optimizer,
+        budget=budget,
+        concurrency=spec.concurrency,
+        seed=spec.seed,
+        description=_describe(program),
+        backends=unique,
+    )
+
+
+def _prices(spec: Any) -> dict[str, Any]:
+    prices = getattr(spec, "prices", None) or {}
+    return {
+        name: (p.model_dump() if hasattr(p, "model_dump") else dict(p))
+        for name, p in prices.items()
+    }
+
+
+def _store_listener(store: RunStore):
+    def record(event: CallEvent) -> None:
+        if event.cached and store.recorded_response(event.key) is not None:
+            return  # a replay on resume: the original answer is already in the store
+        store.record_llm_call(event)
+
+    return record
+
+
+def _describe(program: Program) -> str:
+    if isinstance(program, PromptProgram):
+        return "a chat prompt: system message, exemplars as chat turns, then the user template"
+    return f"the Python program {getattr(program, 'entry', '?')!r}"
+
+
+# -- dry run ---------------------------------------------------------------------
+
+
+def estimate_plan(spec: Any):
+    """Project calls and cost of a run without calling any model."""
+    from promptopt.api import Plan
+
+    program = make_program(spec.program, base_dir=Path(getattr(spec, "base_dir", None) or "."))
+    splits = load_splits(spec)
+    optimizer_cls = registry.get(spec.optimizer.name)
+    optimizer = optimizer_cls(
+        optimizer_cls.Config.model_validate(dict(spec.optimizer.config or {}))
+    )
+    n_val, n_train, n_test = len(splits.val), len(splits.train), len(splits.test)
+    estimate = getattr(optimizer, "estimate_calls", None)
+    opt_calls = n_val + (estimate(n_train=n_train, n_val=n_val) if estimate else 0)
+    if spec.budget.max_calls is not None:
+        opt_calls = min(opt_calls, spec.budget.max_calls)
+    test_calls = 2 * n_test
+    tokens = _tokens_per_call(program, splits)
+    cfg = _role_configs(spec)["task"]
+    ref = parse_model(cfg.model)
+    from promptopt.llm.types import Usage
+
+    prices = PriceTable(_prices(spec))
+    per_call = prices.cost(
+        ref.provider, ref.name, Usage(tokens, getattr(program, "max_tokens", 64) or 64)
+    )
+    cost = per_call * (opt_calls + test_calls)
+    rows = (
+        ("task model", cfg.model),
+        ("optimizer", spec.optimizer.name),
+        ("train / val / test", f"{n_train} / {n_val} / {n_test}"),
+        ("optimization calls (at most)", str(opt_calls)),
+        ("test calls (seed and best)", str(test_calls)),
+        ("budget max_calls", str(spec.budget.max_calls)),
+        ("tokens per call (est.)", str(tokens)),
+        (
+            "cost (est.)",
+            f"${cost:.4f}"
+            + (
+                ""
+                if prices.known(ref.provider, ref.name) or ref.provider in ("local", "fake", "vllm")
+                else " (no price known for this model)"
+            ),
+        ),
+    )
+    return Plan(
+        optimization_calls=opt_calls,
+        test_calls=test_calls,
+        budget_calls=spec.budget.max_calls,
+        est_tokens_per_call=tokens,
+        est_cost_usd=cost,
+        rows=rows,
+    )
+
+
+def _tokens_per_call(program: Program, splits: Splits) -> int:
+    sample = list(splits.val[:5]) or list(splits.train[:5])
+    if not isinstance(program, PromptProgram) or not sample:
+        return 0
+    chars = [
+        sum(len(m.content) for m in program.request(program.seed_params(), e.inputs).messages)
+        for e in sample
+    ]
+    return math.ceil(sum(chars) / len(chars) / 4) + 16

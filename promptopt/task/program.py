@@ -1,0 +1,210 @@
+"""The program being optimized: how a candidate's parameters and one example become an answer.
+
+Two kinds, chosen by the task file:
+
+- :class:`PromptProgram`: a chat prompt. Parameters ``system`` (text), ``user``
+  (a template with ``{field}`` placeholders) and ``exemplars`` (a list of
+  ``{"inputs": {...}, "output": "..."}`` shown as earlier chat turns).
+- :class:`PythonProgram`: a Python entry point ``module:function`` called as
+  ``await function(inputs, params=..., llm=...)`` (or a plain function, run in a
+  worker thread with a blocking ``llm``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import string
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from promptopt.errors import ConfigError
+from promptopt.llm.types import LLMRequest, LLMResponse, Message
+
+if TYPE_CHECKING:
+    from promptopt.llm.client import LLM
+    from promptopt.task.data import Example
+
+__all__ = ["Program", "PromptProgram", "PythonProgram", "make_program", "placeholders"]
+
+
+class Program(Protocol):
+    trainable: tuple[str, ...]
+
+    def seed_params(self) -> dict[str, Any]: ...
+
+    async def run(self, params: Mapping[str, Any], example: Example, *, llm: LLM) -> str: ...
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        """The candidate as text a person can read and paste."""
+        ...
+
+
+def placeholders(template: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def _as_exemplar(item: Any) -> dict[str, Any]:
+    if isinstance(item, Mapping):
+        return {"inputs": dict(item["inputs"]), "output": str(item["output"])}
+    return {"inputs": dict(item.inputs), "output": str(item.output)}
+
+
+class PromptProgram:
+    """A chat prompt: system line, exemplars as chat turns, then the user template."""
+
+    def __init__(
+        self,
+        *,
+        system: str,
+        user: str,
+        exemplars: Sequence[Any] = (),
+        trainable: Sequence[str] = ("system", "exemplars"),
+        choices: Sequence[str] = (),
+        max_tokens: int | None = 64,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+    ) -> None:
+        self._seed = {
+            "system": system,
+            "user": user,
+            "exemplars": [_as_exemplar(e) for e in exemplars],
+        }
+        self.trainable = tuple(trainable)
+        self.choices = tuple(choices)
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.stop = tuple(stop)
+
+    def seed_params(self) -> dict[str, Any]:
+        return {name: self._seed[name] for name in self.trainable}
+
+    def _full(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self._seed, **{k: v for k, v in params.items() if k in self._seed}}
+
+    def request(self, params: Mapping[str, Any], inputs: Mapping[str, Any]) -> LLMRequest:
+        p = self._full(params)
+        msgs: list[Message] = []
+        if p["system"]:
+            msgs.append(Message("system", p["system"]))
+        for ex in p["exemplars"]:
+            msgs.append(Message("user", _fill(p["user"], ex["inputs"])))
+            msgs.append(Message("assistant", ex["output"]))
+        msgs.append(Message("user", _fill(p["user"], inputs)))
+        return LLMRequest(
+            messages=tuple(msgs),
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            stop=self.stop,
+            choices=self.choices,
+        )
+
+    async def run(self, params: Mapping[str, Any], example: Example, *, llm: LLM) -> str:
+        response = await llm.acomplete(self.request(params, example.inputs))
+        return response.text
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        p = self._full(params)
+        lines = ["# system", p["system"], ""]
+        for i, ex in enumerate(p["exemplars"], 1):
+            lines += [
+                f"# exemplar {i}: user",
+                _fill(p["user"], ex["inputs"]),
+                f"# exemplar {i}: assistant",
+                ex["output"],
+                "",
+            ]
+        lines += ["# user template", p["user"]]
+        return "\n".join(lines) + "\n"
+
+
+def _fill(template: str, inputs: Mapping[str, Any]) -> str:
+    try:
+        return template.format_map({k: "" if v is None else v for k, v in inputs.items()})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"template {template!r} cannot be filled from fields {sorted(inputs)!r}: {exc}"
+        ) from exc
+
+
+class _BlockingLLM:
+    """What a plain (non-async) program function gets: ``complete`` runs on the engine's loop."""
+
+    def __init__(self, llm: LLM, loop: asyncio.AbstractEventLoop) -> None:
+        self._llm = llm
+        self._loop = loop
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        return asyncio.run_coroutine_threadsafe(self._llm.acomplete(request), self._loop).result()
+
+    def chat(self, prompt: str, *, system: str | None = None, **fields: Any) -> str:
+        coro = self._llm.achat(prompt, system=system, **fields)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+
+class PythonProgram:
+    """A Python entry point ``module:function`` with named trainable parameters."""
+
+    def __init__(
+        self, *, entry: str, params: Mapping[str, Any], base_dir: Path | None = None
+    ) -> None:
+        self.entry = entry
+        self._params = dict(params)
+        self.trainable = tuple(self._params)
+        self._fn = _import_entry(entry, base_dir)
+        self._is_async = inspect.iscoroutinefunction(self._fn)
+
+    def seed_params(self) -> dict[str, Any]:
+        return dict(self._params)
+
+    async def run(self, params: Mapping[str, Any], example: Example, *, llm: LLM) -> str:
+        merged = {**self._params, **params}
+        if self._is_async:
+            result = await self._fn(dict(example.inputs), params=merged, llm=llm)
+        else:
+            blocking = _BlockingLLM(llm, asyncio.get_running_loop())
+            result = await asyncio.to_thread(
+                self._fn, dict(example.inputs), params=merged, llm=blocking
+            )
+        return "" if result is None else str(result)
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        merged = {**self._params, **params}
+        return "\n".join(f"# {name}\n{value}\n" for name, value in merged.items())
+
+
+def _import_entry(entry: str, base_dir: Path | None) -> Any:
+    module_name, _, attr = entry.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"program entry {entry!r} must look like 'module:function'")
+    if base_dir is not None and str(base_dir) not in sys.path:
+        sys.path.insert(0, str(base_dir))
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"program entry {entry!r} cannot be imported: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError(f"program entry {entry!r} is not callable")
+    return fn
+
+
+def make_program(program_spec: Any, *, base_dir: Path | None = None) -> Program:
+    """Build the runtime program from the task file's ``program`` block."""
+    entry = getattr(program_spec, "entry", None)
+    if entry:
+        return PythonProgram(
+            entry=entry, params=dict(getattr(program_spec, "params", None) or {}), base_dir=base_dir
+        )
+    return PromptProgram(
+        system=program_spec.system or "",
+        user=program_spec.user,
+        exemplars=program_spec.exemplars or (),
+        trainable=program_spec.trainable,
+        choices=program_spec.choices or (),
+        max_tokens=program_spec.max_tokens,
+        temperature=program_spec.temperature,
+        stop=program_spec.stop or (),
+    )

@@ -1,0 +1,104 @@
+"""The engine loop end to end with a fake model: search, budget, store, cache, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+from fake_sentiment import picky_model
+
+from promptopt.api import aoptimize
+from promptopt.llm.fakes import FakeBackend
+from promptopt.store import RunStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_exemplar_search_beats_the_seed_and_records_everything(task_file, picky_backend):
+    result = await aoptimize(task_file(), backends={"task": picky_backend})
+    # the seed always answers "positive"; balanced exemplars make the fake read the words
+    assert result.scores["seed_val"] < result.scores["best_val"] == 1.0
+    assert result.scores["seed_test"] < result.scores["best_test"] == 1.0
+    assert result.invalid["best_test"] == 0
+    labels = {e["output"] for e in result.best.params["exemplars"]}
+    assert labels == {"positive", "negative"}
+    assert result.best_prompt_path.read_text().startswith("# system")
+    with RunStore.open(result.run_dir) as store:
+        assert store.status() == "finished"
+        assert len(store.candidates()) >= 7  # seed + 4 random + 2 mutations
+        backend_calls = [c for c in store.llm_calls() if not c["cached"]]
+        assert len(backend_calls) == len(picky_backend.requests)
+        assert store.latest_checkpoint() is not None
+
+
+async def test_budget_stops_the_search_without_exceeding_it(task_file, picky_backend):
+    # the seed costs 20 calls, each candidate at most 20: 50 calls cannot pay for two candidates
+    result = await aoptimize(task_file(max_calls=50), backends={"task": picky_backend})
+    assert result.usage["calls"] <= 50
+    assert result.stopped.startswith("budget")
+    assert result.scores["seed_test"] is not None  # test scoring sits outside the search budget
+
+
+async def test_second_identical_run_is_served_from_the_cache(task_file):
+    first_backend, second_backend = FakeBackend(_picky()), FakeBackend(_picky())
+    path = task_file(cache="readwrite")
+    first = await aoptimize(path, backends={"task": first_backend})
+    second = await aoptimize(path, backends={"task": second_backend})
+    assert first_backend.requests and second_backend.requests == []
+    assert second.usage["calls"] == 0 and second.usage["cache_hits"] > 0
+    assert second.best.params == first.best.params
+    assert second.scores == first.scores
+
+
+CRASHING_RUN = """
+import os, sys
+sys.path.insert(0, {here!r})
+sys.path.insert(0, {root!r})
+from fake_sentiment import picky_model
+from promptopt.api import optimize
+from promptopt.llm.fakes import FakeBackend
+calls = 0
+def crashing(request):
+    global calls
+    calls += 1
+    if calls > {after}:
+        os._exit(9)  # the process dies mid-step, as a killed run would
+    return picky_model(request)
+optimize({task!r}, backends={{"task": FakeBackend(crashing)}})
+"""
+
+
+def test_resume_repeats_no_paid_call_and_ends_the_same(task_file, tmp_path):
+    path = task_file()
+    reference_backend = FakeBackend(_picky())
+    reference = asyncio.run(aoptimize(path, backends={"task": reference_backend}))
+    total = len(reference_backend.requests)
+
+    script = tmp_path / "crash.py"
+    script.write_text(
+        CRASHING_RUN.format(
+            here=str(Path(__file__).parent), root=str(ROOT), after=45, task=str(path)
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 9, proc.stderr
+    (run_dir,) = [
+        p for p in (path.parent / "traces").iterdir() if p.is_dir() and p != reference.run_dir
+    ]
+    with RunStore.open(run_dir) as store:
+        assert store.status() == "running"  # it never got to say anything else
+        paid_before = len([c for c in store.llm_calls() if not c["cached"]])
+    assert paid_before == 45
+    resumed_backend = FakeBackend(_picky())
+    resumed = asyncio.run(aoptimize(path, resume=run_dir, backends={"task": resumed_backend}))
+    assert paid_before + len(resumed_backend.requests) == total
+    assert resumed.best.params == reference.best.params
+    assert resumed.scores == reference.scores
+
+
+def _picky():
+    return picky_model
