@@ -1,0 +1,494 @@
+"""The task file as frozen pydantic models: :class:`TaskSpec` and its parts.
+
+The models check all that needs neither the disk nor the optimizer registry:
+types, unknown keys (every model forbids extras), names, model strings,
+placeholders against ``data.inputs``, metric options against the kind. Data
+files and the optimizer are checked by :mod:`promptopt.task.loader`. A
+cross-field check raises :class:`FieldIssue`, which names the dotted field it is
+about, so errors point at ``program.user`` rather than the whole model.
+``TaskSpec.path``/``base_dir`` are private attributes, not fields: they never
+appear in the schema, in dumps, or as task-file keys.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from promptopt.errors import ConfigError
+from promptopt.llm.models import DEFAULT_MODEL, ModelConfig, parse_model
+
+__all__ = [
+    "METRIC_KINDS",
+    "PROGRAM_TAGS",
+    "BudgetSpec",
+    "CacheSpec",
+    "DataSpec",
+    "ExemplarSpec",
+    "FieldIssue",
+    "LimitsSpec",
+    "MetricSpec",
+    "ModelSpec",
+    "ModelsSpec",
+    "OptimizerSpec",
+    "PriceSpec",
+    "PromptProgramSpec",
+    "PythonProgramSpec",
+    "SplitSpec",
+    "TaskSpec",
+    "task_schema",
+    "template_fields",
+]
+
+METRIC_KINDS = ("contains", "exact", "f1", "judge", "numeric", "python", "regex")
+# Metric kinds that compare against data.target, and the one option each kind owns.
+_NEEDS_TARGET = frozenset({"contains", "exact", "f1", "numeric", "regex"})
+_OPTION_OWNER = {
+    "pattern": "regex",
+    "tolerance": "numeric",
+    "function": "python",
+    "rubric": "judge",
+}
+# Tags of the program union; they show up in pydantic error locations and the loader drops them.
+PROGRAM_TAGS = frozenset({"prompt program", "python program"})
+
+_NAME_RE = re.compile(r"^[a-z0-9_-]+$")
+_MODEL_RE = re.compile(r"^\s*[A-Za-z][A-Za-z0-9_-]*:\S.*$")
+_REF_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".csv": "csv"}
+
+
+class FieldIssue(ValueError):
+    """A validation failure about ``field``, dotted relative to the model that raised it."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def template_fields(template: str) -> tuple[str, ...]:
+    """The ``{placeholder}`` names of a ``str.format`` template, in order, without repeats.
+
+    Raises ValueError for a malformed template or a placeholder that is not a plain name.
+    """
+    names: list[str] = []
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier():
+            raise ValueError(f"placeholder {{{name}}} must be a plain field name such as {{text}}")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _check_ref(value: str) -> str:
+    if not _REF_RE.match(value):
+        raise ValueError(f"expected 'module.path:function', got {value!r}")
+    return value
+
+
+class ExemplarSpec(_Frozen):
+    """One seed demonstration: input fields and the answer."""
+
+    inputs: dict[str, Any] = Field(description="Input values keyed by placeholder name.")
+    output: str = Field(description="The answer the program should give for these inputs.")
+
+
+class PromptProgramSpec(_Frozen):
+    """A single-call prompt program: system text, a user template, exemplars."""
+
+    system: str = Field("", description="System prompt; a trainable text parameter (may be empty).")
+    user: str = Field(description="User template; each {placeholder} must be in data.inputs.")
+    exemplars: tuple[ExemplarSpec, ...] = Field((), description="Seed exemplars, shown first.")
+    trainable: tuple[Literal["system", "user", "exemplars"], ...] = Field(
+        ("system", "exemplars"), description="Parameters optimizers may edit."
+    )
+    choices: tuple[str, ...] = Field((), description="If given, the answer must be one of these.")
+    max_tokens: int = Field(64, gt=0, description="Most tokens generated per answer.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+    stop: tuple[str, ...] = Field((), description="Stop strings.")
+
+    @field_validator("user")
+    @classmethod
+    def _template_parses(cls, value: str) -> str:
+        template_fields(value)
+        return value
+
+    @field_validator("trainable")
+    @classmethod
+    def _no_repeats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a parameter twice: {list(value)!r}")
+        return value
+
+    @property
+    def placeholders(self) -> tuple[str, ...]:
+        return template_fields(self.user)
+
+
+class PythonProgramSpec(_Frozen):
+    """A program written in Python: an importable function and its trainable parameters."""
+
+    entry: str = Field(
+        description="'module.path:function'; the task file's folder is put on sys.path first.",
+    )
+    params: dict[str, str | list[Any]] = Field(
+        default_factory=dict, description="Seed values of the program's trainable parameters."
+    )
+
+    @field_validator("entry")
+    @classmethod
+    def _entry_ref(cls, value: str) -> str:
+        return _check_ref(value)
+
+
+def _program_tag(value: Any) -> str:
+    python = isinstance(value, PythonProgramSpec) or (isinstance(value, dict) and "entry" in value)
+    return "python program" if python else "prompt program"
+
+
+ProgramSpec = Annotated[
+    Annotated[PromptProgramSpec, Tag("prompt program")]
+    | Annotated[PythonProgramSpec, Tag("python program")],
+    Discriminator(_program_tag),
+]
+
+
+class SplitSpec(_Frozen):
+    """Split sizes taken, in this order, from one seeded shuffle of data.path."""
+
+    train: int = Field(0, ge=0, description="Rows for training (exemplar pool, feedback).")
+    val: int = Field(0, ge=0, description="Rows for selecting candidates.")
+    test: int = Field(0, ge=0, description="Rows held out for the final report.")
+    seed: int | None = Field(None, description="Shuffle seed; defaults to the task's seed.")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SplitSpec:
+        if self.train + self.val + self.test == 0:
+            raise ValueError("train, val and test are all 0; give at least one split a size")
+        return self
+
+    @property
+    def total(self) -> int:
+        return self.train + self.val + self.test
+
+
+class LimitsSpec(_Frozen):
+    """At most this many rows, taken from the top of each explicit split file."""
+
+    train: int | None = Field(None, ge=0)
+    val: int | None = Field(None, ge=0)
+    test: int | None = Field(None, ge=0)
+
+
+class DataSpec(_Frozen):
+    """Where the examples come from and which columns they use.
+
+    Either ``path`` with ``split``, or explicit ``train``/``val``/``test`` files with
+    optional ``limits``. Paths are relative to the task file's folder.
+    """
+
+    path: str | None = Field(None, description="One .jsonl or .csv file, split by `split`.")
+    format: Literal["jsonl", "csv"] | None = Field(None, description="Defaults to the file suffix.")
+    inputs: list[str] | dict[str, str] = Field(
+        description="Input fields: a list of column names, or {placeholder: column}."
+    )
+    target: str | None = Field(None, description="Gold answer column (judge/python: optional).")
+    split: SplitSpec | None = Field(None, description="Split sizes for `path`.")
+    train: str | None = Field(None, description="Explicit training file.")
+    val: str | None = Field(None, description="Explicit validation file.")
+    test: str | None = Field(None, description="Explicit test file.")
+    limits: LimitsSpec = Field(
+        default_factory=LimitsSpec, description="Explicit files' row limits."
+    )
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_named(cls, value: list[str] | dict[str, str]) -> list[str] | dict[str, str]:
+        names = list(value)
+        if not names:
+            raise ValueError("list at least one input field")
+        for name in names:
+            if not name.isidentifier():
+                raise ValueError(f"input name {name!r} must be an identifier (letters, digits, _)")
+        if isinstance(value, list) and len(set(value)) != len(value):
+            raise ValueError(f"lists a field twice: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> DataSpec:
+        explicit = [name for name in ("train", "val", "test") if getattr(self, name) is not None]
+        if self.path is not None:
+            if explicit:
+                raise FieldIssue(explicit[0], "cannot be combined with data.path; use one")
+            if self.split is None:
+                raise FieldIssue("split", "required with data.path, e.g. {train: 20, val: 30}")
+            if self.limits != LimitsSpec():
+                raise FieldIssue("limits", "only applies to explicit train/val/test files")
+        else:
+            if not explicit:
+                raise FieldIssue("path", "give data.path (with split) or train/val/test files")
+            if self.split is not None:
+                raise FieldIssue("split", "only applies to data.path, not to explicit files")
+        for field, file in self.files().items():
+            if self.format is None and Path(file).suffix.lower() not in _FORMAT_BY_SUFFIX:
+                reason = f"cannot infer the format of {file!r}; use .jsonl or .csv, or data.format"
+                raise FieldIssue(field, reason)
+        return self
+
+    def files(self) -> dict[str, str]:
+        """The data files as written, keyed by field (``path``, ``train``, ``val``, ``test``)."""
+        names = ("path", "train", "val", "test")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+    def format_of(self, file: str) -> str:
+        return self.format or _FORMAT_BY_SUFFIX[Path(file).suffix.lower()]
+
+    @property
+    def input_map(self) -> dict[str, str]:
+        """``{placeholder: column}``; a list of inputs maps each name to itself."""
+        if isinstance(self.inputs, dict):
+            return dict(self.inputs)
+        return {name: name for name in self.inputs}
+
+
+class MetricSpec(_Frozen):
+    """How an answer is scored against its example; options apply to the kinds named."""
+
+    kind: Literal["exact", "contains", "regex", "numeric", "f1", "python", "judge"] = Field(
+        description="exact | contains | regex | numeric | f1 | python | judge"
+    )
+    normalize: bool = Field(
+        True, description="exact/contains/regex: lower-case, strip punctuation."
+    )
+    pattern: str | None = Field(None, description="regex: group 1 (or the match) is the answer.")
+    tolerance: float | None = Field(None, ge=0, description="numeric: absolute tolerance (1e-6).")
+    function: str | None = Field(
+        None, description="python: 'module:function(prediction, example)'."
+    )
+    rubric: str | None = Field(None, description="judge: what a correct answer looks like.")
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in METRIC_KINDS:
+            raise ValueError(f"unknown metric {value!r}; expected one of {', '.join(METRIC_KINDS)}")
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"regex {value!r} does not compile: {exc}") from None
+        return value
+
+    @field_validator("function")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        return None if value is None else _check_ref(value)
+
+    @model_validator(mode="after")
+    def _options_fit_kind(self) -> MetricSpec:
+        for option, owner in _OPTION_OWNER.items():
+            if getattr(self, option) is not None and self.kind != owner:
+                raise FieldIssue(option, f"only used by metric kind {owner!r}, not {self.kind!r}")
+        if self.kind == "regex" and self.pattern is None:
+            raise FieldIssue("pattern", "required for metric kind 'regex'")
+        if self.kind == "python" and self.function is None:
+            raise FieldIssue("function", "required for metric kind 'python'")
+        return self
+
+    @property
+    def needs_target(self) -> bool:
+        return self.kind in _NEEDS_TARGET
+
+
+def _check_model_string(value: str) -> str:
+    if not value.strip():
+        raise ValueError("expected 'provider:model' such as 'openai:gpt-4o-mini', got ''")
+    try:
+        return str(parse_model(value))
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class ModelSpec(_Frozen):
+    """One model endpoint; a bare ``"provider:model"`` string is short for ``{model: ...}``.
+
+    Same fields as :class:`promptopt.llm.models.ModelConfig` (see :meth:`to_config`),
+    plus descriptions for the schema; the string is checked by ``parse_model``.
+    """
+
+    model: str = Field(description="'provider:model', e.g. 'openai:gpt-4o-mini'.")
+    base_url: str | list[str] | None = Field(None, description="OpenAI-compatible endpoint(s).")
+    api_key_env: str | None = Field(None, description="Environment variable holding the key.")
+    max_concurrency: int = Field(8, ge=1, description="Requests in flight per endpoint.")
+    timeout: float = Field(60.0, gt=0, description="Seconds per request.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Provider-specific options.")
+
+    @field_validator("model")
+    @classmethod
+    def _model_string(cls, value: str) -> str:
+        return _check_model_string(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"model": _check_model_string(value)} if isinstance(value, str) else value
+
+    def to_config(self) -> ModelConfig:
+        """The LLM layer's :class:`~promptopt.llm.models.ModelConfig` for this model."""
+        return ModelConfig.model_validate(self.model_dump())
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        as_object = dict(schema)
+        schema.clear()
+        schema["anyOf"] = [
+            {"type": "string", "pattern": _MODEL_RE.pattern, "description": "'provider:model'"},
+            as_object,
+        ]
+        return schema
+
+
+class ModelsSpec(_Frozen):
+    """The models of a run, by role."""
+
+    task: ModelSpec = Field(
+        default_factory=lambda: ModelSpec(model=DEFAULT_MODEL),
+        description="Runs the program being optimized.",
+    )
+    optimizer: ModelSpec | None = Field(None, description="Proposes edits; defaults to `task`.")
+    judge: ModelSpec | None = Field(None, description="Grades for metric 'judge'; or `optimizer`.")
+
+    def for_role(self, role: Literal["task", "optimizer", "judge"]) -> ModelSpec:
+        """The model of a role, with the defaults applied (judge -> optimizer -> task)."""
+        optimizer = self.optimizer or self.task
+        return {"task": self.task, "optimizer": optimizer, "judge": self.judge or optimizer}[role]
+
+
+class OptimizerSpec(_Frozen):
+    """Which registered optimizer runs, and its configuration."""
+
+    name: str = Field("exemplars", description="A registered optimizer (`promptopt optimizers`).")
+    config: dict[str, Any] = Field(default_factory=dict, description="Checked by its Config.")
+
+
+class BudgetSpec(_Frozen):
+    """Hard limits for the whole run (task, optimizer and judge calls together)."""
+
+    max_calls: int | None = Field(None, ge=0, description="Most LLM calls.")
+    max_tokens: int | None = Field(None, ge=0, description="Most tokens, prompt plus completion.")
+    max_usd: float | None = Field(None, ge=0, description="Most US dollars.")
+
+
+class CacheSpec(_Frozen):
+    """The LLM response cache."""
+
+    policy: Literal["off", "read", "readwrite", "refresh"] = Field(
+        "readwrite", description="off | read | readwrite | refresh"
+    )
+    dir: str | None = Field(None, description="Cache folder; default is the user cache folder.")
+
+
+class PriceSpec(_Frozen):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class TaskSpec(_Frozen):
+    """A task file (task.yaml): the program, its data and metric, and how to optimize it."""
+
+    name: str = Field(
+        description="Task name: lower-case letters, digits, _ and -.",
+        json_schema_extra={"pattern": _NAME_RE.pattern},
+    )
+    description: str = Field("", description="Free text.")
+    seed: int = Field(0, description="Global seed for shuffles and optimizers.")
+    program: ProgramSpec = Field(description="A prompt program (system/user) or a Python `entry`.")
+    data: DataSpec
+    metric: MetricSpec
+    models: ModelsSpec = Field(default_factory=ModelsSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    concurrency: int = Field(8, ge=1, description="Examples evaluated at once.")
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    prices: dict[str, PriceSpec] = Field(default_factory=dict, description="By 'provider:model'.")
+    output: str = Field("traces", description="Run folder root, relative to the current directory.")
+
+    _path: Path | None = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _name_chars(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(f"use only lower-case letters, digits, _ and -, got {value!r}")
+        return value
+
+    @field_validator("prices")
+    @classmethod
+    def _price_keys(cls, value: dict[str, PriceSpec]) -> dict[str, PriceSpec]:
+        return {_check_model_string(key): price for key, price in value.items()}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskSpec:
+        inputs = self.data.input_map
+        known = f"data.inputs ({', '.join(inputs)})"
+        if isinstance(self.program, PromptProgramSpec):
+            for name in self.program.placeholders:
+                if name not in inputs:
+                    raise FieldIssue("program.user", f"placeholder {{{name}}} is not in {known}")
+            for i, exemplar in enumerate(self.program.exemplars):
+                for name in set(exemplar.inputs) - set(inputs):
+                    raise FieldIssue(
+                        f"program.exemplars[{i}].inputs", f"{name!r} is not in {known}"
+                    )
+        if self.metric.needs_target and self.data.target is None:
+            raise FieldIssue("data.target", f"required by metric kind {self.metric.kind!r}")
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        """The resolved task file this spec was loaded from (None if built in code)."""
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder that relative data paths and Python entries resolve against."""
+        return self._path.parent if self._path is not None else Path.cwd()
+
+    def located_at(self, path: str | Path) -> TaskSpec:
+        """A copy that remembers ``path`` as its task file."""
+        copy = self.model_copy()
+        copy._path = Path(path).resolve()
+        return copy
+
+
+def task_schema() -> dict[str, Any]:
+    """The JSON schema of task files (what ``promptopt schema`` prints), for editor completion."""
+    schema = TaskSpec.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
