@@ -56,12 +56,7 @@ __all__ = [
 METRIC_KINDS = ("contains", "exact", "f1", "judge", "numeric", "python", "regex")
 # Metric kinds that compare against data.target, and the one option each kind owns.
 _NEEDS_TARGET = frozenset({"contains", "exact", "f1", "numeric", "regex"})
-_OPTION_OWNER = {
-    "pattern": "regex",
-    "tolerance": "numeric",
-    "function": "python",
-    "rubric": "judge",
-}
+_OPTION_OWNER = dict(pattern="regex", tolerance="numeric", function="python", rubric="judge")
 # Tags of the program union; they show up in pydantic error locations and the loader drops them.
 PROGRAM_TAGS = frozenset({"prompt program", "python program"})
 
@@ -182,7 +177,7 @@ class SplitSpec(_Frozen):
 
     @model_validator(mode="after")
     def _not_empty(self) -> SplitSpec:
-        if self.train + self.val + self.test == 0:
+        if self.total == 0:
             raise ValueError("train, val and test are all 0; give at least one split a size")
         return self
 
@@ -356,6 +351,10 @@ class ModelSpec(_Frozen):
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         return {"model": _check_model_string(value)} if isinstance(value, str) else value
+
+    @property
+    def provider(self) -> str:
+        return self.model.partition(":")[0]
 
     def to_config(self) -> ModelConfig:
         """The LLM layer's :class:`~promptopt.llm.models.ModelConfig` for this model."""

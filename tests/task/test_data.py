@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from promptopt.errors import DataError
@@ -159,3 +161,24 @@ def test_explicit_format_overrides_the_suffix(tmp_path: Path) -> None:
     _write(tmp_path / "d.txt", '{"text": "a", "label": "b"}\n')
     splits = load_splits(_spec(tmp_path, path="d.txt", format="jsonl", split={"test": 1}))
     assert splits.test == (Example("test-0", {"text": "a"}, "b"),)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 40),
+    sizes=st.tuples(st.integers(0, 15), st.integers(0, 15), st.integers(0, 15)),
+    seed=st.integers(0, 2**32),
+)
+def test_splits_property(
+    tmp_path_factory: pytest.TempPathFactory, rows: int, sizes: tuple[int, int, int], seed: int
+) -> None:
+    if sum(sizes) == 0 or sum(sizes) > rows:
+        return
+    folder = tmp_path_factory.mktemp("prop")
+    _write(folder / "d.jsonl", "".join(f'{{"text": "t{i}", "label": "l"}}\n' for i in range(rows)))
+    split = {"train": sizes[0], "val": sizes[1], "test": sizes[2], "seed": seed}
+    splits = load_splits(_spec(folder, path="d.jsonl", split=split))
+    assert (len(splits.train), len(splits.val), len(splits.test)) == sizes
+    texts = [e.inputs["text"] for part in (splits.train, splits.val, splits.test) for e in part]
+    assert len(set(texts)) == sum(sizes)
+    assert splits == load_splits(_spec(folder, path="d.jsonl", split=split))

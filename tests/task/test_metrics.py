@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,12 +110,14 @@ def test_f1_of_empty_strings() -> None:
 # ---------------------------------------------------------------- python metric
 
 
-async def test_python_metric_from_the_task_folder() -> None:
+async def test_python_metric_from_the_task_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))  # import_ref puts the folder first
     spec = MetricSpec(kind="python", function="fixture_task_metrics:starts_with_target")
     metric = make_metric(spec, base_dir=FIXTURES)
     assert metric.name == "python"
     assert (await metric.ascore("Positive, clearly", _example("positive"))).value == 1.0
     assert (await metric.ascore("negative", _example("positive"))).value == 0.0
+    assert sys.path[0] == str(FIXTURES.resolve())
 
 
 def _half(prediction: str, example: Example) -> float:

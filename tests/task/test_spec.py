@@ -146,6 +146,7 @@ def test_model_string_shorthand_and_conversion() -> None:
         _minimal(models={"task": "OpenAI:gpt-4o-mini", "judge": "fake:yes"})
     )
     assert spec.models.task.model == "openai:gpt-4o-mini"
+    assert spec.models.task.provider == "openai"
     assert spec.models.task.to_config().ref.name == "gpt-4o-mini"
     assert spec.models.for_role("optimizer") == spec.models.task
     assert spec.models.for_role("judge").model == "fake:yes"
