@@ -29,6 +29,12 @@ def chat(text: str, **fields: Any) -> dict[str, Any]:
     return {"model": "m", "messages": [{"role": "user", "content": text}], **fields}
 
 
+def _env_with_package() -> dict[str, str]:
+    """The environment for a subprocess that must import this checkout's promptopt."""
+    root = str(Path(promptopt.__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+
+
 async def post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as session,
@@ -209,10 +215,12 @@ def test_thread_mode_serves_sync_callers() -> None:
 def test_subprocess_prints_its_base_url_first(module: str) -> None:
     command = [sys.executable, "-m", f"promptopt.testing.{module}", "--port", "0"]
     command += ["--latency", "0.01", "--faults", "500=0.5", "--seed", "0"]
-    root = str(Path(promptopt.__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=_env_with_package(),
     )
     try:
         assert process.stdout is not None
@@ -224,6 +232,36 @@ def test_subprocess_prints_its_base_url_first(module: str) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+async def test_subprocess_server_is_not_the_bottleneck_at_concurrency_32() -> None:
+    command = [sys.executable, "-m", "promptopt.testing.openai_server", "--latency", "0.2"]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env_with_package()
+    )
+    try:
+        assert process.stdout is not None
+        base_url = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip()
+        url = f"{base_url}/chat/completions"
+        slots = asyncio.Semaphore(32)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+
+            async def one(i: int) -> str:
+                async with slots, session.post(url, json=chat(f"q{i}")) as reply:
+                    return (await reply.json())["choices"][0]["message"]["content"]
+
+            started = time.perf_counter()
+            texts = await asyncio.gather(*(one(i) for i in range(192)))
+            elapsed = time.perf_counter() - started
+            async with session.get(base_url.removesuffix("/v1") + "/_stats") as reply:
+                stats = await reply.json()
+    finally:
+        process.terminate()
+        await process.wait()
+    assert texts == [f"q{i}" for i in range(192)]
+    assert stats["answered"] == 192 and stats["max_in_flight"] == 32
+    # 6 waves of 32 at 200 ms: 1.2 s when the server adds nothing.
+    assert elapsed < 1.2 * 2, f"192 requests took {elapsed:.2f}s"
 
 
 # -- the Anthropic Messages server ------------------------------------------------------------

@@ -1,18 +1,25 @@
-"""What the HTTP backends share: Retry-After parsing, SDK-exception translation, URL redaction.
+"""What the HTTP backends share: Retry-After parsing, SDK-exception translation, URL redaction,
+and one SDK client per event loop.
 
 The ``openai`` and ``anthropic`` SDKs raise exceptions of the same shape
 (``APIStatusError`` with a ``status_code`` and a ``response``,
 ``APITimeoutError`` under ``APIConnectionError``). :func:`translate_sdk_error`
 maps them onto :mod:`promptopt.errors` by HTTP status, using one table, and
-scrubs the API key out of every message it builds.
+scrubs the API key out of every message it builds. :class:`PerLoop` keeps one
+SDK client per event loop, because an async HTTP client's connections belong to
+the loop that opened them (``LLM.complete`` runs a fresh loop per call).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import threading
 import time
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
+from typing import Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from promptopt.errors import (
@@ -25,7 +32,16 @@ from promptopt.errors import (
     ServerError,
 )
 
-__all__ = ["parse_retry_after", "public_url", "redact", "status_error", "translate_sdk_error"]
+__all__ = [
+    "PerLoop",
+    "parse_retry_after",
+    "public_url",
+    "redact",
+    "status_error",
+    "translate_sdk_error",
+]
+
+T = TypeVar("T")
 
 _REDACTED = "***"
 
@@ -133,3 +149,34 @@ def translate_sdk_error(
         return LLMConnectionError(f"connection to {where!r} failed ({reason})")
     detail = redact(f"{type(exc).__name__}: {exc}", secrets)
     return LLMError(f"request to {where!r} failed: {detail}")
+
+
+class PerLoop(Generic[T]):
+    """One ``factory()`` value per running event loop, made on first use, forgotten with its loop."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._values: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self) -> T:
+        """The value for the running loop (call from inside a coroutine)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            value = self._values.get(loop)
+            if value is None:
+                value = self._values[loop] = self._factory()
+            return value
+
+    def pop_current(self) -> T | None:
+        """Forget every value; return the running loop's one (if any) for the caller to close."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            value = self._values.get(loop) if loop is not None else None
+            self._values.clear()
+        return value

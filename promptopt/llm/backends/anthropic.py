@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import anthropic
 
 from promptopt.errors import AuthenticationError
-from promptopt.llm.backends._http import public_url, translate_sdk_error
+from promptopt.llm.backends._http import PerLoop, public_url, translate_sdk_error
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
 
 __all__ = ["AnthropicBackend"]
@@ -61,8 +61,10 @@ class AnthropicBackend:
         self._extra = dict(extra)
         self._secrets = (key, urlsplit(base_url).password if base_url else None)
         self._url = public_url(base_url or DEFAULT_BASE_URL)
-        self._client = anthropic.AsyncAnthropic(
-            api_key=key, base_url=base_url, timeout=timeout, max_retries=0
+        self._clients = PerLoop(
+            lambda: anthropic.AsyncAnthropic(
+                api_key=key, base_url=base_url, timeout=timeout, max_retries=0
+            )
         )
         self.cache_namespace = f"anthropic:{self._url}"
 
@@ -91,7 +93,7 @@ class AnthropicBackend:
 
     async def _call(self, params: dict[str, Any]) -> Any:
         try:
-            return await self._client.messages.create(**params)
+            return await self._clients.get().messages.create(**params)
         except anthropic.AnthropicError as exc:
             raise translate_sdk_error(
                 exc, sdk=anthropic, where=self._url, secrets=self._secrets
@@ -115,7 +117,9 @@ class AnthropicBackend:
         )
 
     async def aclose(self) -> None:
-        await self._client.close()
+        client = self._clients.pop_current()
+        if client is not None:
+            await client.close()
 
 
 def _text(message: Any) -> str:

@@ -21,7 +21,7 @@ import openai
 
 from promptopt.errors import AuthenticationError
 from promptopt.llm.backends._grammar import choices_grammar
-from promptopt.llm.backends._http import public_url, translate_sdk_error
+from promptopt.llm.backends._http import PerLoop, public_url, translate_sdk_error
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
 
 __all__ = ["OpenAIBackend"]
@@ -34,7 +34,7 @@ _PLACEHOLDER_KEY = "sk-no-key-needed"
 @dataclass(slots=True)
 class _Endpoint:
     url: str  # public form, safe to show
-    client: openai.AsyncOpenAI
+    clients: PerLoop[openai.AsyncOpenAI]
     in_flight: int = 0
 
 
@@ -68,12 +68,7 @@ class OpenAIBackend:
         self._extra_body = dict(extra_body)
         self._secrets = (key, *(urlsplit(url).password for url in urls))
         self._endpoints = [
-            _Endpoint(
-                url=public_url(url or DEFAULT_BASE_URL),
-                client=openai.AsyncOpenAI(
-                    api_key=key, base_url=url, timeout=timeout, max_retries=0
-                ),
-            )
+            _Endpoint(url=public_url(url or DEFAULT_BASE_URL), clients=_clients(key, url, timeout))
             for url in (urls or [None])
         ]
         self._next = 0
@@ -121,7 +116,8 @@ class OpenAIBackend:
         endpoint = self._pick()
         endpoint.in_flight += 1
         try:
-            return await endpoint.client.chat.completions.create(**self._body(request, n=n))
+            client = endpoint.clients.get()
+            return await client.chat.completions.create(**self._body(request, n=n))
         except openai.OpenAIError as exc:
             raise translate_sdk_error(
                 exc, sdk=openai, where=endpoint.url, secrets=self._secrets
@@ -157,7 +153,15 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         for endpoint in self._endpoints:
-            await endpoint.client.close()
+            client = endpoint.clients.pop_current()
+            if client is not None:
+                await client.close()
+
+
+def _clients(key: str, url: str | None, timeout: float) -> PerLoop[openai.AsyncOpenAI]:
+    return PerLoop(
+        lambda: openai.AsyncOpenAI(api_key=key, base_url=url, timeout=timeout, max_retries=0)
+    )
 
 
 def _texts(completion: Any) -> list[str]:
