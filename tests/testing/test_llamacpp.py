@@ -1,0 +1,75 @@
+"""The llama.cpp server launcher: finding the GGUF, start-up failures, always stopping the process.
+
+The launcher's lifecycle is tested with stand-in commands (no model needed); the
+real server is exercised by ``tests/llm/backends/test_openai_backend.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+
+import pytest
+
+from promptopt.errors import BackendUnavailableError, LLMError
+from promptopt.testing.llamacpp import LlamaCppServer, free_port, smollm2_gguf_path
+
+
+class StandIn(LlamaCppServer):
+    """Runs a small Python script in place of llama.cpp's server."""
+
+    def __init__(self, script: str, **options: object) -> None:
+        super().__init__("unused.gguf", **options)  # type: ignore[arg-type]
+        self.script = script
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", self.script, str(self.port)]
+
+    def _wait_ready(self) -> None:
+        self.process = self._process
+        super()._wait_ready()
+
+
+def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'promptopt\[local\]'"):
+        smollm2_gguf_path()
+
+
+def test_early_exit_reports_the_server_output() -> None:
+    server = StandIn("import sys; print('cannot load model', file=sys.stderr); sys.exit(3)")
+    with pytest.raises(LLMError, match="(?s)code 3.*cannot load model"):
+        server.start()
+    assert server.process is not None and server.process.returncode == 3
+
+
+def test_start_up_timeout_stops_the_process() -> None:
+    server = StandIn("import time; print('still loading', flush=True); time.sleep(60)")
+    server.startup_timeout = 1.0
+    with pytest.raises(LLMError, match="(?s)within 1.0 s.*still loading"):
+        server.start()
+    assert server.process is not None and server.process.poll() is not None
+
+
+def test_ready_server_gets_a_free_port_and_is_stopped() -> None:
+    script = (
+        "import http.server, sys\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers(); self.wfile.write(b'{}')\n"
+        "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
+    )
+    with StandIn(script) as server:
+        assert server.port > 0
+        assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
+        assert server.process is not None and server.process.poll() is None
+    assert server.process.poll() is not None
+
+
+def test_free_port_is_bindable() -> None:
+    assert 0 < free_port() < 65536
