@@ -25,9 +25,9 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from promptopt.errors import ConfigError, LLMError, PromptoptError, RetryableError
 from promptopt.llm.base import Backend
@@ -40,6 +40,7 @@ from promptopt.llm.types import LLMRequest, LLMResponse, Message
 __all__ = ["CallEvent", "LLM", "Listener", "UsageStats"]
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Upper bounds used to reserve budget before the answer is known.
 _CHARS_PER_TOKEN = 3
@@ -93,6 +94,37 @@ class _Tries:
     count: int = 0
 
 
+class _SyncLoop:
+    """A private event loop in a daemon thread that runs the synchronous calls of one client."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self._loop.run_forever, name="promptopt-llm-sync", daemon=True
+                )
+                self._thread.start()
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not threading.current_thread():
+            thread.join()
+            loop.close()
+
+
 def estimate_tokens(request: LLMRequest) -> int:
     """A generous upper bound on the tokens a request can use, prompt and completion."""
     chars = sum(len(m.content) for m in request.messages)
@@ -139,6 +171,8 @@ class LLM:
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
+        self._sync = _SyncLoop()
+        weakref.finalize(self, self._sync.close)
 
     def __repr__(self) -> str:
         return f"LLM({self.provider}:{self.model}, backend={type(self.backend).__name__})"
@@ -311,11 +345,17 @@ class LLM:
                 logger.exception("LLM listener %r failed on call %s", listener, event.key[:12])
 
     def complete(self, request: LLMRequest) -> LLMResponse:
-        """Synchronous :meth:`acomplete`, for code that runs outside an event loop."""
+        """Synchronous :meth:`acomplete`, for code (or threads) without a running event loop.
+
+        Every synchronous call of one client runs on the same private event loop
+        in a background thread, so backends that keep loop-bound connections
+        (HTTP pools) work across calls, and calls from several threads share
+        the concurrency limit.
+        """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.acomplete(request))
+            return self._sync.run(self.acomplete(request))
         raise ConfigError(
             "LLM.complete() was called inside a running event loop; "
             "use `await llm.acomplete(request)` there instead"
@@ -353,6 +393,20 @@ class LLM:
     async def aclose(self) -> None:
         """Close the backend. A shared cache or budget belongs to its creator and stays open."""
         await self.backend.aclose()
+        self._sync.close()
+
+    def close(self) -> None:
+        """Synchronous :meth:`aclose`; closes the backend on the loop the sync calls used."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._sync.run(self.backend.aclose())
+            self._sync.close()
+            return
+        raise ConfigError(
+            "LLM.close() was called inside a running event loop; "
+            "use `await llm.aclose()` there instead"
+        )
 
     async def __aenter__(self) -> LLM:
         return self

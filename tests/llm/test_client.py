@@ -190,10 +190,58 @@ async def test_achat_builds_messages() -> None:
         await llm.achat("x", temprature=1)
 
 
-def test_complete_runs_its_own_loop_each_time() -> None:
-    llm = fake_llm(max_concurrency=1)
+def test_sync_calls_share_one_loop_so_loop_bound_backends_work() -> None:
+    class LoopBound:
+        """Like an HTTP pool: remembers the loop of its first call and refuses any other."""
+
+        provider = "bound"
+
+        def __init__(self) -> None:
+            self.loop: asyncio.AbstractEventLoop | None = None
+            self.closed_on: asyncio.AbstractEventLoop | None = None
+
+        async def agenerate(self, request: LLMRequest) -> LLMResponse:
+            loop = asyncio.get_running_loop()
+            self.loop = self.loop or loop
+            if loop is not self.loop:
+                raise RuntimeError("Event loop is closed")
+            return LLMResponse(text=request.messages[-1].content)
+
+        async def aclose(self) -> None:
+            self.closed_on = asyncio.get_running_loop()
+
+    backend = LoopBound()
+    llm = LLM(backend, provider="fake", model="m", max_concurrency=1)
     assert llm.complete(REQUEST).text == REQUEST.messages[0].content
-    assert llm.chat("again") == "again"  # a second asyncio.run gets a fresh semaphore
+    assert llm.chat("again") == "again"
+    assert [llm.chat(f"q{i}") for i in range(3)] == ["q0", "q1", "q2"]
+    llm.close()
+    assert backend.closed_on is backend.loop
+
+
+def test_sync_calls_from_threads_share_the_concurrency_limit() -> None:
+    import threading
+
+    in_flight = 0
+    peak = 0
+
+    async def slow(request: LLMRequest) -> str:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return "ok"
+
+    llm = fake_llm(slow, max_concurrency=2)
+    answers: list[str] = []
+    threads = [threading.Thread(target=lambda: answers.append(llm.chat("q"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    llm.close()
+    assert answers == ["ok"] * 8 and peak == 2
 
 
 async def test_complete_inside_a_loop_says_to_await() -> None:

@@ -160,3 +160,10 @@ async def test_conftest_switch_blocks_asyncio_connections() -> None:
 
     with pytest.raises(RuntimeError, match="unplanned real call"):
         await asyncio.wait_for(asyncio.open_connection("203.0.113.7", 443), timeout=5)
+
+
+def test_conftest_switch_blocks_name_lookups_but_not_localhost() -> None:
+    with pytest.raises(RuntimeError, match="unplanned real call to 'api.anthropic.com'"):
+        socket.getaddrinfo(b"api.anthropic.com", 443)
+    assert socket.getaddrinfo("localhost", 80)
+    assert socket.getaddrinfo(None, 0, socket.AF_INET, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
