@@ -215,20 +215,7 @@ class LLM:
             response = dataclasses.replace(stored, cached=True, cost_usd=0.0)
             with self._stats_lock:
                 self.stats.cache_hits += 1
-            self._emit(
-                CallEvent(
-                    key,
-                    self.provider,
-                    self.model,
-                    request,
-                    response,
-                    None,
-                    True,
-                    0,
-                    started_at,
-                    time.perf_counter() - t0,
-                )
-            )
+            self._emit(self._event(request, key, started_at, t0, response=response, cached=True))
             return response
 
         reservation = self._reserve(request)
@@ -242,19 +229,9 @@ class LLM:
             if isinstance(exc, PromptoptError):
                 with self._stats_lock:
                     self.stats.failures += 1
+                error = f"{type(exc).__name__}: {exc}"
                 self._emit(
-                    CallEvent(
-                        key,
-                        self.provider,
-                        self.model,
-                        request,
-                        None,
-                        f"{type(exc).__name__}: {exc}",
-                        False,
-                        tries.count,
-                        started_at,
-                        time.perf_counter() - t0,
-                    )
+                    self._event(request, key, started_at, t0, error=error, attempts=tries.count)
                 )
             raise
 
@@ -275,18 +252,7 @@ class LLM:
             self.stats.completion_tokens += response.usage.completion_tokens
             self.stats.cost_usd += cost
         self._emit(
-            CallEvent(
-                key,
-                self.provider,
-                self.model,
-                request,
-                response,
-                None,
-                False,
-                tries.count,
-                started_at,
-                time.perf_counter() - t0,
-            )
+            self._event(request, key, started_at, t0, response=response, attempts=tries.count)
         )
         return response
 
@@ -336,6 +302,31 @@ class LLM:
             if not response.latency_s:
                 response = dataclasses.replace(response, latency_s=time.perf_counter() - t0)
             return response
+
+    def _event(
+        self,
+        request: LLMRequest,
+        key: str,
+        started_at: float,
+        t0: float,
+        *,
+        response: LLMResponse | None = None,
+        error: str | None = None,
+        cached: bool = False,
+        attempts: int = 0,
+    ) -> CallEvent:
+        return CallEvent(
+            key=key,
+            provider=self.provider,
+            model=self.model,
+            request=request,
+            response=response,
+            error=error,
+            cached=cached,
+            attempts=attempts,
+            started_at=started_at,
+            duration_s=time.perf_counter() - t0,
+        )
 
     def _emit(self, event: CallEvent) -> None:
         for listener in list(self._listeners):
