@@ -260,8 +260,9 @@ async def test_subprocess_server_is_not_the_bottleneck_at_concurrency_32() -> No
         await process.wait()
     assert texts == [f"q{i}" for i in range(192)]
     assert stats["answered"] == 192 and stats["max_in_flight"] == 32
-    # 6 waves of 32 at 200 ms: 1.2 s when the server adds nothing.
-    assert elapsed < 1.2 * 2, f"192 requests took {elapsed:.2f}s"
+    # 6 waves of 32 at 200 ms: 1.2 s when the server adds nothing (38 s if it were serial);
+    # the slack is for loaded CI machines.
+    assert elapsed < 4.0, f"192 requests took {elapsed:.2f}s"
 
 
 # -- the Anthropic Messages server ------------------------------------------------------------
