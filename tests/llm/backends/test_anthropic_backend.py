@@ -130,8 +130,8 @@ async def test_n_makes_n_calls_and_sums_usage(anthropic_server: AnthropicTestSer
 async def test_faults_map_to_promptopt_errors(
     fault: str, error: type[LLMError], retry_after: float | None
 ) -> None:
-    timeout = 0.3 if fault == "timeout" else 10.0  # only the hang may time out, even under load
-    plan = FaultPlan({fault: 1.0}, retry_after=0.5, hang_s=1.0)
+    timeout = 1.0 if fault == "timeout" else 10.0  # only the hang may time out, even under load
+    plan = FaultPlan({fault: 1.0}, retry_after=0.5, hang_s=3.0)
     async with AnthropicTestServer(faults=plan) as server:
         backend = AnthropicBackend(model="c", base_url=server.base_url, timeout=timeout)
         with pytest.raises(error) as caught:

@@ -24,13 +24,13 @@ from promptopt.testing.faults import FaultPlan
 from promptopt.testing.openai_server import OpenAITestServer
 
 PROMPTS = [f"question number {i}" for i in range(120)]
-CLIENT_TIMEOUT = 1.0
+CLIENT_TIMEOUT = 2.0  # generous: a timed-out request that the server did answer would count twice
 # Every kind of fault, at most two per request, so four attempts always get through.
 FAULTS = FaultPlan(
     {"429": 0.15, "500": 0.1, "timeout": 0.04, "drop": 0.08},
     seed=11,
     retry_after=0.05,
-    hang_s=3.0,
+    hang_s=4.0,
     max_per_request=2,
 )
 RETRY = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05, jitter=0.0)

@@ -160,8 +160,8 @@ async def test_choices_become_a_grammar_only_when_asked(grammar_choices: bool) -
 async def test_faults_map_to_promptopt_errors(
     fault: str, error: type[LLMError], retry_after: float | None
 ) -> None:
-    timeout = 0.3 if fault == "timeout" else 10.0  # only the hang may time out, even under load
-    plan = FaultPlan({fault: 1.0}, retry_after=0.25, hang_s=1.0)
+    timeout = 1.0 if fault == "timeout" else 10.0  # only the hang may time out, even under load
+    plan = FaultPlan({fault: 1.0}, retry_after=0.25, hang_s=3.0)
     async with OpenAITestServer(faults=plan) as server:
         backend = OpenAIBackend(model="m", base_url=server.base_url, timeout=timeout)
         with pytest.raises(error) as caught:
