@@ -93,7 +93,9 @@ def build_parts(
     base_dir = Path(getattr(spec, "base_dir", None) or ".")
     program = make_program(spec.program, base_dir=base_dir)
     splits = load_splits(spec)
-    metric = make_metric(spec.metric, choices=tuple(getattr(spec.program, "choices", None) or ()))
+    metric = make_metric(
+        spec.metric, choices=tuple(getattr(spec.program, "choices", None) or ()), base_dir=base_dir
+    )
     optimizer_cls = registry.get(spec.optimizer.name)
     optimizer = optimizer_cls(
         optimizer_cls.Config.model_validate(dict(spec.optimizer.config or {}))
