@@ -239,7 +239,8 @@ class RunStore:
     def record_llm_call(self, event: Any) -> None:
         """Record one call event (the fields of ``promptopt.llm`` ``CallEvent``)."""
         request = event.request
-        canonical = request.canonical() if hasattr(request, "canonical") else request
+        typed = hasattr(request, "canonical")  # promptopt's own LLMRequest: fixed, key-free fields
+        canonical = request.canonical() if typed else request
         response = event.response
         usage = getattr(response, "usage", None)
         with self._write() as conn:
@@ -252,10 +253,12 @@ class RunStore:
                     event.provider or "",
                     event.model or "",
                     getattr(request, "tag", None),
-                    _json(canonical, what="request", scrub=True),
+                    # a typed request or response has a fixed set of fields, none of them a
+                    # credential: the scrubbing walk is only needed for foreign objects
+                    _json(canonical, what="request", scrub=not typed),
                     None
                     if response is None
-                    else _json(response.to_dict(), what="response", scrub=True),
+                    else _json(response.to_dict(), what="response", scrub=not typed),
                     event.error,
                     int(bool(event.cached)),
                     int(event.attempts),
