@@ -60,6 +60,7 @@ def test_constructing_is_cheap_and_checks_the_model_name() -> None:
     assert not backend.loaded
     assert LocalBackend(model="SmolLM2-135M-Instruct").model == SMOLLM2
     assert LocalBackend(model_path="/models/tiny.gguf").model == "tiny"
+    assert LocalBackend(n_ctx=300).n_ctx == 512  # llama.cpp pads to 256s; so do we
     assert LocalBackend(model="/models/tiny.gguf").model_path == Path("/models/tiny.gguf")
     assert backend.n_threads == default_threads() >= 1
     with pytest.raises(ConfigError, match="'gpt-4o'"):
@@ -83,42 +84,77 @@ def test_missing_smollm2_package_is_backend_unavailable(monkeypatch: pytest.Monk
 # -- the adapter, on a fake llama_cpp ---------------------------------------------------------
 
 
+class FakeFormatter:
+    """Stands in for ``llama_chat_format.Jinja2ChatFormatter``: one line per message."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+    def __call__(self, *, messages: list[dict[str, str]]) -> Any:
+        prompt = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+        return types.SimpleNamespace(
+            prompt=prompt, stop=["<eos>"], stopping_criteria=None, added_special=True
+        )
+
+
 class FakeLlama:
-    """Answers like ``Llama.create_chat_completion`` and fails if used from two threads at once."""
+    """Answers like ``Llama.create_completion`` and fails if used from two threads at once.
+
+    A token is a word (its id is its length), so prompts are easy to reason about.
+    """
 
     instances: list[FakeLlama] = []
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
+        self.metadata = {"tokenizer.chat_template": "{{ messages }}"}
         self.calls: list[dict[str, Any]] = []
+        self.input_ids: list[int] = []
+        self.n_tokens = 0
         self.resets = 0
         self.closed = False
         self._busy = threading.Lock()
         FakeLlama.instances.append(self)
 
+    def token_eos(self) -> int:
+        return 2
+
+    def token_bos(self) -> int:
+        return 1
+
+    def detokenize(self, tokens: list[int], special: bool = False) -> bytes:
+        return b"<eos>" if tokens == [2] else b"<bos>"
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        return [len(word) for word in text.decode().split()]
+
+    def n_ctx(self) -> int:
+        return self.kwargs["n_ctx"]
+
     def reset(self) -> None:
         self.resets += 1
+        self.n_tokens = 0
 
     def close(self) -> None:
         self.closed = True
 
-    def create_chat_completion(self, **kwargs: Any) -> dict[str, Any]:
+    def create_completion(self, **kwargs: Any) -> dict[str, Any]:
         if not self._busy.acquire(blocking=False):
             raise AssertionError("llama used from two threads at once")
         try:
             time.sleep(0.005)
-            self.calls.append(kwargs)
-            prompt = " ".join(m["content"] for m in kwargs["messages"])
-            if len(prompt) > 500:
-                raise ValueError("Requested tokens (600) exceed context window of 512")
+            self.calls.append({**kwargs, "n_tokens_before": self.n_tokens})
+            prompt = kwargs["prompt"]
             if kwargs["grammar"] is not None:
                 text = kwargs["grammar"].text.split('"')[1]
             else:
                 text = f"seed={kwargs['seed']} t={kwargs['temperature']}"
+            self.input_ids = [*prompt, 7, 7]
+            self.n_tokens = len(prompt) + 2
             return {
-                "id": f"chatcmpl-{len(self.calls)}",
-                "choices": [{"message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 2},
+                "id": f"cmpl-{len(self.calls)}",
+                "choices": [{"text": text}],
+                "usage": {"prompt_tokens": len(prompt), "completion_tokens": 2},
             }
         finally:
             self._busy.release()
@@ -139,9 +175,13 @@ class FakeGrammar:
 @pytest.fixture
 def fake_llama_cpp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     module = types.ModuleType("llama_cpp")
+    chat_format = types.ModuleType("llama_cpp.llama_chat_format")
+    chat_format.Jinja2ChatFormatter = FakeFormatter  # type: ignore[attr-defined]
     module.Llama = FakeLlama  # type: ignore[attr-defined]
     module.LlamaGrammar = FakeGrammar  # type: ignore[attr-defined]
+    module.llama_chat_format = chat_format  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "llama_cpp", module)
+    monkeypatch.setitem(sys.modules, "llama_cpp.llama_chat_format", chat_format)
     FakeLlama.instances = []
     FakeGrammar.compiled = 0
     model = tmp_path / "fake.gguf"
@@ -160,7 +200,7 @@ async def test_loads_lazily_once_with_its_settings(fake_llama_cpp: Path) -> None
         "n_ctx": 512,
         "n_threads": 3,
         "n_threads_batch": 3,
-        "n_batch": 512,
+        "n_batch": 64,
         "seed": 7,
         "verbose": False,
     }
@@ -174,18 +214,18 @@ async def test_request_fields_reach_llama(fake_llama_cpp: Path) -> None:
         ask("fine", temperature=0.5, max_tokens=3, stop=("\n",), seed=11)
     )
     [call] = FakeLlama.instances[0].calls
-    assert call["messages"][1] == {"role": "user", "content": "fine"}
+    assert len(call["prompt"]) == 15 and call["prompt"][-2:] == [4, 10]  # ... "fine assistant:"
     assert (call["temperature"], call["max_tokens"], call["stop"], call["seed"]) == (
         0.5,
         3,
-        ["\n"],
+        ["\n", "<eos>"],
         11,
     )
     assert call["grammar"] is None
     assert response.text == "seed=11 t=0.5"
     assert response.model == "tiny"
-    assert response.raw_id == "chatcmpl-1"
-    assert response.usage.completion_tokens == 2 and response.usage.prompt_tokens > 0
+    assert response.raw_id == "cmpl-1"
+    assert response.usage.prompt_tokens == 15 and response.usage.completion_tokens == 2
     assert response.latency_s > 0
 
 
@@ -194,8 +234,7 @@ async def test_n_uses_consecutive_seeds_and_backend_seed(fake_llama_cpp: Path) -
     response = await backend.agenerate(ask("x", temperature=1.0, n=3))
     assert response.texts == ("seed=100 t=1.0", "seed=101 t=1.0", "seed=102 t=1.0")
     assert response.usage.completion_tokens == 6
-    one_prompt = " ".join(m.content for m in ask("x").messages)
-    assert response.usage.prompt_tokens == len(one_prompt.split())  # counted once, not n times
+    assert response.usage.prompt_tokens == len(FakeLlama.instances[0].calls[0]["prompt"])
 
 
 async def test_choices_compile_one_cached_grammar(fake_llama_cpp: Path) -> None:
@@ -217,13 +256,25 @@ async def test_concurrent_calls_queue_on_one_thread(fake_llama_cpp: Path) -> Non
 async def test_prefix_reuse_off_resets_before_each_generation(fake_llama_cpp: Path) -> None:
     backend = LocalBackend(model_path=fake_llama_cpp, prefix_reuse=False)
     await backend.agenerate(ask("x", n=2))
-    assert FakeLlama.instances[0].resets == 2
+    await backend.agenerate(ask("x"))
+    assert FakeLlama.instances[0].resets == 3
+
+
+async def test_prefix_reuse_keeps_whole_chunks_of_the_previous_prompt(fake_llama_cpp: Path) -> None:
+    backend = LocalBackend(model_path=fake_llama_cpp, n_batch=4)
+    llama_calls = lambda: FakeLlama.instances[0].calls  # noqa: E731
+    # each prompt: "system:" + 11 words, "user:" + 3 words, "assistant:" = 17 tokens
+    await backend.agenerate(ask("one two three"))
+    await backend.agenerate(ask("four five six"))  # shares 13 tokens: 3 whole chunks of 4
+    await backend.agenerate(ask("four five six"))  # the same: 16 of 17, one is left to evaluate
+    await backend.agenerate(LLMRequest(messages=messages(("user", "hi"))))  # nothing shared
+    assert [c["n_tokens_before"] for c in llama_calls()] == [0, 12, 16, 0]
 
 
 async def test_too_long_prompt_is_a_bad_request(fake_llama_cpp: Path) -> None:
-    backend = LocalBackend(model_path=fake_llama_cpp)
-    with pytest.raises(BadRequestError, match="exceed context window"):
-        await backend.agenerate(ask("word " * 200))
+    backend = LocalBackend(model_path=fake_llama_cpp, n_ctx=500)  # rounded up to 512
+    with pytest.raises(BadRequestError, match="context window of 512 tokens"):
+        await backend.agenerate(ask("word " * 600))
 
 
 async def test_missing_model_file_is_a_bad_request(fake_llama_cpp: Path) -> None:
@@ -274,15 +325,28 @@ async def test_real_temperature_zero_is_deterministic(smollm2: LocalBackend) -> 
     assert [r.text for r in first] == [r.text for r in second]
 
 
+EXEMPLARS = "\n".join(
+    f"Review: sample {i}, the product was {'great' if i % 2 else 'awful'}.\n"
+    f"Sentiment: {'positive' if i % 2 else 'negative'}"
+    for i in range(10)
+)
+
+
 @pytest.mark.real
 async def test_real_prefix_reuse_changes_no_answer(smollm2: LocalBackend) -> None:
+    # a ~200-token shared prefix (whole chunks get reused), then an exact repeat
+    system = "Classify the sentiment of each review.\nExamples:\n" + EXEMPLARS
+    requests = [
+        LLMRequest(messages=messages(("system", system), ("user", r)), max_tokens=8)
+        for r in [*REVIEWS, REVIEWS[0]]
+    ]
     fresh = LocalBackend(prefix_reuse=False)
     try:
-        for review in REVIEWS:
-            request = ask(review, max_tokens=6)
-            assert (await smollm2.agenerate(request)).text == (await fresh.agenerate(request)).text
+        reused = [(await smollm2.agenerate(r)).text for r in requests]
+        scratch = [(await fresh.agenerate(r)).text for r in requests]
     finally:
         await fresh.aclose()
+    assert reused == scratch
 
 
 @pytest.mark.real
@@ -312,9 +376,9 @@ async def test_real_concurrent_calls_are_safe(smollm2: LocalBackend) -> None:
 
 @pytest.mark.real
 async def test_real_prompt_longer_than_context_is_a_bad_request() -> None:
-    backend = LocalBackend(n_ctx=64)
+    backend = LocalBackend(n_ctx=256)
     try:
-        with pytest.raises(BadRequestError, match="context window"):
-            await backend.agenerate(ask("very " * 200, max_tokens=2))
+        with pytest.raises(BadRequestError, match="context window of 256 tokens"):
+            await backend.agenerate(ask("very " * 400, max_tokens=2))
     finally:
         await backend.aclose()
