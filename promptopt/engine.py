@@ -219,22 +219,21 @@ class Engine:
                 self.reporter.phase(
                     f"step {step}: {len(proposals)} candidate(s)", len(proposals) * len(val)
                 )
-                results = list(
-                    await asyncio.gather(
-                        *(
-                            self.evaluate(
-                                p.params,
-                                val,
-                                split="val",
-                                step=step,
-                                parent_id=p.parent_id,
-                                origin=optimizer.name,
-                                meta=p.meta,
-                            )
-                            for p in proposals
-                        )
+                # one candidate after another, each with its examples in flight together:
+                # a candidate's requests share a prefix (system + exemplars), which local
+                # backends reuse only when the requests are not interleaved with others
+                results = [
+                    await self.evaluate(
+                        p.params,
+                        val,
+                        split="val",
+                        step=step,
+                        parent_id=p.parent_id,
+                        origin=optimizer.name,
+                        meta=p.meta,
                     )
-                )
+                    for p in proposals
+                ]
             except BudgetExceededError as exc:
                 stopped = f"budget: {exc}"
                 self._decide(step, "stop", {"reason": stopped})
@@ -279,12 +278,10 @@ class Engine:
             else [outcome.seed, outcome.best]
         )
         self.reporter.phase("test split (seed and best)", len(todo) * len(test))
-        scored = await asyncio.gather(
-            *(
-                self.evaluate(e.candidate.params, test, split="test", origin="test", llm=llm)
-                for e in todo
-            )
-        )
+        scored = [
+            await self.evaluate(e.candidate.params, test, split="test", origin="test", llm=llm)
+            for e in todo
+        ]
         outcome.seed_test = scored[0]
         outcome.best_test = scored[-1]
 
