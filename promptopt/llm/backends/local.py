@@ -255,7 +255,7 @@ class LocalBackend:
             result = llama.create_completion(
                 prompt=prompt.tokens,
                 temperature=request.temperature,
-                max_tokens=request.max_tokens,
+                max_tokens=_max_tokens(request),
                 stop=prompt.stop,
                 stopping_criteria=prompt.stopping_criteria,
                 seed=seed,
@@ -341,3 +341,17 @@ class LocalBackend:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptopt-local")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, func, request)
+
+
+def _max_tokens(request: LLMRequest) -> int | None:
+    """The request's limit, raised so that a grammar-constrained choice is never cut short.
+
+    Under a choices grammar the answer ends with the choice itself; a limit that
+    is too small for the longest choice would cut it into a non-answer
+    (``max_tokens=3`` and ``negative`` produced ``neg``). Every token holds at
+    least one character, so the longest choice's length is an upper bound.
+    """
+    if not request.choices:
+        return request.max_tokens
+    needed = max(len(choice) for choice in request.choices) + 1
+    return needed if request.max_tokens is None else max(request.max_tokens, needed)
