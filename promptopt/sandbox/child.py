@@ -9,10 +9,11 @@ environment and a fresh work folder as cwd, HOME and TMPDIR. The child:
    answers in), ``memory_bytes``, ``cpu_s``, ``file_bytes``;
 2. limits itself: address space, CPU seconds, file size, no core files, no new
    processes (``RLIMIT_NPROC``; ignored for root);
-3. opens the result file, then installs an audit hook (which cannot be removed)
-   that refuses writes outside the work folder, spawning processes, network
-   sockets, ``ctypes``, signals to other processes and reads of other
-   processes' ``/proc`` entries;
+3. opens the result file, replaces ``_posixsubprocess.fork_exec`` (the one
+   spawning call Python does not audit), then installs an audit hook (which
+   cannot be removed) that refuses writes outside the work folder, spawning
+   processes, network sockets, ``ctypes``, signals to other processes and
+   reads of other processes' ``/proc`` entries;
 4. compiles the source (a ``SyntaxError`` answers kind ``invalid``), runs it,
    calls the function (awaiting it if it is a coroutine function) and writes
    ``{"kind", "error", "value"}`` as JSON into the result file; a value that is
@@ -24,11 +25,17 @@ project nor site-packages are on ``sys.path``.
 What the guard is, honestly: a fence against accidents and naive code, not a
 security boundary against a determined attacker. Audit hooks see only what
 Python reports: a C extension that opens files itself (``dbm``, third-party
-wheels), a raw ``os.write`` on an inherited descriptor, or code that rebinds
-the functions the hook calls can get around it. Reads of files outside the work
-folder stay allowed (the standard library must load). The next step for real
-isolation is the kernel's: an unprivileged user namespace with a read-only
-bind mount, seccomp, or Landlock.
+wheels), a raw ``os.write`` on an inherited descriptor, calls Python does not
+audit (``signal.pidfd_send_signal``), or code that digs the hook's captured
+functions out of memory can get around it. What it does not try to stop:
+reads of files outside the work folder (the standard library must load; only
+other processes' ``/proc`` entries are refused), CPU and disk use inside the
+limits, and a child running as root staying root. ``RLIMIT_NPROC`` is the
+kernel's fork barrier only for non-root users, and for them it also forbids
+threads. Under ``-S`` site-packages are not importable: candidate code gets
+the standard library only. The next step for real isolation is the kernel's:
+an unprivileged user namespace with a read-only bind mount, seccomp, or
+Landlock.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ _REFUSED_EVENTS = frozenset(
     }
 )
 _REFUSED_PREFIXES = ("ctypes.",)
+_FENCED_MODULES = frozenset({"_posixsubprocess"})  # patched before the guard; no fresh copies
 
 # Events that change the file system: event name -> indexes of (path, dir_fd) pairs in args.
 _PATH_EVENTS: dict[str, tuple[tuple[int, int | None], ...]] = {
@@ -112,6 +120,23 @@ def set_limits(*, memory_bytes: int, cpu_s: int, file_bytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
     # A write past RLIMIT_FSIZE then fails with EFBIG instead of killing the child.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def fence_fork_exec() -> None:
+    """Replace ``_posixsubprocess.fork_exec``, the one spawning call Python does not audit.
+
+    The module is imported now and its re-import is refused by the guard, so
+    ``subprocess`` and ``multiprocessing`` only ever see the refusing stand-in.
+    """
+    try:
+        import _posixsubprocess
+    except ImportError:
+        return
+
+    def fork_exec(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError("sandbox: '_posixsubprocess.fork_exec' is refused")
+
+    _posixsubprocess.fork_exec = fork_exec  # type: ignore[attr-defined]
 
 
 def make_guard(work: str) -> Callable[[str, tuple[Any, ...]], None]:
@@ -190,6 +215,8 @@ def make_guard(work: str) -> Callable[[str, tuple[Any, ...]], None]:
             database = args[0]
             if fspath(database) not in (":memory:", b":memory:", ""):
                 refuse_write(database, None)
+        elif event == "import" and args[0] in _FENCED_MODULES:
+            raise PermissionError(f"sandbox: importing {args[0]!r} again is refused")
         elif event == "socket.__new__":
             family = args[1] if len(args) > 1 else None
             if family != af_unix:
@@ -278,6 +305,7 @@ def main() -> None:
     )
     result_fd = os.open(request["result"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.chdir(request["work"])
+    fence_fork_exec()
     sys.addaudithook(make_guard(request["work"]))
     kind, value_json, error = call(request)
     write_answer(result_fd, kind, value_json, error, limit=request["file_bytes"])

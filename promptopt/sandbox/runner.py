@@ -246,17 +246,26 @@ class Sandbox:
         readers = [asyncio.create_task(_tail(proc.stdout)), asyncio.create_task(_tail(proc.stderr))]
         waiter = asyncio.create_task(proc.wait())
         tasks = [feeder, *readers, waiter]
+        killed = False
         try:
             done, _ = await asyncio.wait({waiter}, timeout=self.timeout_s)
             timed_out = waiter not in done
             _kill_group(proc.pid)  # also ends anything the code left behind in its group
+            killed = True
             await asyncio.wait(tasks, timeout=_GRACE_S)
         finally:
-            _kill_group(proc.pid)
+            if not killed:  # cancelled while waiting: the child must not outlive the call
+                _kill_group(proc.pid)
             for task in tasks:
                 task.cancel()
-        out, err = (r.result() if r.done() and not r.cancelled() else b"" for r in readers)
+        out, err = (_bytes_of(reader) for reader in readers)
         return timed_out, proc.returncode, out, err
+
+
+def _bytes_of(reader: asyncio.Task[bytes]) -> bytes:
+    if not reader.done() or reader.cancelled() or reader.exception() is not None:
+        return b""
+    return reader.result()
 
 
 async def _feed(stream: asyncio.StreamWriter, payload: bytes) -> None:

@@ -159,8 +159,21 @@ def test_a_write_outside_the_temp_folder_fails(box: Sandbox, tmp_path: Path, whe
         "shutil.rmtree(outside)",
         "sqlite3.connect(os.path.join(outside, 'db.sqlite'))",
         "fd = os.open(outside, os.O_RDONLY); os.mkdir('made', dir_fd=fd)",
+        "os.open(os.path.join(outside, 'new'), os.O_WRONLY | os.O_CREAT)",
+        "os.truncate(os.path.join(outside, 'keep.txt'), 0)",
     ],
-    ids=["mkdir", "remove", "rename", "symlink", "pathlib", "rmtree", "sqlite", "dir_fd"],
+    ids=[
+        "mkdir",
+        "remove",
+        "rename",
+        "symlink",
+        "pathlib",
+        "rmtree",
+        "sqlite",
+        "dir_fd",
+        "os-open",
+        "truncate",
+    ],
 )
 def test_other_writes_outside_fail(box: Sandbox, tmp_path: Path, body: str) -> None:
     outside = tmp_path / "outside"
@@ -209,8 +222,20 @@ def test_each_run_gets_a_fresh_folder_that_is_removed(box: Sandbox) -> None:
         "import socket\ndef f():\n    socket.create_connection(('127.0.0.1', 9))\n",
         "import socket\ndef f():\n    socket.socket()\n",
         "import ctypes\ndef f():\n    return 1\n",
+        "import _posixsubprocess\ndef f():\n    _posixsubprocess.fork_exec()\n",
+        "import sys\ndef f():\n    del sys.modules['_posixsubprocess']\n    import _posixsubprocess\n",
     ],
-    ids=["subprocess", "system", "fork", "kill-parent", "connect", "socket", "ctypes"],
+    ids=[
+        "subprocess",
+        "system",
+        "fork",
+        "kill-parent",
+        "connect",
+        "socket",
+        "ctypes",
+        "fork-exec",
+        "fork-exec-reimport",
+    ],
 )
 def test_spawning_network_and_ctypes_are_refused(box: Sandbox, source: str) -> None:
     result = box.run(source, "f")
