@@ -103,7 +103,13 @@ def scrubbed_environment(
 
 
 class Sandbox:
-    """Runs a function from untrusted source in a limited, throw-away child process."""
+    """Runs a function from untrusted source in a limited, throw-away child process.
+
+    The candidate sees the standard library only (the child runs under ``-S``),
+    takes and returns JSON values, and may write only inside its own temp folder,
+    which is removed after the call. ``memory_mb`` also caps the size of any file
+    it writes; ``PYTHONHASHSEED`` is ignored under ``-I`` even when allowed.
+    """
 
     def __init__(
         self,
