@@ -1,0 +1,82 @@
+"""Whole optimization runs over the real openai SDK against a loopback server that injects faults.
+
+A run against a server that answers 429 (with Retry-After), 500, hangs past the
+client's timeout and drops connections must end exactly as a run against a clean
+server; and a budget must cap what the server answers, at concurrency 16.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fake_sentiment import WORDS, sentiment_rows
+
+from promptopt.api import aoptimize
+from promptopt.testing.faults import FaultPlan
+from promptopt.testing.openai_server import OpenAITestServer
+
+FAULTS = FaultPlan({"429": 0.15, "500": 0.1, "timeout": 0.03, "drop": 0.08}, seed=5,
+                   retry_after=0.05, hang_s=3.0, max_per_request=2)  # fmt: skip
+
+TASK = """\
+name: faulty-sentiment
+seed: 1
+program:
+  system: "Classify the sentiment."
+  user: "Review: {{text}}"
+  trainable: [exemplars]
+  max_tokens: 3
+data: {{path: rows.jsonl, inputs: [text], target: label, split: {{train: 16, val: 24, test: 24}}}}
+metric: {{kind: exact}}
+models:
+  task: {{model: "openai:loopback", base_url: "{url}", max_concurrency: 16, timeout: 1.5}}
+optimizer: {{name: exemplars, config: {{k: 2, num_sets: 3, mutations: 1, per_step: 2}}}}
+budget: {{max_calls: {max_calls}}}
+concurrency: 16
+cache: {{policy: "off"}}
+output: {out}
+"""
+
+
+def picky(body: dict) -> str:
+    """The picky fake of the engine tests, reading the OpenAI wire format."""
+    shown = {m["content"] for m in body["messages"] if m["role"] == "assistant"}
+    if {"positive", "negative"} <= shown:
+        text = body["messages"][-1]["content"]
+        return "negative" if any(w in text for w in WORDS["negative"]) else "positive"
+    return "positive"
+
+
+def write_task(folder: Path, url: str, *, max_calls: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows(64)))
+    path = folder / "task.yaml"
+    path.write_text(
+        TASK.format(url=url, max_calls=max_calls, out=json.dumps(str(folder / "traces")))
+    )
+    return path
+
+
+async def test_a_faulty_server_changes_nothing_in_the_result(tmp_path):
+    async with (
+        OpenAITestServer(handler=picky) as clean,
+        OpenAITestServer(handler=picky, faults=FAULTS) as faulty,
+    ):
+        expected = await aoptimize(write_task(tmp_path / "clean", clean.base_url, max_calls=500))
+        got = await aoptimize(write_task(tmp_path / "faulty", faulty.base_url, max_calls=500))
+    assert faulty.stats.faulted_total > 10  # the faults really happened
+    assert got.best.params == expected.best.params
+    assert got.scores == expected.scores
+    searched = clean.stats.answered - expected.test_usage["calls"]
+    assert got.usage["calls"] == expected.usage["calls"] == searched
+    assert got.scores["best_test"] > got.scores["seed_test"]
+
+
+async def test_the_budget_caps_what_a_faulty_server_answers_at_concurrency_16(tmp_path):
+    async with OpenAITestServer(handler=picky, faults=FAULTS, latency=0.02) as server:
+        result = await aoptimize(write_task(tmp_path, server.base_url, max_calls=60))
+        answered_in_search = server.stats.answered - result.test_usage["calls"]
+    assert result.usage["calls"] <= 60
+    assert answered_in_search <= 60
+    assert result.stopped.startswith("budget")
