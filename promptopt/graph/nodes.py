@@ -1,0 +1,173 @@
+"""``@node``: traced functions, sync or async, optionally with their own code as a parameter.
+
+Outside a trace a node costs one ``ContextVar.get`` on top of the function call.
+Inside one it looks its inputs up by identity (see :mod:`promptopt.graph.tracer`),
+marks itself the running node (so LLM calls made inside attach to it), times the
+call with ``perf_counter_ns``, keeps the output or the exception (and re-raises
+it), and registers the output for the nodes that consume it. Nothing is
+serialised while the workflow runs.
+
+``@node(trainable=True)`` turns the function's source (dedented, decorator lines
+removed) into a :class:`Param` of kind ``code``; the node depends on it, so
+``backward`` hands it to an optimizer like any other parameter. The original
+function is what runs here: running rewritten code belongs to the sandbox.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import textwrap
+from collections.abc import Callable
+from time import perf_counter_ns
+from typing import Any, TypeVar, overload
+
+from promptopt.errors import ConfigError
+from promptopt.graph.params import Param, ParamKind
+from promptopt.graph.state import STATE
+from promptopt.graph.tracer import Call
+
+__all__ = ["Op", "node", "op_of", "source_of"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def source_of(fn: Callable[..., Any]) -> str:
+    """``fn``'s source, dedented, without the decorator lines above its ``def``."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError) as exc:
+        raise ConfigError(
+            f"trainable node {getattr(fn, '__qualname__', fn)!r} needs its source code, "
+            f"which inspect cannot find ({exc}); define it in a file"
+        ) from exc
+    lines = source.splitlines(keepends=True)
+    for at, line in enumerate(lines):
+        if line.lstrip().startswith(("def ", "async def ")):
+            return "".join(lines[at:])
+    return source
+
+
+class Op:
+    """What every call of one node shares: its name, function, docs and code parameter."""
+
+    __slots__ = ("_signature", "doc", "fn", "name", "param", "trainable")
+
+    def __init__(self, fn: Callable[..., Any], *, name: str, trainable: bool) -> None:
+        self.fn = fn
+        self.name = name
+        self.doc = inspect.cleandoc(fn.__doc__ or "")
+        self.trainable = trainable
+        self.param: Param | None = (
+            Param(source_of(fn), name=f"{name}.code", kind=ParamKind.CODE,
+                  description=f"the source code of node {name!r}")
+            if trainable else None
+        )  # fmt: skip
+        self._signature: inspect.Signature | None = None
+
+    def arg_names(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+        """One name per argument value (positional, then keyword), from the signature."""
+        if self._signature is None:
+            try:
+                self._signature = inspect.signature(self.fn)
+            except (TypeError, ValueError):
+                self._signature = inspect.Signature()
+        names: list[str] = []
+        positional = [
+            p for p in self._signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]  # fmt: skip
+        star = next(
+            (p.name for p in self._signature.parameters.values() if p.kind is p.VAR_POSITIONAL),
+            "args",
+        )
+        for at in range(len(args)):
+            names.append(
+                positional[at].name if at < len(positional) else f"{star}[{at - len(positional)}]"
+            )
+        names.extend(kwargs)
+        return names
+
+    def __repr__(self) -> str:
+        return f"Op({self.name!r}, trainable={self.trainable!r})"
+
+
+def _wrap_sync(fn: Callable[..., Any], op: Op) -> Callable[..., Any]:
+    get, enter, leave, clock = STATE.get, STATE.set, STATE.reset, perf_counter_ns
+
+    @functools.wraps(fn)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        state = get()
+        if state is None:
+            return fn(*args, **kwargs)
+        call = Call(op, args, kwargs or None, state[1])
+        token = enter((state[0], call))
+        call.start_ns = clock()
+        try:
+            call.output = fn(*args, **kwargs)
+        except BaseException as exc:
+            call.error = exc
+            raise
+        finally:
+            call.end_ns = clock()
+            leave(token)
+            state[0]._calls.append(call)
+        return call.output
+
+    return traced
+
+
+def _wrap_async(fn: Callable[..., Any], op: Op) -> Callable[..., Any]:
+    get, enter, leave, clock = STATE.get, STATE.set, STATE.reset, perf_counter_ns
+
+    @functools.wraps(fn)
+    async def traced(*args: Any, **kwargs: Any) -> Any:
+        state = get()
+        if state is None:
+            return await fn(*args, **kwargs)
+        call = Call(op, args, kwargs or None, state[1])
+        token = enter((state[0], call))
+        call.start_ns = clock()
+        try:
+            call.output = await fn(*args, **kwargs)
+        except BaseException as exc:
+            call.error = exc
+            raise
+        finally:
+            call.end_ns = clock()
+            leave(token)
+            state[0]._calls.append(call)
+        return call.output
+
+    return traced
+
+
+def _decorate(fn: Callable[..., Any], *, name: str | None, trainable: bool) -> Callable[..., Any]:
+    if not callable(fn):
+        raise ConfigError(f"@node decorates a function, got {fn!r}")
+    op = Op(fn, name=name or fn.__name__, trainable=trainable)
+    wrap = _wrap_async if inspect.iscoroutinefunction(fn) else _wrap_sync
+    traced = wrap(fn, op)
+    traced.__promptopt_op__ = op  # type: ignore[attr-defined]
+    return traced
+
+
+@overload
+def node(fn: F, /) -> F: ...
+@overload
+def node(*, name: str | None = None, trainable: bool = False) -> Callable[[F], F]: ...
+def node(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, trainable: bool = False
+) -> Any:
+    """Trace a function: ``@node``, ``@node(name="classify")`` or ``@node(trainable=True)``."""
+    if fn is not None:
+        return _decorate(fn, name=name, trainable=trainable)
+    return lambda f: _decorate(f, name=name, trainable=trainable)
+
+
+def op_of(fn: Callable[..., Any]) -> Op:
+    """The :class:`Op` behind a ``@node`` function (its name, docs and code parameter)."""
+    op = getattr(fn, "__promptopt_op__", None)
+    if not isinstance(op, Op):
+        raise ConfigError(f"{getattr(fn, '__qualname__', fn)!r} is not a @node function")
+    return op

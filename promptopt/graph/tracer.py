@@ -1,0 +1,261 @@
+"""The per-run trace: node executions, their data dependencies, and the scope that starts one.
+
+How dependencies are found without wrapping values. microsoft/Trace wraps every
+value in a ``Node`` object, which is why it spends tens of microseconds per op.
+Here the values stay plain and the hot path computes no edges at all: a call
+records its arguments and output by reference and its start and end times. When
+the trace is read, a node's parent for an argument is the latest node that
+produced that very object (by identity) and finished before the call started;
+parameters count as producers of themselves and of the value read through
+``Param.value``. The trace holds every recorded output and argument, so no id can
+be reused by another object while the trace lives.
+
+Limits of linking by identity (why they are acceptable):
+
+* Values that CPython shares between unrelated places are never linked, to avoid
+  false edges: ``None``, booleans, ints in ``[-5, 256]``, empty or one-character
+  strings and empty tuples/bytes. A node that returns one of these has no
+  children by data; pass the ``Param`` itself, or a richer value, where the edge
+  matters. A node that returns a compile-time constant (``return "yes"``) links
+  a later use of the same constant object elsewhere to that node.
+* A value computed from a node's output outside any node (``f"{out}!"``) is a
+  new object and carries no edge: put that computation in a node.
+* Containers are looked into one level deep: a list, tuple or dict argument that
+  was not itself produced by a node links to the producers of its items.
+* A node that returns its input unchanged becomes the producer of that value for
+  later nodes (the latest producer wins), which keeps the order topological.
+
+Every trace belongs to the context that started it: asyncio tasks and
+``contextvars`` copies see their own trace; a plain new thread sees none. Node
+indices follow completion order, which is a topological order of the data edges
+(a producer finishes before its consumer starts).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextvars import Token
+from time import perf_counter_ns
+from types import TracebackType
+from typing import Any
+
+from promptopt.errors import ConfigError
+from promptopt.graph.params import Param
+from promptopt.graph.records import Feedback, TraceNode
+from promptopt.graph.state import STATE
+
+__all__ = ["Call", "Trace", "current_node", "current_trace", "record_llm_call", "trace"]
+
+_UNLINKED = frozenset({type(None), bool, type(...), type(NotImplemented)})
+_EMPTY_SHARED = frozenset({tuple, bytes, frozenset})
+
+
+def linkable(value: Any) -> bool:
+    """Whether ``value`` is safe to link by identity (not a value CPython shares)."""
+    kind = type(value)
+    if kind is str:
+        return len(value) > 1
+    if kind is int:
+        return not -5 <= value <= 256
+    if kind in _UNLINKED:
+        return False
+    if kind in _EMPTY_SHARED:
+        return len(value) > 0
+    return True
+
+
+class Call:
+    """One node execution while it is live: raw inputs and output, kept by reference.
+
+    ``op`` is the node's ``Op``, or a ``Param`` for a parameter leaf. Nothing else is
+    computed while the workflow runs: parents, indices and names are derived when
+    the trace is read (:mod:`promptopt.graph.views`).
+    """
+
+    __slots__ = ("args", "end_ns", "error", "kwargs", "llm_calls", "op", "output", "start_ns",
+                 "within")  # fmt: skip
+
+    def __init__(self, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+                 within: Call | None) -> None:  # fmt: skip
+        self.op = op
+        self.args = args
+        self.kwargs = kwargs
+        self.within = within
+        self.llm_calls: list[Any] | None = None
+        self.error: BaseException | None = None
+        self.output: Any = None
+        self.start_ns = self.end_ns = 0
+
+
+class Trace:
+    """The DAG of one workflow run on one example; also the ``with`` scope that records it."""
+
+    __slots__ = ("_calls", "_feedback", "_id", "_loaded", "_meta", "_params", "_token", "name",
+                 "started_at")  # fmt: skip
+
+    def __init__(self, *, name: str = "", meta: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.started_at = time.time()
+        self._meta = meta
+        self._calls: list[Call] = []  # completion order = index order
+        self._id: str | None = None
+        self._feedback: list[Feedback] | None = None
+        self._params: list[Param] | None = None
+        self._loaded: list[TraceNode] | None = None
+        self._token: Token[Any] | None = None
+
+    @property
+    def id(self) -> str:
+        """A random hex id, made on first use (the store's key for this trace)."""
+        if self._id is None:
+            self._id = os.urandom(8).hex()
+        return self._id
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Free-form JSON data about the run (candidate, split, example id, ...)."""
+        if self._meta is None:
+            self._meta = {}
+        return self._meta
+
+    @property
+    def feedback(self) -> list[Feedback]:
+        """Feedback attached by :func:`~promptopt.graph.backward.backward`, in order."""
+        if self._feedback is None:
+            self._feedback = []
+        return self._feedback
+
+    # -- scope ---------------------------------------------------------------------------------
+
+    def __enter__(self) -> Trace:
+        if self._token is not None or self._loaded is not None:
+            raise ConfigError(f"trace {self.name!r} cannot be entered twice; start a new trace()")
+        self._token = STATE.set((self, None))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        STATE.reset(self._token)  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> Trace:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- recording -------------------------------------------------------------------------------
+
+    def use_param(self, param: Param) -> None:
+        """Record ``param`` as a leaf of this trace (once), with its current value."""
+        params = self._params
+        if params is None:
+            params = self._params = []
+        elif param in params:
+            return
+        params.append(param)
+        leaf = Call(param, (), None, None)
+        leaf.output = param.peek()
+        leaf.start_ns = leaf.end_ns = perf_counter_ns()
+        self._calls.append(leaf)
+
+    def find(self, value: Any) -> int | None:
+        """The index of the latest node that produced ``value`` or raised it, if any."""
+        if self._loaded is not None:
+            return None
+        calls = self.calls()
+        for index in range(len(calls) - 1, -1, -1):
+            call = calls[index]
+            if call.output is value or call.error is value or call.op is value:
+                return index
+        return None
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> list[TraceNode]:
+        """Every node as a :class:`TraceNode`, in index (topological) order."""
+        if self._loaded is not None:
+            return list(self._loaded)
+        from promptopt.graph.views import views
+
+        return views(self._calls)
+
+    def calls(self) -> list[Call]:
+        """The live records in index order (parameter leaves that were never read through
+        ``.value`` are added by :attr:`nodes` only); empty for a loaded trace."""
+        return list(self._calls)
+
+    def params(self) -> dict[str, Param]:
+        """The ``Param`` objects read in this run, by name (empty for a loaded trace)."""
+        return {p.name: p for p in self._params or ()}
+
+    def __len__(self) -> int:
+        return len(self._loaded) if self._loaded is not None else len(self.nodes)
+
+    def __repr__(self) -> str:
+        return f"Trace(id={self.id!r}, name={self.name!r}, nodes={len(self)})"
+
+    # -- export --------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON data that :meth:`from_dict` turns back into an equal trace."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "meta": self.meta,
+            "started_at": self.started_at,
+            "nodes": [node.to_dict() for node in self.nodes],
+            "feedback": [fb.to_dict() for fb in self.feedback],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trace:
+        """A read-only trace from :meth:`to_dict` data (nodes hold JSON values)."""
+        out = cls(name=str(data.get("name") or ""), meta=dict(data.get("meta") or {}))
+        out._id = str(data["id"])
+        out.started_at = float(data.get("started_at") or 0.0)
+        out._loaded = [TraceNode.from_dict(n) for n in data.get("nodes") or ()]
+        out._feedback = [Feedback.from_dict(f) for f in data.get("feedback") or ()]
+        return out
+
+
+def trace(*, name: str = "", meta: dict[str, Any] | None = None) -> Trace:
+    """A new trace for one workflow run: ``with trace(name="qa") as t:`` (or ``async with``)."""
+    return Trace(name=name, meta=meta)
+
+
+def current_trace() -> Trace | None:
+    """The trace running in this context, or ``None``."""
+    state = STATE.get()
+    return None if state is None else state[0]
+
+
+def current_node() -> Call | None:
+    """The innermost node execution running in this context, or ``None``."""
+    state = STATE.get()
+    return None if state is None else state[1]
+
+
+def record_llm_call(event: Any) -> bool:
+    """Attach an LLM call event to the running node; ``False`` when no node is running.
+
+    Suits ``LLM.add_listener(record_llm_call)`` when the listener runs in the caller's
+    context (see the package docs for the sync-call caveat).
+    """
+    call = current_node()
+    if call is None:
+        return False
+    if call.llm_calls is None:
+        call.llm_calls = []
+    call.llm_calls.append(event)
+    return True
