@@ -172,11 +172,13 @@ class Trace:
         """The index of the latest node that produced ``value`` or raised it, if any."""
         if self._loaded is not None:
             return None
-        calls = self.calls()
-        for index in range(len(calls) - 1, -1, -1):
-            call = calls[index]
+        from promptopt.graph.views import views
+
+        positions: dict[int, int] = {}
+        views(self._calls, positions=positions)
+        for call in reversed(self._calls):
             if call.output is value or call.error is value or call.op is value:
-                return index
+                return positions[id(call)]
         return None
 
     # -- reading -----------------------------------------------------------------------------

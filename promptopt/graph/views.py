@@ -7,6 +7,7 @@ call events become short dicts, only when a trace is read, exported or stored.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,14 +82,15 @@ class _Producers:
         return None
 
 
-def views(calls: Sequence[Call]) -> list[TraceNode]:
+def views(calls: Sequence[Call], *, positions: dict[int, int] | None = None) -> list[TraceNode]:
     """The :class:`TraceNode` of every recorded call, indices and parents derived.
 
     A ``Param`` that a node received (as an argument, or as a trainable node's code)
     without reading ``.value`` in the trace gets its leaf just before that node.
+    ``positions``, if given, is filled with ``id(call) -> index``.
     """
     out: list[TraceNode] = []
-    position: dict[int, int] = {}  # id(call) -> index
+    position: dict[int, int] = {} if positions is None else positions  # id(call) -> index
     leaves: dict[int, int] = {}  # id(param) -> index
     producers = _Producers()
     for call in calls:
@@ -111,6 +113,10 @@ def views(calls: Sequence[Call]) -> list[TraceNode]:
         out.append(_view(call, index=index, producers=producers, leaves=leaves, position=position))
         if call.error is None:
             producers.add(call.output, index=index, end_ns=call.end_ns)
+    for call in calls:  # an enclosing node finishes after the nodes it calls
+        if call.within is not None:
+            index = position[id(call)]
+            out[index] = dataclasses.replace(out[index], within=position.get(id(call.within)))
     return out
 
 
@@ -152,7 +158,6 @@ def _view(
         duration_ns=call.end_ns - call.start_ns,
         error=_error(call.error),
         llm_calls=tuple(llm_call_dict(e) for e in call.llm_calls or ()),
-        within=None if call.within is None else position.get(id(call.within)),
         doc=op.doc,
         trainable=op.trainable,
     )

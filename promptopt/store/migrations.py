@@ -112,8 +112,51 @@ CREATE TABLE checkpoints (
 {_append_only("checkpoints")}
 """
 
+_V2 = f"""
+CREATE TABLE traces (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL DEFAULT '',
+    candidate_id TEXT,
+    split        TEXT,
+    example_id   TEXT,
+    meta         TEXT NOT NULL DEFAULT '{{}}',  -- JSON
+    started_at   REAL NOT NULL,
+    created_at   REAL NOT NULL
+);
+CREATE INDEX traces_example ON traces (example_id);
+CREATE TABLE trace_nodes (
+    trace_id TEXT NOT NULL REFERENCES traces (id),
+    idx      INTEGER NOT NULL,
+    kind     TEXT NOT NULL,             -- 'op' | 'param'
+    name     TEXT NOT NULL,
+    data     TEXT NOT NULL,             -- JSON: the rest of TraceNode.to_dict()
+    PRIMARY KEY (trace_id, idx)
+);
+CREATE TABLE trace_edges (
+    trace_id TEXT NOT NULL REFERENCES traces (id),
+    src      INTEGER NOT NULL,
+    dst      INTEGER NOT NULL,
+    pos      INTEGER NOT NULL,          -- order of src among dst's parents
+    PRIMARY KEY (trace_id, dst, pos)
+);
+CREATE TABLE trace_feedback (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    trace_id TEXT NOT NULL REFERENCES traces (id),
+    output   INTEGER NOT NULL,
+    kind     TEXT NOT NULL,             -- 'score' | 'text' | 'error'
+    value    TEXT NOT NULL,             -- JSON
+    created_at REAL NOT NULL
+);
+CREATE INDEX trace_feedback_trace ON trace_feedback (trace_id, id);
+{_append_only("traces")}
+{_append_only("trace_nodes")}
+{_append_only("trace_edges")}
+{_append_only("trace_feedback")}
+"""
+
 MIGRATIONS: list[Migration] = [
     (1, _V1),
+    (2, _V2),  # traced graphs: traces, their nodes, edges and feedback
 ]
 
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]

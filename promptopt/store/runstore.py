@@ -29,6 +29,7 @@ from promptopt.errors import ConfigError, StoreError
 from promptopt.llm.types import LLMResponse
 from promptopt.store.migrations import MIGRATIONS, Migration, migrate
 from promptopt.store.runs import RUN_FILE, resolve_run
+from promptopt.store.traces import TraceStoreMixin
 
 __all__ = ["STATUSES", "RunStore"]
 
@@ -112,7 +113,7 @@ def _connect(db: Path, *, migrations: Sequence[Migration]) -> sqlite3.Connection
     return conn
 
 
-class RunStore:
+class RunStore(TraceStoreMixin):
     """One run's store; create it with :meth:`create`, reopen it with :meth:`open`."""
 
     root: Path
