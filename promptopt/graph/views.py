@@ -64,21 +64,25 @@ class _Producers:
         if linkable(value):
             self._by_id.setdefault(id(value), []).append((end_ns, index))
 
-    def source(self, value: Any, *, start_ns: int) -> Any:
-        """The latest producer of ``value`` finished by ``start_ns``; for a container that
-        was not itself produced, the producers of its items (a list); else ``None``."""
+    def latest(self, value: Any, *, start_ns: int) -> int | None:
+        """The latest producer of ``value`` that finished by ``start_ns``."""
         found = None
         for end_ns, index in self._by_id.get(id(value), ()):
             if end_ns <= start_ns:
                 found = index
+        return found
+
+    def source(self, value: Any, *, start_ns: int) -> Any:
+        """The producer of ``value``; for a container that was not itself produced, the
+        producers of its items, one level deep (a list); else ``None``."""
+        found = self.latest(value, start_ns=start_ns)
         if found is not None:
             return found
         kind = type(value)
         if kind is list or kind is tuple or kind is dict:
             items = value.values() if kind is dict else value
-            inner = [self.source(item, start_ns=start_ns) for item in items]
-            flat = [i for i in inner if isinstance(i, int)]
-            return flat or None
+            inner = [self.latest(item, start_ns=start_ns) for item in items]
+            return [i for i in inner if i is not None] or None
         return None
 
 

@@ -1,0 +1,120 @@
+"""A small layered layout of a trace and its drawing as SVG (no graphviz needed).
+
+Layers follow the longest path from a source, so every edge points down; within
+a layer, nodes are ordered by the mean position of their parents (one barycentre
+sweep), which keeps most edges short and uncrossed for the small DAGs of one run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+
+from promptopt.graph.records import TraceNode
+
+__all__ = ["Box", "layout", "to_svg"]
+
+WIDTH, HEIGHT, GAP_X, GAP_Y, MARGIN = 180, 54, 30, 60, 20
+
+# fill and stroke per node look, one table instead of branches
+_STYLE = {
+    "param": ("#fff3c4", "#b58900"),
+    "param-fixed": ("#eeeeee", "#777777"),
+    "op": ("#dcecff", "#2a6db0"),
+    "op-trainable": ("#ddf5dd", "#2e8b2e"),
+    "error": ("#ffd9d9", "#c0392b"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """Where one node is drawn: top-left corner; its look is a key of the style table."""
+
+    index: int
+    x: int
+    y: int
+    look: str
+
+
+def _look(node: TraceNode) -> str:
+    if node.error is not None:
+        return "error"
+    if node.kind == "param":
+        return "param" if node.trainable else "param-fixed"
+    return "op-trainable" if node.trainable else "op"
+
+
+def layout(nodes: list[TraceNode]) -> list[Box]:
+    """One box per node, in index order."""
+    layer: list[int] = []
+    for node in nodes:  # index order is topological
+        layer.append(1 + max((layer[p] for p in node.parents), default=-1))
+    rows: dict[int, list[int]] = {}
+    for node in nodes:
+        rows.setdefault(layer[node.index], []).append(node.index)
+    slot: dict[int, float] = {}
+    for depth in sorted(rows):
+
+        def centre(i: int) -> tuple[float, int]:
+            parents = nodes[i].parents
+            return (sum(slot[p] for p in parents) / len(parents) if parents else i, i)
+
+        rows[depth].sort(key=centre)
+        for at, index in enumerate(rows[depth]):
+            slot[index] = at
+    widest = max((len(r) for r in rows.values()), default=1)
+    boxes = []
+    for node in nodes:
+        row = rows[layer[node.index]]
+        offset = (widest - len(row)) * (WIDTH + GAP_X) / 2
+        x = MARGIN + offset + row.index(node.index) * (WIDTH + GAP_X)
+        y = MARGIN + layer[node.index] * (HEIGHT + GAP_Y)
+        boxes.append(Box(node.index, int(x), int(y), _look(node)))
+    return boxes
+
+
+def _short(value: object, limit: int = 26) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def to_svg(nodes: list[TraceNode]) -> str:
+    """The trace drawn as a standalone SVG document."""
+    boxes = layout(nodes)
+    width = max((b.x for b in boxes), default=0) + WIDTH + MARGIN
+    height = max((b.y for b in boxes), default=0) + HEIGHT + MARGIN
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
+        'markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
+        'fill="#555"/></marker></defs>',
+    ]
+    for node in nodes:
+        child = boxes[node.index]
+        for parent in node.parents:
+            src = boxes[parent]
+            x1, y1 = src.x + WIDTH // 2, src.y + HEIGHT
+            x2, y2 = child.x + WIDTH // 2, child.y
+            mid = (y1 + y2) // 2
+            parts.append(
+                f'<path d="M {x1} {y1} C {x1} {mid}, {x2} {mid}, {x2} {y2}" fill="none" '
+                f'stroke="#555" stroke-width="1.3" marker-end="url(#arrow)"/>'
+            )
+    for node, box in zip(nodes, boxes, strict=True):
+        fill, stroke = _STYLE[box.look]
+        detail = node.error if node.error is not None else node.output
+        label = f"{node.name}" + ("" if node.kind == "param" else f" #{node.index}")
+        tip = f"{label}\n{detail if isinstance(detail, str) else repr(detail)}"
+        parts.append(
+            f"<g><title>{escape(tip[:2000])}</title>"
+            f'<rect x="{box.x}" y="{box.y}" width="{WIDTH}" height="{HEIGHT}" rx="8" '
+            f'fill="{fill}" stroke="{stroke}" stroke-width="1.6"/>'
+            f'<text x="{box.x + WIDTH // 2}" y="{box.y + 21}" text-anchor="middle" '
+            f'font-weight="bold">{escape(_short(label))}</text>'
+            f'<text x="{box.x + WIDTH // 2}" y="{box.y + 40}" text-anchor="middle" '
+            f'fill="#333">{escape(_short(detail))}</text></g>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)

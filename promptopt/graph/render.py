@@ -1,0 +1,139 @@
+"""``promptopt graph RUN``: a stored trace as DOT text, an SVG picture, or a self-contained HTML page.
+
+The HTML page holds the SVG inline (laid out by :mod:`promptopt.graph.layout`, so
+system graphviz is never required) above a table of every node's inputs, output,
+duration, error and LLM calls, and the trace's feedback. DOT text is there for
+people who do have graphviz (``dot -Tsvg graph.dot``).
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from promptopt.errors import ConfigError, StoreError
+from promptopt.graph.layout import to_svg
+from promptopt.graph.tracer import Trace
+
+__all__ = ["FORMATS", "pick_trace", "to_dot", "to_html", "write_graph"]
+
+FORMATS = ("html", "svg", "dot")
+
+
+def _dot_text(text: str) -> str:
+    text = " ".join(text.split())
+    text = text if len(text) <= 40 else text[:39] + "…"
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def to_dot(trace: Trace) -> str:
+    """The trace as graphviz DOT text."""
+    lines = [f'digraph "{_dot_text(trace.name or trace.id)}" {{', "  rankdir=TB;",
+             '  node [shape=box, style="rounded,filled", fontname="sans-serif"];']  # fmt: skip
+    for node in trace.nodes:
+        fill = "#fff3c4" if node.kind == "param" else "#dcecff"
+        fill = "#ffd9d9" if node.error is not None else fill
+        detail = node.error if node.error is not None else node.output
+        shown = detail if isinstance(detail, str) else json.dumps(detail)
+        lines.append(
+            f'  n{node.index} [label="{_dot_text(node.name)}\\n{_dot_text(shown)}", '
+            f'fillcolor="{fill}"];'
+        )
+    for node in trace.nodes:
+        lines.extend(f"  n{parent} -> n{node.index};" for parent in node.parents)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=1)
+    return f"<pre>{escape(text)}</pre>"
+
+
+def to_html(trace: Trace) -> str:
+    """A self-contained HTML page: the picture, then every node's details."""
+    nodes = trace.nodes
+    rows = []
+    for node in nodes:
+        calls = "".join(_cell(call) for call in node.llm_calls)
+        rows.append(
+            f"<tr><td>{node.index}</td><td>{escape(node.kind)}</td><td><b>{escape(node.name)}"
+            f"</b><br><small>{escape(node.doc or node.description)}</small></td>"
+            f"<td>{_cell(node.inputs) if node.inputs else ''}</td><td>{_cell(node.output)}</td>"
+            f"<td>{', '.join(map(str, node.parents))}</td>"
+            f"<td>{node.duration_ns / 1000:.1f} µs</td>"
+            f"<td>{escape(node.error or '')}</td>"
+            f"<td>{f'<details><summary>{len(node.llm_calls)}</summary>{calls}</details>' if calls else ''}</td></tr>"
+        )
+    feedback = "".join(f"<li>{escape(f.kind)} on node {f.output}: {escape(str(f.value))}</li>"
+                       for f in trace.feedback)  # fmt: skip
+    title = escape(trace.name or "trace")
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{title} {escape(trace.id)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 6px; vertical-align: top; text-align: left; }}
+pre {{ margin: 0; white-space: pre-wrap; max-width: 40em; max-height: 14em; overflow: auto; }}
+</style></head><body>
+<h1>{title}</h1>
+<p>trace <code>{escape(trace.id)}</code>, {len(nodes)} nodes; meta {_cell(trace.meta)}</p>
+{f"<h2>Feedback</h2><ul>{feedback}</ul>" if feedback else ""}
+<div>{to_svg(nodes)}</div>
+<h2>Nodes</h2>
+<table><tr><th>#</th><th>kind</th><th>name</th><th>inputs</th><th>output</th><th>parents</th>
+<th>time</th><th>error</th><th>LLM calls</th></tr>
+{"".join(rows)}
+</table></body></html>
+"""
+
+
+def pick_trace(
+    traces: list[Trace], rows: list[dict[str, Any]], *, example: str | int | None
+) -> Trace:
+    """The first trace, or the first one of ``example`` (an example id)."""
+    if not traces:
+        raise StoreError("the run has no traces to draw")
+    if example is None:
+        return traces[0]
+    for trace, row in zip(traces, rows, strict=True):
+        if row["example_id"] == str(example):
+            return trace
+    known = sorted({str(r["example_id"]) for r in rows if r["example_id"] is not None})
+    raise ConfigError(f"the run has no trace of example {str(example)!r}; examples: {known!r}")
+
+
+def write_graph(
+    run: Path | str,
+    *,
+    example: str | int | None = None,
+    out: Path | str | None = None,
+    fmt: str = "html",
+    output_dir: Path | str = "traces",
+) -> Path:
+    """Draw one trace of ``run`` (a run folder or id) to ``out``; returns the file written.
+
+    ``fmt`` is ``html`` (default), ``svg`` or ``dot``; ``out`` defaults to
+    ``<run>/graph-<example or trace id>.<fmt>``.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"graph format {fmt!r} is not one of {', '.join(FORMATS)}")
+    from promptopt.store import RunStore
+
+    with RunStore.open(run, output_dir=output_dir) as store:
+        trace = pick_trace(store.traces(), store.trace_rows(), example=example)
+        root = store.root
+    text = {"html": to_html, "svg": lambda t: to_svg(t.nodes), "dot": to_dot}[fmt](trace)
+    target = (
+        Path(out)
+        if out is not None
+        else root / f"graph-{example if example is not None else trace.id}.{fmt}"
+    )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise StoreError(f"cannot write graph {str(target)!r}: {exc}") from exc
+    return target
