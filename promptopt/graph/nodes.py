@@ -25,7 +25,6 @@ from typing import Any, TypeVar, overload
 from promptopt.errors import ConfigError
 from promptopt.graph.params import Param, ParamKind
 from promptopt.graph.state import STATE
-from promptopt.graph.tracer import Call
 
 __all__ = ["Op", "node", "op_of", "source_of"]
 
@@ -100,19 +99,19 @@ def _wrap_sync(fn: Callable[..., Any], op: Op) -> Callable[..., Any]:
         state = get()
         if state is None:
             return fn(*args, **kwargs)
-        call = Call(op, args, kwargs or None, state[1])
-        token = enter((state[0], call))
-        call.start_ns = clock()
+        record = [op, args, kwargs or None, state[1], None, None, 0, 0, None]  # see new_record
+        token = enter((state[0], record))
+        record[6] = clock()
         try:
-            call.output = fn(*args, **kwargs)
+            record[4] = output = fn(*args, **kwargs)
         except BaseException as exc:
-            call.error = exc
+            record[5] = exc
             raise
         finally:
-            call.end_ns = clock()
+            record[7] = clock()
             leave(token)
-            state[0]._calls.append(call)
-        return call.output
+            state[0]._calls.append(record)
+        return output
 
     return traced
 
@@ -125,19 +124,19 @@ def _wrap_async(fn: Callable[..., Any], op: Op) -> Callable[..., Any]:
         state = get()
         if state is None:
             return await fn(*args, **kwargs)
-        call = Call(op, args, kwargs or None, state[1])
-        token = enter((state[0], call))
-        call.start_ns = clock()
+        record = [op, args, kwargs or None, state[1], None, None, 0, 0, None]  # see new_record
+        token = enter((state[0], record))
+        record[6] = clock()
         try:
-            call.output = await fn(*args, **kwargs)
+            record[4] = output = await fn(*args, **kwargs)
         except BaseException as exc:
-            call.error = exc
+            record[5] = exc
             raise
         finally:
-            call.end_ns = clock()
+            record[7] = clock()
             leave(token)
-            state[0]._calls.append(call)
-        return call.output
+            state[0]._calls.append(record)
+        return output
 
     return traced
 

@@ -45,7 +45,15 @@ from promptopt.graph.params import Param
 from promptopt.graph.records import Feedback, TraceNode
 from promptopt.graph.state import STATE
 
-__all__ = ["Call", "Trace", "current_node", "current_trace", "record_llm_call", "trace"]
+__all__ = [
+    "Call",
+    "Trace",
+    "new_record",
+    "current_node",
+    "current_trace",
+    "record_llm_call",
+    "trace",
+]
 
 _UNLINKED = frozenset({type(None), bool, type(...), type(NotImplemented)})
 _EMPTY_SHARED = frozenset({tuple, bytes, frozenset})
@@ -65,27 +73,48 @@ def linkable(value: Any) -> bool:
     return True
 
 
-class Call:
-    """One node execution while it is live: raw inputs and output, kept by reference.
+# A call record is a plain list (the cheapest mutable record CPython builds), laid out as:
+OP, ARGS, KWARGS, WITHIN, OUTPUT, ERROR, START_NS, END_NS, LLM_CALLS = range(9)
 
-    ``op`` is the node's ``Op``, or a ``Param`` for a parameter leaf. Nothing else is
-    computed while the workflow runs: parents, indices and names are derived when
-    the trace is read (:mod:`promptopt.graph.views`).
+
+def new_record(
+    op: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None, within: Any
+) -> list[Any]:
+    """A record of one call: ``[op, args, kwargs, within, output, error, start, end, llm_calls]``."""
+    return [op, args, kwargs, within, None, None, 0, 0, None]
+
+
+class Call:
+    """A read-only view of one recorded call (raw values, kept by reference).
+
+    ``op`` is the node's ``Op``, or a ``Param`` for a parameter leaf. Nothing but
+    the record is made while the workflow runs: parents, indices and names are
+    derived when the trace is read (:mod:`promptopt.graph.views`).
     """
 
-    __slots__ = ("args", "end_ns", "error", "kwargs", "llm_calls", "op", "output", "start_ns",
-                 "within")  # fmt: skip
+    __slots__ = ("_record",)
 
-    def __init__(self, op: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
-                 within: Call | None) -> None:  # fmt: skip
-        self.op = op
-        self.args = args
-        self.kwargs = kwargs
-        self.within = within
-        self.llm_calls: list[Any] | None = None
-        self.error: BaseException | None = None
-        self.output: Any = None
-        self.start_ns = self.end_ns = 0
+    def __init__(self, record: list[Any]) -> None:
+        self._record = record
+
+    key = property(lambda self: id(self._record), doc="Identifies the record (for ``within``).")
+    op = property(lambda self: self._record[OP])
+    args = property(lambda self: self._record[ARGS])
+    kwargs = property(lambda self: self._record[KWARGS])
+    output = property(lambda self: self._record[OUTPUT])
+    error = property(lambda self: self._record[ERROR])
+    start_ns = property(lambda self: self._record[START_NS])
+    end_ns = property(lambda self: self._record[END_NS])
+    llm_calls = property(lambda self: self._record[LLM_CALLS])
+
+    @property
+    def within(self) -> Call | None:
+        """The call whose body made this call, if any."""
+        outer = self._record[WITHIN]
+        return None if outer is None else Call(outer)
+
+    def __repr__(self) -> str:
+        return f"Call(op={self.op!r}, output={self.output!r})"
 
 
 class Trace:
@@ -98,7 +127,7 @@ class Trace:
         self.name = name
         self.started_at = time.time()
         self._meta = meta
-        self._calls: list[Call] = []  # completion order = index order
+        self._calls: list[list[Any]] = []  # records, in completion order = index order
         self._id: str | None = None
         self._feedback: list[Feedback] | None = None
         self._params: list[Param] | None = None
@@ -163,9 +192,9 @@ class Trace:
         elif param in params:
             return
         params.append(param)
-        leaf = Call(param, (), None, None)
-        leaf.output = param.peek()
-        leaf.start_ns = leaf.end_ns = perf_counter_ns()
+        leaf = new_record(param, (), None, None)
+        leaf[OUTPUT] = param.peek()
+        leaf[START_NS] = leaf[END_NS] = perf_counter_ns()
         self._calls.append(leaf)
 
     def find(self, value: Any) -> int | None:
@@ -175,10 +204,10 @@ class Trace:
         from promptopt.graph.views import views
 
         positions: dict[int, int] = {}
-        views(self._calls, positions=positions)
-        for call in reversed(self._calls):
-            if call.output is value or call.error is value or call.op is value:
-                return positions[id(call)]
+        views(self.calls(), positions=positions)
+        for record in reversed(self._calls):
+            if record[OUTPUT] is value or record[ERROR] is value or record[OP] is value:
+                return positions[id(record)]
         return None
 
     # -- reading -----------------------------------------------------------------------------
@@ -190,12 +219,12 @@ class Trace:
             return list(self._loaded)
         from promptopt.graph.views import views
 
-        return views(self._calls)
+        return views(self.calls())
 
     def calls(self) -> list[Call]:
         """The live records in index order (parameter leaves that were never read through
         ``.value`` are added by :attr:`nodes` only); empty for a loaded trace."""
-        return list(self._calls)
+        return [Call(record) for record in self._calls]
 
     def params(self) -> dict[str, Param]:
         """The ``Param`` objects read in this run, by name (empty for a loaded trace)."""
@@ -231,9 +260,8 @@ class Trace:
         return out
 
 
-def trace(*, name: str = "", meta: dict[str, Any] | None = None) -> Trace:
-    """A new trace for one workflow run: ``with trace(name="qa") as t:`` (or ``async with``)."""
-    return Trace(name=name, meta=meta)
+trace = Trace
+"""A new trace for one workflow run: ``with trace(name="qa") as t:`` (or ``async with``)."""
 
 
 def current_trace() -> Trace | None:
@@ -245,7 +273,7 @@ def current_trace() -> Trace | None:
 def current_node() -> Call | None:
     """The innermost node execution running in this context, or ``None``."""
     state = STATE.get()
-    return None if state is None else state[1]
+    return None if state is None or state[1] is None else Call(state[1])
 
 
 def record_llm_call(event: Any) -> bool:
@@ -254,10 +282,11 @@ def record_llm_call(event: Any) -> bool:
     Suits ``LLM.add_listener(record_llm_call)`` when the listener runs in the caller's
     context (see the package docs for the sync-call caveat).
     """
-    call = current_node()
-    if call is None:
+    state = STATE.get()
+    if state is None or state[1] is None:
         return False
-    if call.llm_calls is None:
-        call.llm_calls = []
-    call.llm_calls.append(event)
+    record = state[1]
+    if record[LLM_CALLS] is None:
+        record[LLM_CALLS] = []
+    record[LLM_CALLS].append(event)
     return True

@@ -100,7 +100,7 @@ def views(calls: Sequence[Call], *, positions: dict[int, int] | None = None) -> 
     for call in calls:
         op = call.op
         if isinstance(op, Param):
-            index = position[id(call)] = leaves[id(op)] = len(out)
+            index = position[call.key] = leaves[id(op)] = len(out)
             out.append(_leaf(op, index=index, at_ns=call.start_ns))
             producers.add(op, index=index, end_ns=call.end_ns)
             producers.add(call.output, index=index, end_ns=call.end_ns)
@@ -113,14 +113,15 @@ def views(calls: Sequence[Call], *, positions: dict[int, int] | None = None) -> 
                 index = leaves[id(param)] = len(out)
                 out.append(_leaf(param, index=index, at_ns=call.start_ns))
                 producers.add(param, index=index, end_ns=call.start_ns)
-        index = position[id(call)] = len(out)
+        index = position[call.key] = len(out)
         out.append(_view(call, index=index, producers=producers, leaves=leaves, position=position))
         if call.error is None:
             producers.add(call.output, index=index, end_ns=call.end_ns)
     for call in calls:  # an enclosing node finishes after the nodes it calls
-        if call.within is not None:
-            index = position[id(call)]
-            out[index] = dataclasses.replace(out[index], within=position.get(id(call.within)))
+        outer = call.within
+        if outer is not None:
+            index = position[call.key]
+            out[index] = dataclasses.replace(out[index], within=position.get(outer.key))
     return out
 
 
