@@ -24,6 +24,12 @@ Limits of linking by identity (why they are acceptable):
   was not itself produced by a node links to the producers of its items.
 * A node that returns its input unchanged becomes the producer of that value for
   later nodes (the latest producer wins), which keeps the order topological.
+* Values are kept by reference and serialised only when the trace is read: a
+  list mutated in place after a node returned it shows its later state.
+
+A light proxy around outputs would remove the first limit but leak into user code
+(``isinstance`` checks, ``json.dumps``, SDK calls) and cost an allocation per value;
+identity lookups cost nothing while the workflow runs.
 
 Every trace belongs to the context that started it: asyncio tasks and
 ``contextvars`` copies see their own trace; a plain new thread sees none. Node
