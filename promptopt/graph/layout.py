@@ -1,6 +1,7 @@
 """A small layered layout of a trace and its drawing as SVG (no graphviz needed).
 
-Layers follow the longest path from a source, so every edge points down; within
+Layers follow the longest path from a source, so every edge points down (a source
+is moved down to just above its first consumer, which keeps edges short); within
 a layer, nodes are ordered by the mean position of their parents (one barycentre
 sweep), which keeps most edges short and uncrossed for the small DAGs of one run.
 """
@@ -47,8 +48,14 @@ def _look(node: TraceNode) -> str:
 def layout(nodes: list[TraceNode]) -> list[Box]:
     """One box per node, in index order."""
     layer: list[int] = []
+    children: dict[int, list[int]] = {}
     for node in nodes:  # index order is topological
         layer.append(1 + max((layer[p] for p in node.parents), default=-1))
+        for parent in node.parents:
+            children.setdefault(parent, []).append(node.index)
+    for node in nodes:  # a source sits just above its first consumer, not at the top
+        if not node.parents and node.index in children:
+            layer[node.index] = min(layer[c] for c in children[node.index]) - 1
     rows: dict[int, list[int]] = {}
     for node in nodes:
         rows.setdefault(layer[node.index], []).append(node.index)
