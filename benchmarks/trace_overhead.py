@@ -6,7 +6,9 @@ The same 3-op workflow (``x -> a(x, instruction) -> b -> c``, ``instruction`` a
 trainable parameter) runs ``n`` times, one trace per run, under promptopt, under
 Trace (``opto.trace.bundle``; pip-installed here if ``import opto`` fails) and as
 plain function calls. Time per op is the best of ``repeats`` timed loops divided
-by ``n * 3``; no allocation tracing is on while timing. Memory retained per op is
+by ``runs * 3``, the contenders interleaved so machine noise hits them alike; Trace,
+40-100x slower, does ``n // 10`` runs per loop (its global graph is cleared between
+loops). No allocation tracing is on while timing. Memory retained per op is
 measured in a separate pass under ``tracemalloc``: ``mem-n`` runs whose traces are
 all kept alive, growth of traced memory divided by ``mem-n * 3``. The last line
 printed is JSON with ``us_per_op``, ``trace_us_per_op``, ``plain_us_per_op``,
