@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--output", metavar="DIR")
     sub.add_parser("schema", help="print the JSON schema of task.yaml")
+    graph = sub.add_parser("graph", help="draw a run's recorded trace as HTML, SVG or DOT")
+    graph.add_argument("run", help="run id, prefix, folder, or 'latest'")
+    graph.add_argument("--example", metavar="N", help="which example's trace (default: the first)")
+    graph.add_argument("--format", default="html", choices=["html", "svg", "dot"])
+    graph.add_argument("-o", "--out", metavar="FILE", help="where to write (default: in the run)")
+    graph.add_argument("--output", metavar="DIR", default="traces", help="runs folder")
     runs = sub.add_parser("runs", help="list runs, newest first")
     runs.add_argument("--output", metavar="DIR", default="traces")
     return parser
@@ -102,7 +108,23 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"optimize": _optimize, "eval": _eval, "schema": _schema, "runs": _runs}
+def _graph(args: argparse.Namespace) -> int:
+    from promptopt.graph import write_graph
+
+    path = write_graph(
+        args.run, example=args.example, out=args.out, fmt=args.format, output_dir=args.output
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+_COMMANDS = {
+    "optimize": _optimize,
+    "eval": _eval,
+    "schema": _schema,
+    "runs": _runs,
+    "graph": _graph,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

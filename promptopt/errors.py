@@ -21,7 +21,8 @@ Only the CLI catches ``PromptoptError``; it prints one line and exits non-zero.
     │   └── UnplannedCallError      a fake or replay saw a request nobody planned for
     ├── BudgetExceededError         the run's hard budget would be exceeded
     ├── StoreError                  the run store cannot be opened, migrated or resumed
-    └── OptimizerError              an optimizer is unknown or misconfigured
+    ├── OptimizerError              an optimizer is unknown or misconfigured
+    └── SandboxError                the sandbox for proposed code cannot run here at all
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "PromptoptError",
     "RateLimitError",
     "RetryableError",
+    "SandboxError",
     "ServerError",
     "StoreError",
     "TaskFileError",
@@ -94,8 +96,13 @@ class RateLimitError(RetryableError):
 class ServerError(RetryableError):
     """The backend answered with a 5xx status."""
 
-    def __init__(self, message: str = "server error", *, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str = "server error",
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
@@ -135,3 +142,10 @@ class StoreError(PromptoptError):
 
 class OptimizerError(PromptoptError):
     """An optimizer is unknown, or its configuration is invalid."""
+
+
+class SandboxError(PromptoptError):
+    """The sandbox itself cannot run here (no interpreter, no temp folder).
+
+    Never raised for what the candidate code does: that is a ``SandboxResult``.
+    """

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from promptopt.errors import ConfigError, PromptoptError
+from promptopt.errors import ConfigError, SandboxError
 
 __all__ = [
     "DEFAULT_ENV_ALLOW",
@@ -61,13 +61,6 @@ _TAIL_BYTES = 8192
 _GRACE_S = 2.0  # how long to wait for pipes to close once the group is dead
 _MIN_MEMORY_MB = 32  # the bare interpreter needs about 13 MiB of address space
 _MEMORY_HINTS = ("MemoryError", "Cannot allocate memory", "out of memory", "std::bad_alloc")
-
-
-class SandboxError(PromptoptError):
-    """The sandbox itself cannot run here (no interpreter, no temp folder).
-
-    Never raised for what the candidate code does: that is a :class:`SandboxResult`.
-    """
 
 
 @dataclass(frozen=True, slots=True)

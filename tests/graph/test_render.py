@@ -79,3 +79,13 @@ def test_dot_and_errors(tmp_path):
     RunStore.create(tmp_path, task={"name": "t"}, run_id="empty").close()
     with pytest.raises(StoreError, match="no traces"):
         write_graph(tmp_path / "empty")
+
+
+def test_cli_graph_writes_the_picture(tmp_path, capsys):
+    from promptopt.cli import main
+
+    run = _store(tmp_path)
+    assert main(["graph", str(run), "--example", "1", "--format", "svg"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert (run / "graph-1.svg").read_text().lstrip().startswith("<")
+    assert main(["graph", str(run), "--example", "nope"]) == 2
