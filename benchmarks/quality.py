@@ -95,12 +95,24 @@ async def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="promptopt-quality-"))
     common = COMMON.format(data=data, out=json.dumps(str(tmp / "traces")))
     train = first_rows(data / "train.jsonl", 2)
-    hand_exemplars = json.dumps([{"inputs": {"text": r["text"]}, "output": r["label"]} for r in train])
-    hand_task = write_task(tmp, "hand", HAND.format(system=json.dumps(SYSTEM),
-                                                    exemplars=hand_exemplars), common)
-    opt_task = write_task(tmp, "optimized", OPTIMIZED.format(
-        system=json.dumps(SYSTEM), k=args.k, num_sets=args.num_sets, mutations=args.mutations,
-        max_calls=args.max_calls), common)
+    hand_exemplars = json.dumps(
+        [{"inputs": {"text": r["text"]}, "output": r["label"]} for r in train]
+    )
+    hand_task = write_task(
+        tmp, "hand", HAND.format(system=json.dumps(SYSTEM), exemplars=hand_exemplars), common
+    )
+    opt_task = write_task(
+        tmp,
+        "optimized",
+        OPTIMIZED.format(
+            system=json.dumps(SYSTEM),
+            k=args.k,
+            num_sets=args.num_sets,
+            mutations=args.mutations,
+            max_calls=args.max_calls,
+        ),
+        common,
+    )
 
     started = time.perf_counter()
     hand = await evaluate(hand_task, split="test")
@@ -110,10 +122,18 @@ async def run(args: argparse.Namespace) -> dict:
     result = await aoptimize(opt_task)
     opt_wall = time.perf_counter() - started
     test = first_rows(data / "test.jsonl", 300)
-    majority = max(sum(r["label"] == lab for r in test) for lab in ("positive", "negative")) / len(test)
+    majority = max(sum(r["label"] == lab for r in test) for lab in ("positive", "negative")) / len(
+        test
+    )
     calls = int(result.usage.get("calls", 0)) + int(result.usage.get("cache_hits", 0))
-    return {"hand": hand, "hand_wall": hand_wall, "result": result, "opt_wall": opt_wall,
-            "majority": majority, "calls": calls}
+    return {
+        "hand": hand,
+        "hand_wall": hand_wall,
+        "result": result,
+        "opt_wall": opt_wall,
+        "majority": majority,
+        "calls": calls,
+    }
 
 
 def main() -> None:
@@ -127,26 +147,45 @@ def main() -> None:
     out = asyncio.run(run(args))
     hand, result = out["hand"], out["result"]
     best = result.scores["best_test"]
-    rows = [("always 'positive' (no model)", out["majority"], 0, "-"),
-            ("hand prompt, 2 exemplars (this run)", hand.score, 0, hand.invalid)]
+    rows = [
+        ("always 'positive' (no model)", out["majority"], 0, "-"),
+        ("hand prompt, 2 exemplars (this run)", hand.score, 0, hand.invalid),
+    ]
     rows += [(name, acc, calls, "-") for name, (acc, calls) in PEERS.items()]
-    rows += [("promptopt seed (zero-shot, choices)", result.scores["seed_test"], 0,
-              result.invalid["seed_test"]),
-             ("promptopt exemplars", best, out["calls"], result.invalid["best_test"])]
-    print(f"SST-2, SmolLM2-135M-Instruct, 300 test rows; hand prompt took {out['hand_wall']:.0f} s, "
-          f"optimization + test {out['opt_wall']:.0f} s")
+    rows += [
+        (
+            "promptopt seed (zero-shot, choices)",
+            result.scores["seed_test"],
+            0,
+            result.invalid["seed_test"],
+        ),
+        ("promptopt exemplars", best, out["calls"], result.invalid["best_test"]),
+    ]
+    print(
+        f"SST-2, SmolLM2-135M-Instruct, 300 test rows; hand prompt took {out['hand_wall']:.0f} s, "
+        f"optimization + test {out['opt_wall']:.0f} s"
+    )
     print(f"{'method':<52}{'test acc':>9}{'opt calls':>11}{'unparseable':>13}{'x hand':>8}")
     for name, acc, calls, invalid in rows:
         print(f"{name:<52}{acc:>9.3f}{calls:>11}{invalid!s:>13}{acc / hand.score:>8.2f}")
     print(f"best candidate: {result.best_prompt_path}")
-    print(json.dumps({
-        "best_test_acc": round(best, 4), "best_optimizer": "exemplars",
-        "calls": out["calls"], "seed_test_acc": round(result.scores["seed_test"], 4),
-        "best_val_acc": round(result.scores["best_val"], 4),
-        "unparseable": result.invalid["best_test"], "hand_prompt_test_acc": round(hand.score, 4),
-        "ratio_to_hand_prompt": round(best / hand.score, 3),
-        "ratio_to_best_peer": round(best / PEERS[next(iter(PEERS))][0], 3),
-        "target": 0.667, "max_calls": args.max_calls}))
+    print(
+        json.dumps(
+            {
+                "best_test_acc": round(best, 4),
+                "best_optimizer": "exemplars",
+                "calls": out["calls"],
+                "seed_test_acc": round(result.scores["seed_test"], 4),
+                "best_val_acc": round(result.scores["best_val"], 4),
+                "unparseable": result.invalid["best_test"],
+                "hand_prompt_test_acc": round(hand.score, 4),
+                "ratio_to_hand_prompt": round(best / hand.score, 3),
+                "ratio_to_best_peer": round(best / PEERS[next(iter(PEERS))][0], 3),
+                "target": 0.667,
+                "max_calls": args.max_calls,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,18 @@ output: {out}
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "promptopt.testing.openai_server", "--port", "0",
-         "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "promptopt.testing.openai_server",
+            "--port",
+            "0",
+            "--latency",
+            str(latency),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
     if not url.startswith("http"):
@@ -66,8 +76,11 @@ async def raw_client(url: str, requests: list, concurrency: int) -> float:
     async def one(request) -> str:
         async with gate:
             reply = await client.chat.completions.create(
-                model="loopback", max_tokens=request.max_tokens, temperature=request.temperature,
-                messages=[{"role": m.role, "content": m.content} for m in request.messages])
+                model="loopback",
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            )
             return reply.choices[0].message.content or ""
 
     started = time.perf_counter()
@@ -82,12 +95,19 @@ async def engine_run(task_path: Path, out: Path) -> tuple[float, int]:
     spec = load_task(task_path)
     store = RunStore.create(out, task=spec.model_dump(mode="json"))
     parts = build_parts(spec, store=store)
-    engine = Engine(program=parts.program, metric=parts.metric, splits=parts.splits,
-                    task_llm=parts.task_llm, optimizer_llm=parts.optimizer_llm, store=store,
-                    concurrency=spec.concurrency)
+    engine = Engine(
+        program=parts.program,
+        metric=parts.metric,
+        splits=parts.splits,
+        task_llm=parts.task_llm,
+        optimizer_llm=parts.optimizer_llm,
+        store=store,
+        concurrency=spec.concurrency,
+    )
     started = time.perf_counter()
-    evaluated = await engine.evaluate(parts.program.seed_params(), parts.splits.test,
-                                      split="test", origin="benchmark")
+    evaluated = await engine.evaluate(
+        parts.program.seed_params(), parts.splits.test, split="test", origin="benchmark"
+    )
     elapsed = time.perf_counter() - started
     calls = parts.task_llm.stats.calls
     await parts.aclose()
@@ -108,17 +128,28 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            rows = [{"text": f"review number {i}: it was {'good' if i % 2 else 'bad'}",
-                     "label": "positive" if i % 2 else "negative"} for i in range(args.n)]
+            rows = [
+                {
+                    "text": f"review number {i}: it was {'good' if i % 2 else 'bad'}",
+                    "label": "positive" if i % 2 else "negative",
+                }
+                for i in range(args.n)
+            ]
             (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             task_path = folder / "task.yaml"
-            task_path.write_text(TASK.format(n=args.n, url=url, c=args.concurrency,
-                                             out=json.dumps(str(folder / "traces"))))
+            task_path.write_text(
+                TASK.format(
+                    n=args.n, url=url, c=args.concurrency, out=json.dumps(str(folder / "traces"))
+                )
+            )
             spec = load_task(task_path)
-            parts_program = build_parts(spec, store=RunStore.create(folder / "probe",
-                                                                    task={"name": "probe"}))
-            requests = [parts_program.program.request(parts_program.program.seed_params(), e.inputs)
-                        for e in parts_program.splits.test]
+            parts_program = build_parts(
+                spec, store=RunStore.create(folder / "probe", task={"name": "probe"})
+            )
+            requests = [
+                parts_program.program.request(parts_program.program.seed_params(), e.inputs)
+                for e in parts_program.splits.test
+            ]
             raw_times, engine_times = [], []
             for _ in range(args.rounds):
                 raw_times.append(asyncio.run(raw_client(url, requests, args.concurrency)))
@@ -129,16 +160,28 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=10)
     raw, eng = min(raw_times), min(engine_times)
-    print(f"{args.n} requests, concurrency {args.concurrency}, server latency "
-          f"{args.latency * 1000:.0f} ms, ideal {ideal:.2f} s, best of {args.rounds} rounds")
+    print(
+        f"{args.n} requests, concurrency {args.concurrency}, server latency "
+        f"{args.latency * 1000:.0f} ms, ideal {ideal:.2f} s, best of {args.rounds} rounds"
+    )
     print(f"{'client':<28}{'wall s':>10}{'x ideal':>10}{'x raw':>10}")
     print(f"{'raw AsyncOpenAI':<28}{raw:>10.2f}{raw / ideal:>10.3f}{1.0:>10.3f}")
     print(f"{'promptopt engine':<28}{eng:>10.2f}{eng / ideal:>10.3f}{eng / raw:>10.3f}")
-    print(json.dumps({"n": args.n, "concurrency": args.concurrency, "latency_s": args.latency,
-                      "ideal_s": round(ideal, 3), "raw_client_s": round(raw, 3),
-                      "engine_s": round(eng, 3), "ratio_to_ideal": round(eng / ideal, 3),
-                      "raw_ratio_to_ideal": round(raw / ideal, 3),
-                      "ratio_to_raw_client": round(eng / raw, 3)}))
+    print(
+        json.dumps(
+            {
+                "n": args.n,
+                "concurrency": args.concurrency,
+                "latency_s": args.latency,
+                "ideal_s": round(ideal, 3),
+                "raw_client_s": round(raw, 3),
+                "engine_s": round(eng, 3),
+                "ratio_to_ideal": round(eng / ideal, 3),
+                "raw_ratio_to_ideal": round(raw / ideal, 3),
+                "ratio_to_raw_client": round(eng / raw, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

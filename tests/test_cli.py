@@ -16,7 +16,11 @@ MALFORMED = sorted((Path(__file__).parent / "task" / "malformed").glob("*.yaml")
 
 def _field(path: Path) -> str:
     first = path.read_text(encoding="utf-8").splitlines()[0] if path.stat().st_size else ""
-    return first.removeprefix("# field:").split(" - ")[0].strip() if first.startswith("# field:") else ""
+    return (
+        first.removeprefix("# field:").split(" - ")[0].strip()
+        if first.startswith("# field:")
+        else ""
+    )
 
 
 def test_there_are_at_least_twelve_malformed_files():
@@ -37,8 +41,12 @@ def test_malformed_task_gives_one_line_naming_file_and_field(path, capsys):
 @pytest.mark.parametrize("name", ["metric_kind", "yaml_syntax", "split_too_large"])
 def test_a_real_process_exits_2_without_a_traceback(name):
     path = Path(__file__).parent / "task" / "malformed" / f"{name}.yaml"
-    proc = subprocess.run([sys.executable, "-m", "promptopt.cli", "optimize", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "promptopt.cli", "optimize", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -49,7 +57,9 @@ def test_schema_is_json_and_matches_the_shipped_file(capsys):
     schema = json.loads(capsys.readouterr().out)
     assert "program" in schema["properties"]
     shipped = Path(__file__).resolve().parents[1] / "task.schema.json"
-    assert json.loads(shipped.read_text()) == schema, "regenerate: promptopt schema > task.schema.json"
+    assert json.loads(shipped.read_text()) == schema, (
+        "regenerate: promptopt schema > task.schema.json"
+    )
 
 
 def test_dry_run_spends_nothing(tmp_path, capsys, monkeypatch):

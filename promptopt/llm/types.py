@@ -67,8 +67,9 @@ class LLMRequest:
 
     def key(self, *, namespace: str = "") -> str:
         """A stable hex digest of the canonical request (plus a namespace such as the provider)."""
-        blob = json.dumps([namespace, self.canonical()], sort_keys=True, ensure_ascii=False,
-                          separators=(",", ":"))
+        blob = json.dumps(
+            [namespace, self.canonical()], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     @classmethod
@@ -96,8 +97,10 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(self.prompt_tokens + other.prompt_tokens,
-                     self.completion_tokens + other.completion_tokens)
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
 
 
 @dataclass(frozen=True, slots=True)
