@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TASK ?= tasks/reviews/task.yaml
 
-.PHONY: install install-dev demo test check lint format bench-throughput bench-quality clean
+.PHONY: install install-dev demo test check lint format bench-throughput bench-quality bench-trace clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-throughput: install-dev
 
 bench-quality: install-dev
 	$(BIN)/python benchmarks/quality.py
+
+bench-trace: install-dev
+	$(BIN)/python benchmarks/trace_overhead.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

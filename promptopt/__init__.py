@@ -8,12 +8,15 @@ The public API, in the order a run uses it:
   :func:`evaluate` scores a program on a split;
 - the LLM layer: :class:`LLM`, :func:`make_llm`, :class:`LLMRequest`, :class:`LLMResponse`,
   :class:`Budget`, :class:`ResponseCache`, and the shipped fakes for tests;
+- the traced graph: :func:`param`, :func:`node`, :func:`trace`, :func:`backward`,
+  :func:`to_networkx`; LLM-proposed code runs only in a :class:`Sandbox`;
 - :class:`RunStore` reads what a run recorded; optimizers implement :class:`Optimizer`.
 """
 
 from promptopt.api import OptimizeResult, Plan, aoptimize, optimize, plan
 from promptopt.errors import PromptoptError
 from promptopt.evaluate import EvalReport, evaluate
+from promptopt.graph import Param, Trace, backward, node, param, to_networkx, trace
 from promptopt.llm import (
     LLM,
     Budget,
@@ -31,41 +34,51 @@ from promptopt.llm import (
     scripted_llm,
 )
 from promptopt.optimizers.base import Candidate, Evaluated, Optimizer, Proposal, SearchState
+from promptopt.sandbox import Sandbox, SandboxResult
 from promptopt.store import RunStore, list_runs
 from promptopt.task import TaskSpec, load_task
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "LLM",
     "Budget",
     "Candidate",
     "EvalReport",
     "Evaluated",
     "FakeBackend",
+    "LLM",
     "LLMRequest",
     "LLMResponse",
     "Message",
     "OptimizeResult",
     "Optimizer",
+    "Param",
     "Plan",
     "PromptoptError",
     "Proposal",
     "ReplayBackend",
     "ResponseCache",
     "RunStore",
+    "Sandbox",
+    "SandboxResult",
     "ScriptedBackend",
     "SearchState",
     "TaskSpec",
+    "Trace",
     "Usage",
     "aoptimize",
+    "backward",
     "evaluate",
     "fake_llm",
     "list_runs",
     "load_task",
     "make_llm",
+    "node",
     "optimize",
+    "param",
     "parse_model",
     "plan",
     "scripted_llm",
+    "to_networkx",
+    "trace",
 ]
