@@ -124,6 +124,7 @@ async def _run(parts: RunParts, store: RunStore, reporter: Reporter) -> SearchOu
         parts.program.seed_params(),
         trainable=parts.program.trainable,
         description=parts.description,
+        choices=getattr(parts.program, "choices", ()),
     )
     await engine.score_test(outcome, llm=parts.test_llm)
     return outcome

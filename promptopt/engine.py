@@ -186,6 +186,7 @@ class Engine:
         *,
         trainable: Sequence[str],
         description: str,
+        choices: Sequence[str] = (),
     ) -> SearchOutcome:
         rng = random.Random(self.seed)
         val = self.splits.val
@@ -204,6 +205,7 @@ class Engine:
             val=tuple(val),
             program_description=description,
             evaluate=self._optimizer_evaluate,
+            choices=tuple(choices),
         )
         self._observe(state, [seed_eval])
         self._checkpoint(state, 0, stopped="")

@@ -107,7 +107,9 @@ class Usage:
 class LLMResponse:
     """A backend's answer.
 
-    ``texts`` holds all ``n`` completions, ``text`` the first. ``cached`` says
+    ``texts`` holds all ``n`` completions, ``text`` the first. ``choice_logprobs``,
+    when a backend scored the request's ``choices``, holds each choice's
+    log-probability in the order of ``request.choices``. ``cached`` says
     the answer came from the response cache or a replay rather than a backend
     call; ``cost_usd`` is filled by the client from its price table.
     """
@@ -120,6 +122,7 @@ class LLMResponse:
     texts: tuple[str, ...] = ()
     cached: bool = False
     cost_usd: float = 0.0
+    choice_logprobs: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.texts:
@@ -134,6 +137,7 @@ class LLMResponse:
             "raw_id": self.raw_id,
             "model": self.model,
             "cost_usd": self.cost_usd,
+            "choice_logprobs": list(self.choice_logprobs),
         }
 
     @classmethod
@@ -148,4 +152,5 @@ class LLMResponse:
             texts=tuple(data.get("texts", ())),
             cached=cached,
             cost_usd=data.get("cost_usd", 0.0),
+            choice_logprobs=tuple(data.get("choice_logprobs", ())),
         )

@@ -103,7 +103,7 @@ class SearchState:
     ``(example, output)`` pairs, gathered at no extra cost whenever a candidate is
     scored. ``evaluate`` lets an optimizer score a candidate on examples of its
     choosing (a training batch, say) through the engine, which budgets and
-    records the calls.
+    records the calls. ``choices`` are the program's allowed answers, if any.
     """
 
     seed: Candidate
@@ -116,6 +116,7 @@ class SearchState:
     pool: list[tuple[Example, str]] = field(default_factory=list)
     step: int = 0
     remaining_calls: int | None = None
+    choices: tuple[str, ...] = ()
 
     @property
     def best(self) -> Evaluated | None:

@@ -7,6 +7,12 @@ sets of ``k`` exemplars; then ``mutations`` rounds each swap one member of the
 best set so far. When the targets take few values (a classification task), each
 set covers the labels as evenly as possible, in random order, so a set never
 teaches the model that only one answer exists.
+
+For programs with ``choices``, a last step calibrates: each scored candidate is
+tried with an offset added to one label's log-probability (Zhao et al. 2021,
+"Calibrate Before Use", fitted on validation instead of a content-free input).
+The requests do not change, so the engine answers them from the run store and
+the step costs no model call.
 """
 
 from __future__ import annotations
@@ -43,6 +49,15 @@ class ExemplarsConfig(BaseModel):
         "both", description="labelled training rows, the model's own correct answers, or both."
     )
     balance: bool = Field(True, description="Cover the labels evenly when targets take few values.")
+    calibrate: bool = Field(
+        True,
+        description="For programs with choices: then try per-label offsets on every scored "
+        "candidate (the answers are replayed from the run, so this costs no model call).",
+    )
+    offsets: list[float] = Field(
+        [-3.0, -2.0, -1.5, -1.0, -0.5, -0.25, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0],
+        description="Offsets tried for each label's log-probability when calibrating.",
+    )
 
 
 class Exemplars:
@@ -59,6 +74,7 @@ class Exemplars:
         )
         self._random_left = self.config.num_sets
         self._mutations_left = self.config.mutations
+        self._calibrated = False
 
     async def propose(self, state: SearchState, *, llm: LLM, rng: random.Random) -> list[Proposal]:
         if "exemplars" not in state.trainable:
@@ -67,8 +83,11 @@ class Exemplars:
                 "parameters of the program"
             )
         pool = self._pool(state)
-        if len(pool) < self.config.k:
-            return []
+        exemplar_phase_over = len(pool) < self.config.k or (
+            self._random_left == 0 and self._mutations_left == 0
+        )
+        if exemplar_phase_over:
+            return self._calibrations(state) if self._wants_calibration(state) else []
         seen = state.evaluated_ids()
         proposals: list[Proposal] = []
         attempts = 0
@@ -94,6 +113,33 @@ class Exemplars:
             proposals.append(
                 Proposal(params=params, parent_id=parent, meta={"kind": kind, "k": len(chosen)})
             )
+        return proposals
+
+    # -- calibration --------------------------------------------------------
+
+    def _wants_calibration(self, state: SearchState) -> bool:
+        return self.config.calibrate and len(state.choices) >= 2 and not self._calibrated
+
+    def _calibrations(self, state: SearchState) -> list[Proposal]:
+        """Per-label offsets on every uncalibrated candidate scored so far.
+
+        The offsets change only how the program reads the choices' scores, not
+        the requests, so every answer is replayed from the run store.
+        """
+        self._calibrated = True
+        seen = state.evaluated_ids()
+        proposals = []
+        bases = [e for e in state.history if not e.candidate.params.get("calibration")]
+        for base in {e.candidate.id: e for e in bases}.values():
+            for label in state.choices[:-1] if len(state.choices) == 2 else state.choices:
+                for offset in self.config.offsets:
+                    params = {**base.candidate.params, "calibration": {label: offset}}
+                    if candidate_id(params) in seen:
+                        continue
+                    seen.add(candidate_id(params))
+                    proposals.append(Proposal(params=params, parent_id=base.candidate.id,
+                                              meta={"kind": "calibration", "label": label,
+                                                    "offset": offset}))  # fmt: skip
         return proposals
 
     def estimate_calls(self, *, n_train: int, n_val: int) -> int:

@@ -3,8 +3,11 @@
 Two kinds, chosen by the task file:
 
 - :class:`PromptProgram`: a chat prompt. Parameters ``system`` (text), ``user``
-  (a template with ``{field}`` placeholders) and ``exemplars`` (a list of
-  ``{"inputs": {...}, "output": "..."}`` shown as earlier chat turns).
+  (a template with ``{field}`` placeholders), ``exemplars`` (a list of
+  ``{"inputs": {...}, "output": "..."}`` shown as earlier chat turns) and, for
+  programs with ``choices``, ``calibration``: per-choice offsets added to the
+  choices' log-probabilities when the backend scores them (local llama.cpp does
+  at temperature 0), which corrects a small model's lean towards one label.
 - :class:`PythonProgram`: a Python entry point ``module:function`` called as
   ``await function(inputs, params=..., llm=...)`` (or a plain function, run in a
   worker thread with a blocking ``llm``).
@@ -72,6 +75,7 @@ class PromptProgram:
             "system": system,
             "user": user,
             "exemplars": [_as_exemplar(e) for e in exemplars],
+            "calibration": {},
         }
         self.trainable = tuple(trainable)
         self.choices = tuple(choices)
@@ -104,6 +108,14 @@ class PromptProgram:
 
     async def run(self, params: Mapping[str, Any], example: Example, *, llm: LLM) -> str:
         response = await llm.acomplete(self.request(params, example.inputs))
+        offsets = params.get("calibration") or {}
+        scores = response.choice_logprobs
+        if offsets and len(scores) == len(self.choices):
+            # the calibrated decision: the most likely choice after per-label offsets
+            shifted = [
+                s + float(offsets.get(c, 0.0)) for c, s in zip(self.choices, scores, strict=True)
+            ]
+            return self.choices[max(range(len(shifted)), key=shifted.__getitem__)]
         return response.text
 
     def describe(self, params: Mapping[str, Any]) -> str:
@@ -118,6 +130,9 @@ class PromptProgram:
                 "",
             ]
         lines += ["# user template", p["user"]]
+        if p["calibration"]:
+            offsets = ", ".join(f"{c}: {v:+.2f}" for c, v in p["calibration"].items())
+            lines += ["", f"# calibration (added to each choice's log-probability): {offsets}"]
         return "\n".join(lines) + "\n"
 
 

@@ -41,6 +41,7 @@ from typing import Any, ClassVar, TypeVar
 
 from promptopt.errors import BackendUnavailableError, BadRequestError, ConfigError, LLMError
 from promptopt.llm.backends._grammar import choices_grammar
+from promptopt.llm.backends._scoring import choice_logprobs
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
 
 __all__ = ["SMOLLM2", "LocalBackend", "default_threads", "smollm2_path"]
@@ -168,6 +169,7 @@ class LocalBackend:
         self._formatter: Any = None
         self._cached_prompt_len = 0  # tokens of the last prompt whose KV cache is intact
         self._grammars: dict[tuple[str, ...], Any] = {}
+        self._choice_token_cache: dict[str, list[int]] = {}
         self._lock = threading.Lock()  # guards the model for callers outside the worker
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
@@ -199,6 +201,8 @@ class LocalBackend:
         with self._lock:
             llama = self._load()
             prompt = self._render(llama, request)
+            if request.choices and request.temperature == 0 and request.n == 1:
+                return self._pick(llama, prompt, request, started)
             grammar = self._grammar(request.choices) if request.choices else None
             base_seed = self.seed if request.seed is None else request.seed
             texts: list[str] = []
@@ -219,6 +223,37 @@ class LocalBackend:
         )
 
     # -- inside the lock -------------------------------------------------------------------
+
+    def _pick(
+        self, llama: Any, prompt: _Prompt, request: LLMRequest, started: float
+    ) -> LLMResponse:
+        """A greedy choice: score every choice and answer the most likely one."""
+        self._keep_aligned_prefix(llama, prompt.tokens)
+        self._cached_prompt_len = 0
+        try:
+            llama.eval(prompt.tokens[llama.n_tokens :])
+            tokens = [self._choice_tokens(llama, c) for c in request.choices]
+            scores = choice_logprobs(llama, tokens)
+        except RuntimeError as exc:  # llama_decode failures
+            raise LLMError(f"local model {self.model!r} failed: {exc}") from exc
+        self._cached_prompt_len = len(prompt.tokens)
+        best = max(range(len(scores)), key=scores.__getitem__)
+        return LLMResponse(
+            text=request.choices[best],
+            usage=Usage(len(prompt.tokens), len(tokens[best])),
+            latency_s=time.perf_counter() - started,
+            model=self.model,
+            choice_logprobs=tuple(scores),
+        )
+
+    def _choice_tokens(self, llama: Any, choice: str) -> list[int]:
+        found = self._choice_token_cache.get(choice)
+        if found is None:
+            found = llama.tokenize(choice.encode("utf-8"), add_bos=False, special=False)
+            if not found:
+                raise BadRequestError(f"choice {choice!r} has no tokens")
+            self._choice_token_cache[choice] = found
+        return found
 
     def _render(self, llama: Any, request: LLMRequest) -> _Prompt:
         """The request as prompt tokens, through the model's own chat template."""

@@ -240,7 +240,8 @@ async def test_n_uses_consecutive_seeds_and_backend_seed(fake_llama_cpp: Path) -
 async def test_choices_compile_one_cached_grammar(fake_llama_cpp: Path) -> None:
     backend = LocalBackend(model_path=fake_llama_cpp)
     for _ in range(3):
-        response = await backend.agenerate(ask("meh", choices=LABELS))
+        # sampling with choices goes through the grammar (greedy choices are scored instead)
+        response = await backend.agenerate(ask("meh", choices=LABELS, temperature=0.5))
         assert response.text == "positive"
     assert FakeGrammar.compiled == 1
     assert FakeLlama.instances[0].calls[0]["grammar"].text == choices_grammar(LABELS)
@@ -354,6 +355,11 @@ async def test_real_choices_always_yield_a_choice(smollm2: LocalBackend) -> None
     for review in REVIEWS + ["asdf qwerty", "Is it any good? Hard to say."]:
         response = await smollm2.agenerate(ask(review, max_tokens=5, choices=LABELS))
         assert response.text in LABELS
+        # at temperature 0 every choice is scored and the answer is the most likely one
+        assert len(response.choice_logprobs) == len(LABELS)
+        assert all(lp < 0 for lp in response.choice_logprobs)
+        best = max(range(len(LABELS)), key=response.choice_logprobs.__getitem__)
+        assert response.text == LABELS[best]
     sampled = await smollm2.agenerate(ask("ok", temperature=1.5, n=4, choices=("A", "B")))
     assert set(sampled.texts) <= {"A", "B"}
 

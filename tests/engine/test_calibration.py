@@ -1,0 +1,33 @@
+"""Calibration: per-label offsets on scored choices fix a model's lean, at no model call."""
+
+from __future__ import annotations
+
+from fake_sentiment import WORDS
+
+from promptopt.api import aoptimize
+from promptopt.llm.fakes import FakeBackend
+from promptopt.llm.types import LLMRequest, LLMResponse
+
+
+def leaning_model(request: LLMRequest) -> LLMResponse:
+    """Scores the choices like a small model: it reads the words, but leans hard to 'positive'."""
+    text = request.messages[-1].content
+    negative = any(w in text for w in WORDS["negative"])
+    scores = {"positive": -1.0, "negative": -1.5 if negative else -2.5}
+    ranked = tuple(scores[c] for c in request.choices)
+    best = request.choices[max(range(len(ranked)), key=ranked.__getitem__)]
+    return LLMResponse(text=best, choice_logprobs=ranked)
+
+
+async def test_calibration_corrects_the_lean_without_model_calls(task_file):
+    backend = FakeBackend(leaning_model)
+    result = await aoptimize(task_file(), backends={"task": backend})
+    # uncalibrated it always answers "positive"; an offset between -0.5 and -1.5 fixes that
+    assert result.scores["seed_test"] < result.scores["best_test"] == 1.0
+    assert result.scores["best_val"] == 1.0
+    (offset,) = result.best.params["calibration"].values()
+    assert -1.5 <= offset < -0.5
+    # the seed and six exemplar sets on 20 validation rows: calibration asked the model nothing
+    assert len(backend.requests) == result.usage["calls"] + result.test_usage["calls"]
+    assert result.usage["calls"] <= 20 * 7
+    assert "# calibration" in result.best_prompt_path.read_text()
