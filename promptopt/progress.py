@@ -80,7 +80,7 @@ class ConsoleReporter:
             self._progress.advance(self._task, n)
 
     def message(self, text: str) -> None:
-        self._console.print(text, highlight=False)
+        self._console.print(text, highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         if self._progress is not None:

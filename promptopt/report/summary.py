@@ -44,7 +44,7 @@ def print_summary(result: Any, console: Console | None = None) -> None:
     for col in ("", "optimization", "test scoring"):
         usage.add_column(col, justify="right" if col else "left")
     usage.add_row("model calls", str(u.get("calls", 0)), str(t.get("calls", 0)))
-    usage.add_row("cache hits", str(u.get("cache_hits", 0)), str(t.get("cache_hits", 0)))
+    usage.add_row("cached or replayed", str(u.get("cache_hits", 0)), str(t.get("cache_hits", 0)))
     usage.add_row(
         "tokens",
         str(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)),
@@ -56,7 +56,7 @@ def print_summary(result: Any, console: Console | None = None) -> None:
     console.print(
         f"seed test accuracy: {_fmt(s['seed_test'])}   best test accuracy: {_fmt(s['best_test'])}"
     )
-    console.print(f"best prompt written to {result.best_prompt_path}")
+    console.print(f"best prompt written to {result.best_prompt_path}", soft_wrap=True)
 
 
 def print_eval(report: Any, console: Console | None = None) -> None:
@@ -75,7 +75,7 @@ def print_runs(runs: Sequence[Any], console: Console | None = None) -> None:
         return
     table = Table()
     for col in ("run", "task", "status", "created", "calls", "best val"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("run", "created"))
     for run in runs:
         best = getattr(run, "best_score", None)
         table.add_row(
