@@ -74,15 +74,14 @@ def print_runs(runs: Sequence[Any], console: Console | None = None) -> None:
         console.print("no runs yet")
         return
     table = Table()
-    for col in ("run", "task", "status", "created", "calls", "best val"):
-        table.add_column(col, no_wrap=col in ("run", "created"))
+    for col in ("run (starts with its UTC time)", "task", "status", "calls", "best val"):
+        table.add_column(col, no_wrap=True)
     for run in runs:
         best = getattr(run, "best_score", None)
         table.add_row(
             run.run_id,
             str(run.task_name),
             str(run.status),
-            str(run.created_at),
             str(getattr(run, "calls", "")),
             _fmt(best),
         )
