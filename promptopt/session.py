@@ -123,7 +123,7 @@ def build_parts(
         if key not in shared:
             shared[key] = make_backend(parse_model(cfg.model), cfg)
         role_backend[role] = shared[key]
-    listener = _store_listener(store)
+    listener, replay = _store_hooks(store)
 
     def llm_for(role: str, *, with_budget: bool) -> LLM:
         cfg = configs[role]
@@ -137,7 +137,7 @@ def build_parts(
             max_concurrency=cfg.max_concurrency,
             prices=prices,
             listeners=[listener],
-            replay=store.recorded_response,
+            replay=replay,
         )
 
     task_llm = llm_for("task", with_budget=True)
@@ -170,13 +170,25 @@ def _prices(spec: Any) -> dict[str, Any]:
     }
 
 
-def _store_listener(store: RunStore):
-    def record(event: CallEvent) -> None:
-        if event.cached and store.recorded_response(event.key) is not None:
-            return  # a replay on resume: the original answer is already in the store
-        store.record_llm_call(event)
+def _store_hooks(store: RunStore):
+    """The listener that records every call, and the replay lookup that answers from the store.
 
-    return record
+    The keys with a recorded answer are kept in memory, so a request the store
+    cannot answer (nearly all of them in a fresh run) costs no database query.
+    """
+    answered = store.answered_keys()
+
+    def record(event: CallEvent) -> None:
+        if event.cached and event.key in answered:
+            return  # a replay: the original answer is already in the store
+        store.record_llm_call(event)
+        if event.response is not None and not event.cached:
+            answered.add(event.key)
+
+    def replay(key: str):
+        return store.recorded_response(key) if key in answered else None
+
+    return record, replay
 
 
 def _describe(program: Program) -> str:

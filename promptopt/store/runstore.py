@@ -12,7 +12,6 @@ first recorded for its key.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from typing import Any, Self
 
 from promptopt.errors import ConfigError, StoreError
 from promptopt.llm.types import LLMResponse
+from promptopt.store.jsoncol import json_text as _json
 from promptopt.store.migrations import MIGRATIONS, Migration, migrate
 from promptopt.store.runs import RUN_FILE, resolve_run
 from promptopt.store.traces import TraceStoreMixin
@@ -35,47 +35,7 @@ __all__ = ["STATUSES", "RunStore"]
 
 STATUSES = ("running", "finished", "failed", "interrupted")
 
-# Field names whose values are credentials; replaced wherever they appear in stored JSON.
-_SECRET_FIELDS = frozenset(
-    {"api_key", "apikey", "api-key", "x-api-key", "authorization", "proxy-authorization",
-     "password", "secret", "client_secret", "access_token", "bearer"}
-)  # fmt: skip
-_REDACTED = "[redacted]"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def _scrub(value: Any) -> Any:
-    """A copy of ``value`` with every credential-like field's value redacted."""
-    if isinstance(value, Mapping):
-        return {
-            key: _REDACTED if str(key).lower() in _SECRET_FIELDS else _scrub(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_scrub(item) for item in value]
-    return value
-
-
-def _plain(value: Any) -> Any:
-    """JSON fallback for values that are data but not JSON types."""
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _json(value: Any, *, what: str, scrub: bool = False) -> str:
-    """``value`` as JSON text; ``scrub`` redacts credential fields (requests, responses, task)."""
-    try:
-        data = _scrub(value) if scrub else value
-        return json.dumps(data, ensure_ascii=False, sort_keys=True, default=_plain)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"cannot store {what!r} as JSON: {exc}") from exc
 
 
 def _slug(text: str) -> str:
@@ -270,6 +230,13 @@ class RunStore(TraceStoreMixin):
                     float(getattr(response, "cost_usd", 0.0) or 0.0),
                 ),
             )
+
+    def answered_keys(self) -> set[str]:
+        """Keys of every request with a recorded (non-replayed) answer."""
+        rows = self._rows(
+            "SELECT DISTINCT key FROM llm_calls WHERE cached = 0 AND response IS NOT NULL"
+        )
+        return {row[0] for row in rows}
 
     def recorded_response(self, key: str) -> LLMResponse | None:
         """The first successful backend answer recorded for ``key`` (marked ``cached``), or None."""
