@@ -7,7 +7,7 @@ metric, run store) at the same concurrency. The server runs in its own process.
 Rounds alternate raw/engine so both see the same machine noise; the best round of
 each is compared.
 
-    python benchmarks/throughput.py [--n 1000] [--concurrency 32] [--latency 0.2] [--rounds 2]
+    python benchmarks/throughput.py [--n 1000] [--concurrency 32] [--latency 0.2] [--rounds 3]
 
 Prints a table and, as its last line, JSON with ratio_to_ideal and ratio_to_raw_client.
 """
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=float, default=0.2)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     ideal = args.n / args.concurrency * args.latency
     proc, url = start_server(args.latency)
