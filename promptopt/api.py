@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from promptopt.engine import Engine, SearchOutcome
+from promptopt.engine import SearchOutcome
 from promptopt.errors import StoreError
 from promptopt.optimizers.base import Candidate
 from promptopt.progress import Reporter, SilentReporter
@@ -107,18 +107,7 @@ async def aoptimize(
 
 
 async def _run(parts: RunParts, store: RunStore, reporter: Reporter) -> SearchOutcome:
-    engine = Engine(
-        program=parts.program,
-        metric=parts.metric,
-        splits=parts.splits,
-        task_llm=parts.task_llm,
-        optimizer_llm=parts.optimizer_llm,
-        judge_llm=parts.judge_llm,
-        store=store,
-        concurrency=parts.concurrency,
-        seed=parts.seed,
-        reporter=reporter,
-    )
+    engine = parts.engine(store, reporter=reporter)
     outcome = await engine.search(
         parts.optimizer,
         parts.program.seed_params(),

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from promptopt.engine import Engine
 from promptopt.errors import StoreError
 from promptopt.session import build_parts
 from promptopt.store import RunStore
@@ -52,16 +51,7 @@ async def evaluate(
     )
     parts = build_parts(spec, store=store, backends=backends)
     try:
-        engine = Engine(
-            program=parts.program,
-            metric=parts.metric,
-            splits=parts.splits,
-            task_llm=parts.test_llm,
-            optimizer_llm=parts.optimizer_llm,
-            judge_llm=parts.judge_llm,
-            store=store,
-            concurrency=parts.concurrency,
-        )
+        engine = parts.engine(store, scoring_only=True)
         examples = getattr(parts.splits, split)
         evaluated = await engine.evaluate(
             params or parts.program.seed_params(), examples, split=split, origin="eval"

@@ -25,7 +25,9 @@ from promptopt.task.metrics import Metric, make_metric
 from promptopt.task.program import Program, PromptProgram, make_program
 
 if TYPE_CHECKING:
+    from promptopt.engine import Engine
     from promptopt.llm.base import Backend
+    from promptopt.progress import Reporter
     from promptopt.store import RunStore
 
 __all__ = ["RunParts", "build_parts", "estimate_plan", "model_config"]
@@ -60,6 +62,17 @@ class RunParts:
             for key, value in llm.stats.snapshot().items():
                 total[key] = total.get(key, 0) + value
         return total
+
+    def engine(
+        self, store: RunStore, *, reporter: Reporter | None = None, scoring_only: bool = False
+    ) -> Engine:
+        """The engine over these parts; ``scoring_only`` makes the budget-free test model its task model."""
+        from promptopt.engine import Engine
+
+        return Engine(program=self.program, metric=self.metric, splits=self.splits,
+                      task_llm=self.test_llm if scoring_only else self.task_llm,
+                      optimizer_llm=self.optimizer_llm, judge_llm=self.judge_llm, store=store,
+                      concurrency=self.concurrency, seed=self.seed, reporter=reporter)  # fmt: skip
 
     async def aclose(self) -> None:
         for backend in self.backends:

@@ -102,3 +102,16 @@ def test_resume_repeats_no_paid_call_and_ends_the_same(task_file, tmp_path):
 
 def _picky():
     return picky_model
+
+
+async def test_evaluate_scores_the_seed_or_a_runs_best(task_file, picky_backend):
+    from promptopt.evaluate import evaluate
+
+    path = task_file()
+    seed = await evaluate(path, split="test", backends={"task": picky_backend})
+    run = await aoptimize(path, backends={"task": picky_backend})
+    best = await evaluate(path, run=run.run_dir, split="test", backends={"task": picky_backend})
+    assert seed.n == best.n == 20
+    assert seed.score == run.scores["seed_test"]
+    assert best.score == run.scores["best_test"] == 1.0
+    assert best.label.startswith("best of")
