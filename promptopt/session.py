@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from promptopt.progress import Reporter
     from promptopt.store import RunStore
 
-__all__ = ["RunParts", "build_parts", "estimate_plan", "model_config"]
+__all__ = ["RunParts", "build_parts", "estimate_plan", "make_optimizer", "model_config"]
 
 ROLES = ("task", "optimizer", "judge")
 
@@ -103,16 +103,13 @@ def build_parts(
     spec: Any, *, store: RunStore, backends: Mapping[str, Backend] | None = None
 ) -> RunParts:
     """Build every live object of a run; ``backends`` replaces the backend of a role (tests, fakes)."""
-    base_dir = Path(getattr(spec, "base_dir", None) or ".")
+    base_dir = _base_dir(spec)
     program = make_program(spec.program, base_dir=base_dir)
     splits = load_splits(spec)
     metric = make_metric(
         spec.metric, choices=tuple(getattr(spec.program, "choices", None) or ()), base_dir=base_dir
     )
-    optimizer_cls = registry.get(spec.optimizer.name)
-    optimizer = optimizer_cls(
-        optimizer_cls.Config.model_validate(dict(spec.optimizer.config or {}))
-    )
+    optimizer = make_optimizer(spec)
     budget = Budget(
         max_calls=spec.budget.max_calls,
         max_tokens=spec.budget.max_tokens,
@@ -175,6 +172,16 @@ def build_parts(
     )
 
 
+def _base_dir(spec: Any) -> Path:
+    return Path(getattr(spec, "base_dir", None) or ".")
+
+
+def make_optimizer(spec: Any) -> Any:
+    """The task's optimizer, found in the registry and configured from its block."""
+    optimizer_cls = registry.get(spec.optimizer.name)
+    return optimizer_cls(optimizer_cls.Config.model_validate(dict(spec.optimizer.config or {})))
+
+
 def _prices(spec: Any) -> dict[str, Any]:
     prices = getattr(spec, "prices", None) or {}
     return {
@@ -217,12 +224,9 @@ def estimate_plan(spec: Any):
     """Project calls and cost of a run without calling any model."""
     from promptopt.api import Plan
 
-    program = make_program(spec.program, base_dir=Path(getattr(spec, "base_dir", None) or "."))
+    program = make_program(spec.program, base_dir=_base_dir(spec))
     splits = load_splits(spec)
-    optimizer_cls = registry.get(spec.optimizer.name)
-    optimizer = optimizer_cls(
-        optimizer_cls.Config.model_validate(dict(spec.optimizer.config or {}))
-    )
+    optimizer = make_optimizer(spec)
     n_val, n_train, n_test = len(splits.val), len(splits.train), len(splits.test)
     estimate = getattr(optimizer, "estimate_calls", None)
     opt_calls = n_val + (estimate(n_train=n_train, n_val=n_val) if estimate else 0)
