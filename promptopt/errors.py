@@ -22,7 +22,9 @@ Only the CLI catches ``PromptoptError``; it prints one line and exits non-zero.
     ├── BudgetExceededError         the run's hard budget would be exceeded
     ├── StoreError                  the run store cannot be opened, migrated or resumed
     ├── OptimizerError              an optimizer is unknown or misconfigured
-    └── SandboxError                the sandbox for proposed code cannot run here at all
+    │   └── ReplyParseError         an optimizer model's reply cannot be read (bad JSON)
+    ├── SandboxError                the sandbox for proposed code cannot run here at all
+    └── ProposedCodeError           proposed code failed, timed out or was killed in the sandbox
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ __all__ = [
     "LLMTimeoutError",
     "OptimizerError",
     "PromptoptError",
+    "ProposedCodeError",
     "RateLimitError",
+    "ReplyParseError",
     "RetryableError",
     "SandboxError",
     "ServerError",
@@ -144,8 +148,27 @@ class OptimizerError(PromptoptError):
     """An optimizer is unknown, or its configuration is invalid."""
 
 
+class ReplyParseError(OptimizerError):
+    """A reply of the optimizer model cannot be read (broken JSON, missing fields).
+
+    Optimizers catch it, ask once for a repair, and never let it end a run.
+    """
+
+
 class SandboxError(PromptoptError):
     """The sandbox itself cannot run here (no interpreter, no temp folder).
 
     Never raised for what the candidate code does: that is a ``SandboxResult``.
     """
+
+
+class ProposedCodeError(PromptoptError):
+    """Code proposed for a trainable node failed in the sandbox.
+
+    ``kind`` is the sandbox outcome (``exception``, ``timeout``, ``memory``,
+    ``killed`` or ``invalid``); the message holds the child's short error.
+    """
+
+    def __init__(self, message: str, *, kind: str = "exception") -> None:
+        super().__init__(message)
+        self.kind = kind
