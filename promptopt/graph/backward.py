@@ -5,11 +5,13 @@ returned as a :class:`Subgraph` whose sections are what OptoPrime shows its
 optimizer model: code lines in topological order (``y = fn(arg=x, ...)``), the
 documentation of each function, the trainable variables (code as source), inputs
 (values entering the subgraph from outside it), others (intermediate values),
-outputs, and the feedback.
+outputs, and the feedback. :func:`joint_subgraph` gives one such view covering
+every trainable parameter at once, for an optimizer that edits them together.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +19,7 @@ from promptopt.errors import ConfigError
 from promptopt.graph.records import Feedback, TraceNode
 from promptopt.graph.tracer import Trace, current_trace
 
-__all__ = ["Subgraph", "backward", "feedback_of"]
+__all__ = ["Subgraph", "backward", "feedback_of", "joint_subgraph"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +70,12 @@ def _ancestors(nodes: list[TraceNode], start: int) -> set[int]:
     return seen
 
 
-def _subgraph(nodes: list[TraceNode], param: int, out: int, members: set[int], fb: str) -> Subgraph:
-    # members: ancestors of the output; keep those that descend from the param
-    on_path = {param}
+def _subgraph(
+    nodes: list[TraceNode], param: int | Sequence[int], out: int, members: set[int], fb: str
+) -> Subgraph:
+    # members: ancestors of the output; keep those that descend from the param(s)
+    leaves = [param] if isinstance(param, int) else list(param)
+    on_path = set(leaves)
     for node in nodes:  # index order is topological
         if node.index in members and any(p in on_path for p in node.parents):
             on_path.add(node.index)
@@ -99,13 +104,12 @@ def _subgraph(nodes: list[TraceNode], param: int, out: int, members: set[int], f
         if index != out:
             others[_var(node)] = node.output
     last = nodes[out]
-    leaf = nodes[param]
     return Subgraph(
-        param=leaf.name,
+        param=", ".join(nodes[i].name for i in leaves),
         nodes=tuple(sorted(on_path)),
         code=tuple(code),
         documentation=docs,
-        variables={leaf.name: leaf.output},
+        variables={nodes[i].name: nodes[i].output for i in leaves},
         inputs=inputs,
         others=others,
         outputs={_var(last): last.output if last.error is None else last.error},
@@ -134,3 +138,34 @@ def backward(output: Any, feedback: Any, *, trace: Trace | None = None) -> dict[
         for i in sorted(members)
         if nodes[i].kind == "param" and nodes[i].trainable
     }
+
+
+def joint_subgraph(
+    trace: Trace, *, output: int | None = None, params: Sequence[str] | None = None
+) -> Subgraph:
+    """One :class:`Subgraph` linking every trainable parameter (or those named) to one output.
+
+    ``output`` is a node index; by default the output of the trace's last feedback,
+    else its last node. The feedback is the text of the last feedback attached to
+    that output (empty if none). ``param`` joins the names of the parameters that
+    reach the output, in index order, with ``", "``; ``variables`` holds all their
+    values. Named parameters that do not reach the output are left out; with none
+    left the subgraph holds no node and no code, only the output and its feedback.
+    """
+    nodes = trace.nodes
+    if not nodes:
+        raise ConfigError(f"trace {trace.id!r} has no nodes")
+    if output is None:
+        output = trace.feedback[-1].output if trace.feedback else len(nodes) - 1
+    if not 0 <= output < len(nodes):
+        raise ConfigError(f"output {output!r} is not a node of trace {trace.id!r}")
+    wanted = None if params is None else set(params)
+    members = _ancestors(nodes, output)
+    leaves = [
+        i
+        for i in sorted(members)
+        if nodes[i].kind == "param"
+        and (nodes[i].name in wanted if wanted is not None else nodes[i].trainable)
+    ]
+    fb = next((f.text() for f in reversed(trace.feedback) if f.output == output), "")
+    return _subgraph(nodes, leaves, output, members, fb)
