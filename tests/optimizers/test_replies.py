@@ -1,0 +1,111 @@
+"""parse_json_reply: the JSON object in an optimizer model's reply, read tolerantly."""
+
+from __future__ import annotations
+
+import pytest
+
+from promptopt.errors import OptimizerError, ReplyParseError
+from promptopt.optimizers.replies import parse_json_reply
+
+GOOD = {"reasoning": "r", "answer": "a", "suggestion": {"instruction": "Be brief."}}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"reasoning": "r", "answer": "a", "suggestion": {"instruction": "Be brief."}}',
+        # code fences, with and without a language, and prose around them
+        '```json\n{"reasoning": "r", "answer": "a", "suggestion": {"instruction": "Be brief."}}\n```',
+        'Sure! Here it is:\n```\n{"reasoning": "r", "answer": "a",\n "suggestion": '
+        '{"instruction": "Be brief."}}\n```\nHope this helps.',
+        # single quotes (Python dict literal)
+        "{'reasoning': 'r', 'answer': 'a', 'suggestion': {'instruction': 'Be brief.'}}",
+        # trailing commas
+        '{"reasoning": "r", "answer": "a", "suggestion": {"instruction": "Be brief.",},}',
+        '{"reasoning": "r",\n "answer": "a",\n "suggestion": {"instruction": "Be brief."},\n}',
+        # a second object after the first is ignored
+        '{"reasoning": "r", "answer": "a", "suggestion": {"instruction": "Be brief."}} '
+        '{"other": 1}',
+        # a brace in prose before the object that is not an object
+        'Use {braces} wisely. {"reasoning": "r", "answer": "a", "suggestion": '
+        '{"instruction": "Be brief."}}',
+    ],
+)
+def test_reads_the_object(text):
+    assert parse_json_reply(text) == GOOD
+
+
+def test_braces_and_quotes_inside_strings_do_not_count():
+    text = '{"reasoning": "a } and a { and it\'s \\" fine", "suggestion": {"x": "[{"}}'
+    assert parse_json_reply(text) == {
+        "reasoning": "a } and a { and it's \" fine",
+        "suggestion": {"x": "[{"},
+    }
+
+
+def test_raw_newlines_inside_strings():
+    text = '{"suggestion": {"route.code": "def route(team):\n    return team\n"}}'
+    assert (
+        parse_json_reply(text)["suggestion"]["route.code"] == "def route(team):\n    return team\n"
+    )
+
+
+def test_python_and_json_literals_mixed():
+    text = "{'ok': true, 'missing': null, 'no': False, 'items': [1, 2,], 'word': 'true'}"
+    assert parse_json_reply(text) == {
+        "ok": True,
+        "missing": None,
+        "no": False,
+        "items": [1, 2],
+        "word": "true",
+    }
+
+
+def test_triple_quoted_python_strings():
+    text = "{'suggestion': {'f.code': '''def f(x):\n    return x + 1\n'''}}"
+    assert parse_json_reply(text) == {"suggestion": {"f.code": "def f(x):\n    return x + 1\n"}}
+
+
+def test_keys_become_strings():
+    assert parse_json_reply("{1: 'a', 'b': 2}") == {"1": "a", "b": 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty"),
+        ("   \n ", "empty"),
+        ("I think the instruction should be shorter.", "no JSON object"),
+        ('{"reasoning": "the model', "never closed"),
+        ('```json\n{"reasoning": "r", "suggestion": {"a": "b"}\n```', "never closed"),
+        ('{"reasoning": r, "answer": a}', "not valid JSON"),
+        ("{reasoning: the answer is 42}", "not valid JSON"),
+        ("{'a': 1 'b': 2}", "not valid JSON"),
+    ],
+)
+def test_failures_give_a_short_reason(text, reason):
+    with pytest.raises(ReplyParseError, match=reason) as info:
+        parse_json_reply(text)
+    assert len(str(info.value)) < 200
+    assert isinstance(info.value, OptimizerError)
+
+
+def test_first_readable_object_wins_over_broken_ones():
+    text = '{broken: yes} then {"suggestion": {"a": "b"}}'
+    assert parse_json_reply(text) == {"suggestion": {"a": "b"}}
+
+
+def test_the_reason_names_the_first_broken_object():
+    with pytest.raises(ReplyParseError, match="line 1 column 2"):
+        parse_json_reply("{broken} {also broken}")
+
+
+def test_not_a_string():
+    with pytest.raises(ReplyParseError, match="empty"):
+        parse_json_reply(None)  # type: ignore[arg-type]
+
+
+def test_a_huge_nested_reply_does_not_crash():
+    deep = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(ReplyParseError):
+        parse_json_reply(deep)
