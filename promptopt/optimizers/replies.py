@@ -1,4 +1,4 @@
-"""Reading the JSON object an optimizer model was asked to reply with, tolerantly.
+"""Reading what an optimizer model replied: its JSON object, and the values it suggests.
 
 Models wrap JSON in prose and code fences, use single quotes, leave trailing
 commas, write Python's ``True``/``None`` or JSON's ``true``/``null`` in the
@@ -9,6 +9,10 @@ not count), and returns the first one that reads as an object through, in turn,
 commas, and :func:`ast.literal_eval` after JSON's literals become Python's.
 Anything else raises :class:`~promptopt.errors.ReplyParseError` with a short
 reason that can be shown to the model when asking for a repair.
+
+:func:`match_name` maps a name the model wrote (``#Instruction``, ``$route``) to
+a parameter's name; :func:`check_value` accepts a suggested value for one kind of
+parameter (``text``, ``exemplars``, ``code``) or raises ReplyParseError saying why not.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Callable, Iterator
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from promptopt.errors import ReplyParseError
 
-__all__ = ["parse_json_reply"]
+__all__ = ["check_value", "match_name", "parse_json_reply"]
 
 _QUOTES = frozenset("\"'")
 _JSON_WORDS = {"true": "True", "false": "False", "null": "None"}
@@ -137,3 +142,138 @@ def _drop_trailing_commas(stretch: str) -> str:
 
 def _python_words(stretch: str) -> str:
     return _WORD.sub(lambda m: _JSON_WORDS.get(m.group(0), m.group(0)), stretch)
+
+
+# -- suggested values ------------------------------------------------------------------------
+
+_NOT_NAME = re.compile(r"[^a-z0-9]+")
+_FENCE = re.compile(r"```[\w+-]*[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _squash(name: str) -> str:
+    return _NOT_NAME.sub("", name.lower())
+
+
+def match_name(key: str, names: Sequence[str]) -> str | None:
+    """The parameter among ``names`` that ``key`` means, ignoring case, punctuation and
+    decoration (``#instruction``, ``$Instruction``, ``route_code``); a code parameter
+    ``f.code`` also answers to ``f``. ``None`` when no name, or more than one, fits."""
+    if key in names:
+        return key
+    wanted = _squash(str(key))
+    if not wanted:
+        return None
+    exact = [n for n in names if _squash(n) == wanted]
+    if len(exact) == 1:
+        return exact[0]
+    short = [n for n in names if n.endswith(".code") and _squash(n[: -len(".code")]) == wanted]
+    return short[0] if len(short) == 1 and not exact else None
+
+
+def check_value(kind: str, new: Any, old: Any, *, name: str, fields: Sequence[str] = ()) -> Any:
+    """``new`` as a valid value of parameter ``name`` of ``kind``, different from ``old``.
+
+    ``text`` must be a non-empty string; ``exemplars`` a list of ``{"inputs": {...},
+    "output": ...}`` objects (or a JSON string of one), whose inputs hold every field
+    in ``fields``; ``code`` the source of exactly one function with the name and
+    arguments of the function in ``old``. Raises ReplyParseError naming the problem.
+    """
+    checker = _CHECKS.get(kind)
+    if checker is None:
+        raise ReplyParseError(f"{name!r} has kind {kind!r}, which cannot be edited")
+    value, same = checker(new, old, name, fields)
+    if same:
+        raise ReplyParseError(f"{name!r} is unchanged")
+    return value
+
+
+def _text(new: Any, old: Any, name: str, fields: Sequence[str]) -> tuple[Any, bool]:
+    if not isinstance(new, str) or not new.strip():
+        raise ReplyParseError(f"{name!r} must be a non-empty text")
+    value = new.strip()
+    return value, isinstance(old, str) and value == old.strip()
+
+
+def _exemplars(new: Any, old: Any, name: str, fields: Sequence[str]) -> tuple[Any, bool]:
+    if isinstance(new, str):
+        try:
+            new = json.loads(new, strict=False)
+        except ValueError:
+            raise ReplyParseError(f"{name!r} must be a JSON list of exemplars") from None
+    if isinstance(new, dict):
+        new = [new]
+    if not isinstance(new, list) or not new:
+        raise ReplyParseError(f"{name!r} must be a non-empty list of exemplars")
+    items = []
+    for at, item in enumerate(new):
+        inputs = item.get("inputs") if isinstance(item, dict) else None
+        if not isinstance(inputs, dict) or "output" not in item:
+            raise ReplyParseError(
+                f'{name!r} item {at} must be an object {{"inputs": {{...}}, "output": ...}}'
+            )
+        missing = [f for f in fields if f not in inputs]
+        if missing:
+            raise ReplyParseError(f"{name!r} item {at} lacks the input {missing[0]!r}")
+        kept = {str(k): v for k, v in inputs.items() if not fields or k in fields}
+        if not kept:
+            raise ReplyParseError(f"{name!r} item {at} has no inputs")
+        items.append({"inputs": kept, "output": str(item["output"])})
+    previous = [
+        {"inputs": dict(e.get("inputs", {})), "output": str(e.get("output"))}
+        for e in old or ()
+        if isinstance(e, dict)
+    ]
+    return items, items == previous
+
+
+def _code(new: Any, old: Any, name: str, fields: Sequence[str]) -> tuple[Any, bool]:
+    if not isinstance(new, str) or not new.strip():
+        raise ReplyParseError(f"{name!r} must be the source code of a function, as a string")
+    fenced = _FENCE.search(new)
+    source = textwrap.dedent(fenced.group(1) if fenced else new).strip("\n") + "\n"
+    try:
+        compile(source, f"<{name}>", "exec")
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError) as exc:
+        where = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        reason = getattr(exc, "msg", str(exc))
+        raise ReplyParseError(f"{name!r} does not compile: {reason}{where}") from None
+    original = _function(old, name)
+    defs = [n for n in tree.body if isinstance(n, _FUNCTIONS)]
+    wanted = original.name if original else name.removesuffix(".code")
+    if len(defs) != 1 or defs[0].name != wanted:
+        raise ReplyParseError(f"{name!r} must define exactly one function, named {wanted!r}")
+    extra = [n for n in tree.body if not isinstance(n, (*_FUNCTIONS, ast.Import, ast.ImportFrom))]
+    if extra:
+        raise ReplyParseError(f"{name!r} must hold only the function {wanted!r} (and imports)")
+    if original is not None and _arg_names(defs[0]) != _arg_names(original):
+        args = ", ".join(_arg_names(original))
+        raise ReplyParseError(f"{name!r} must keep the arguments ({args}) of {wanted!r}")
+    same = original is not None and ast.dump(tree) == ast.dump(ast.parse(textwrap.dedent(old)))
+    return source, same
+
+
+def _function(source: Any, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    if not isinstance(source, str):
+        return None
+    try:
+        tree = ast.parse(textwrap.dedent(source))
+    except (SyntaxError, ValueError):
+        return None
+    return next((n for n in tree.body if isinstance(n, _FUNCTIONS)), None)
+
+
+def _arg_names(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    a = fn.args
+    names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)]
+    names += [f"*{a.vararg.arg}"] if a.vararg else []
+    names += [f"**{a.kwarg.arg}"] if a.kwarg else []
+    return names
+
+
+_CHECKS: dict[str, Callable[[Any, Any, str, Sequence[str]], tuple[Any, bool]]] = {
+    "text": _text,
+    "exemplars": _exemplars,
+    "code": _code,
+}

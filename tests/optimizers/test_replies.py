@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from promptopt.errors import OptimizerError, ReplyParseError
-from promptopt.optimizers.replies import parse_json_reply
+from promptopt.optimizers.replies import check_value, match_name, parse_json_reply
 
 GOOD = {"reasoning": "r", "answer": "a", "suggestion": {"instruction": "Be brief."}}
 
@@ -109,3 +111,106 @@ def test_a_huge_nested_reply_does_not_crash():
     deep = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
     with pytest.raises(ReplyParseError):
         parse_json_reply(deep)
+
+
+# -- names and values ------------------------------------------------------------------------
+
+NAMES = ("instruction", "exemplars", "route.code", "tone")
+
+
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [
+        ("instruction", "instruction"),
+        ("#instruction", "instruction"),
+        ("$Instruction", "instruction"),
+        ("`INSTRUCTION`", "instruction"),
+        ("route.code", "route.code"),
+        ("route_code", "route.code"),
+        ("#route", "route.code"),
+        ("Tone:", "tone"),
+        ("nope", None),
+        ("", None),
+        ("###", None),
+    ],
+)
+def test_match_name(key, name):
+    assert match_name(key, NAMES) == name
+
+
+def test_match_name_refuses_ambiguity():
+    assert match_name("a", ("a.code", "A")) == "A"
+    assert match_name("ab", ("a.b", "a_b")) is None
+
+
+OLD = 'def route(team, message):\n    """Rules."""\n    return team\n'
+
+
+def test_text_values():
+    assert check_value("text", "  Be brief. ", "Be long.", name="t") == "Be brief."
+    for bad, reason in ((3, "non-empty text"), ("  ", "non-empty text"), ("Be long.", "unchanged")):
+        with pytest.raises(ReplyParseError, match=reason):
+            check_value("text", bad, "Be long.", name="t")
+
+
+def test_code_values():
+    new = "def route(team, message):\n    return 'billing' if 'refund' in message else team\n"
+    assert check_value("code", new, OLD, name="route.code") == new
+    fenced = "```python\n" + new + "```"
+    assert check_value("code", fenced, OLD, name="route.code") == new
+    with_import = "import re\n\n" + new
+    assert check_value("code", with_import, OLD, name="route.code") == with_import
+    indented = "    " + new.replace("\n    ", "\n        ")
+    assert check_value("code", indented, OLD, name="route.code") == new
+
+
+@pytest.mark.parametrize(
+    ("new", "reason"),
+    [
+        ("def route(team, message) return team", "does not compile: .*line 1"),
+        ("def other(team, message):\n    return team\n", "exactly one function, named 'route'"),
+        ("def route(team, message):\n    return team\ndef route2(x):\n    return x\n", "exactly"),
+        ("x = 1\ndef route(team, message):\n    return team\n", "only the function"),
+        ("def route(team):\n    return team\n", r"keep the arguments \(team, message\)"),
+        ("def route(team, message):\n    '''Rules.'''\n    return (team)\n", "unchanged"),
+        (["def route(team, message): ..."], "source code"),
+        ("", "source code"),
+    ],
+)
+def test_code_rejections(new, reason):
+    with pytest.raises(ReplyParseError, match=reason):
+        check_value("code", new, OLD, name="route.code")
+
+
+def test_exemplar_values():
+    item = {"inputs": {"message": "refund please", "extra": 1}, "output": "billing"}
+    expected = [{"inputs": {"message": "refund please"}, "output": "billing"}]
+    assert check_value("exemplars", [item], [], name="ex", fields=["message"]) == expected
+    as_text = json.dumps([item])
+    assert check_value("exemplars", as_text, [], name="ex", fields=["message"]) == expected
+    assert check_value("exemplars", item, [], name="ex", fields=["message"]) == expected
+    number = {"inputs": {"message": "x"}, "output": 3}
+    assert check_value("exemplars", [number], [], name="ex")[0]["output"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("new", "reason"),
+    [
+        ("not json", "JSON list"),
+        ([], "non-empty list"),
+        ("[]", "non-empty list"),
+        ([{"output": "billing"}], "item 0 must be an object"),
+        ([{"inputs": {"message": "x"}}], "item 0 must be an object"),
+        ([{"inputs": {"text": "x"}, "output": "b"}], "lacks the input 'message'"),
+        ([{"inputs": {"message": "same"}, "output": "billing"}], "unchanged"),
+    ],
+)
+def test_exemplar_rejections(new, reason):
+    old = [{"inputs": {"message": "same"}, "output": "billing", "label": "billing"}]
+    with pytest.raises(ReplyParseError, match=reason):
+        check_value("exemplars", new, old, name="ex", fields=["message"])
+
+
+def test_unknown_kind():
+    with pytest.raises(ReplyParseError, match="cannot be edited"):
+        check_value("calibration", {}, {}, name="calibration")
