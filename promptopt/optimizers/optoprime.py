@@ -25,12 +25,15 @@ The meta-prompt lives in ``templates/optoprime.txt``, in parts headed by lines
 - ``repair``: ``$problem`` (why the reply was unusable) and ``$names``.
 
 Requests depend only on the search state: no ids, times or object addresses
-reach the prompt, so a resumed run replays them from its store.
+reach the prompt, so a resumed run replays them from its store. A request this
+optimizer already sent (a failed step on the same examples) is sent again
+sampled, with a seed, instead of asking the same question at temperature 0.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import re
@@ -47,7 +50,7 @@ from promptopt.errors import BadRequestError, ReplyParseError
 from promptopt.graph.backward import joint_subgraph
 from promptopt.llm.types import LLMRequest, Message
 from promptopt.optimizers.base import Evaluated, ExampleResult, Proposal, SearchState, candidate_id
-from promptopt.optimizers.replies import check_value, match_name, parse_json_reply
+from promptopt.optimizers.replies import check_value, match_name, parse_json_reply, placeholders
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM
@@ -60,9 +63,10 @@ _ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
 _OBJECT_REPR = re.compile(
     r"^(?:<[^<>]* object(?: at 0x[0-9A-Fa-f]+)?>|(?:Blocking)?LLM\([^()]*\))$"
 )
+_RESAMPLE_TEMPERATURE = 0.7
 _REPLY_KEYS = frozenset({"reasoning", "answer", "suggestion"})
 _STATS = ("calls", "replies", "unparseable", "repair_calls", "repaired", "rejected", "accepted",
-          "duplicates", "request_errors", "failed_steps", "proposals")  # fmt: skip
+          "duplicates", "resampled", "request_errors", "failed_steps", "proposals")  # fmt: skip
 
 
 class OptoPrimeConfig(BaseModel):
@@ -119,6 +123,7 @@ class OptoPrime:
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
         self._steps_used = 0
         self._examples_cap = self.config.examples_per_step
+        self._sent: set[str] = set()
 
     # -- the protocol --------------------------------------------------------
 
@@ -209,6 +214,17 @@ class OptoPrime:
         )
 
     async def _ask(self, llm: LLM, request: LLMRequest) -> str | None:
+        key = request.key()
+        if key in self._sent:
+            # the same prompt again (same base, same examples, nothing new in the history):
+            # at temperature 0 it would get the same unusable reply, so sample, seeded
+            request = dataclasses.replace(
+                request,
+                temperature=max(request.temperature, _RESAMPLE_TEMPERATURE),
+                seed=self._steps_used,
+            )
+            self.stats["resampled"] += 1
+        self._sent.add(key)
         self.stats["calls"] += 1
         try:
             response = await llm.acomplete(request)
@@ -337,7 +353,8 @@ class OptoPrime:
             elif kind == "exemplars":
                 rule = f'a list of solved examples {{"inputs": {{{shape}}}, "output": "..."}}'
             else:
-                rule = "a non-empty text"
+                kept = ", ".join("{" + p + "}" for p in placeholders(value))
+                rule = "a non-empty text" + (f" keeping the placeholders {kept}" if kept else "")
             about = descriptions.get(name, "")
             out.append(f"{name}: {rule}" + (f" ({about})" if about else ""))
         if state.choices:

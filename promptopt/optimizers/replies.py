@@ -26,7 +26,7 @@ from typing import Any
 
 from promptopt.errors import ReplyParseError
 
-__all__ = ["check_value", "match_name", "parse_json_reply"]
+__all__ = ["check_value", "match_name", "parse_json_reply", "placeholders"]
 
 _QUOTES = frozenset("\"'")
 _JSON_WORDS = {"true": "True", "false": "False", "null": "None"}
@@ -149,6 +149,7 @@ def _python_words(stretch: str) -> str:
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 _FENCE = re.compile(r"```[\w+-]*[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_]\w*)\}(?!\})")
 
 
 def _squash(name: str) -> str:
@@ -174,7 +175,7 @@ def match_name(key: str, names: Sequence[str]) -> str | None:
 def check_value(kind: str, new: Any, old: Any, *, name: str, fields: Sequence[str] = ()) -> Any:
     """``new`` as a valid value of parameter ``name`` of ``kind``, different from ``old``.
 
-    ``text`` must be a non-empty string; ``exemplars`` a list of ``{"inputs": {...},
+    ``text`` must be a non-empty string keeping ``old``'s ``{placeholders}``; ``exemplars`` a list of ``{"inputs": {...},
     "output": ...}`` objects (or a JSON string of one), whose inputs hold every field
     in ``fields``; ``code`` the source of exactly one function with the name and
     arguments of the function in ``old``. Raises ReplyParseError naming the problem.
@@ -188,10 +189,19 @@ def check_value(kind: str, new: Any, old: Any, *, name: str, fields: Sequence[st
     return value
 
 
+def placeholders(text: Any) -> list[str]:
+    """The ``{name}`` placeholders of a prompt template, in order, each once."""
+    return list(dict.fromkeys(_PLACEHOLDER.findall(text))) if isinstance(text, str) else []
+
+
 def _text(new: Any, old: Any, name: str, fields: Sequence[str]) -> tuple[Any, bool]:
     if not isinstance(new, str) or not new.strip():
         raise ReplyParseError(f"{name!r} must be a non-empty text")
     value = new.strip()
+    lost = [p for p in placeholders(old) if "{" + p + "}" not in value]
+    if lost:
+        kept = ", ".join("{" + p + "}" for p in placeholders(old))
+        raise ReplyParseError(f"{name!r} must keep the placeholders {kept}")
     return value, isinstance(old, str) and value == old.strip()
 
 

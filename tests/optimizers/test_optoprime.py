@@ -316,6 +316,30 @@ async def test_steps_run_out_without_raising():
     assert await optimizer.propose(state, llm=llm, rng=random.Random(0)) == []  # no more calls
 
 
+async def test_the_same_prompt_twice_is_sampled_the_second_time():
+    state = _state()
+    only = state.best.results[:1]
+    state.history[0] = Evaluated(state.seed, "val", only)
+    llm = scripted_llm("no", "still no", GOOD)
+    optimizer = OptoPrime({"steps": 2})
+    [proposal] = await optimizer.propose(state, llm=llm, rng=random.Random(0))
+    first, _, again = _requests(llm)
+    assert again.messages == first.messages
+    assert (first.temperature, first.seed) == (0.0, None)
+    assert again.temperature == 0.7 and again.seed == 2
+    assert optimizer.stats["resampled"] == 1
+
+
+def test_prompt_templates_keep_their_placeholders_in_the_constraints():
+    state = _state(traced=False)
+    state.seed = Candidate({**state.seed.params, "instruction": "Q: {question}\nA:"})
+    state.history[0] = Evaluated(state.seed, "val", state.history[0].results)
+    request = OptoPrime().build_request(state, state.best.results[:1], base=state.best)
+    assert "instruction: a non-empty text keeping the placeholders {question}" in (
+        request.messages[1].content
+    )
+
+
 async def test_a_prompt_too_long_for_the_model_spends_the_step():
     state = _state()
     llm = scripted_llm(BadRequestError("prompt exceeds the context window"), GOOD)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from promptopt.errors import OptimizerError, ReplyParseError
-from promptopt.optimizers.replies import check_value, match_name, parse_json_reply
+from promptopt.optimizers.replies import check_value, match_name, parse_json_reply, placeholders
 
 GOOD = {"reasoning": "r", "answer": "a", "suggestion": {"instruction": "Be brief."}}
 
@@ -151,6 +151,16 @@ def test_text_values():
     for bad, reason in ((3, "non-empty text"), ("  ", "non-empty text"), ("Be long.", "unchanged")):
         with pytest.raises(ReplyParseError, match=reason):
             check_value("text", bad, "Be long.", name="t")
+
+
+def test_text_keeps_the_template_placeholders():
+    old = "Review: {text}\nAnswer {{in json}}:"
+    assert placeholders(old) == ["text"]
+    assert check_value("text", "Text: {text}\nSentiment:", old, name="user") == (
+        "Text: {text}\nSentiment:"
+    )
+    with pytest.raises(ReplyParseError, match=r"keep the placeholders \{text\}"):
+        check_value("text", "Sentiment of the review:", old, name="user")
 
 
 def test_code_values():
