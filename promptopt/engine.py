@@ -6,6 +6,12 @@ The engine owns everything an optimizer does not: scoring candidates on a split
 best so far), the run store (every candidate, per-example evaluation, decision
 and checkpoint) and the final, one-time scoring on the held-out test split.
 
+Every example runs inside its own :class:`~promptopt.graph.Trace` whose values are
+the candidate's parameters (so a workflow's ``param.value`` reads the candidate's
+value and a trainable node runs the candidate's code). After scoring, the score's
+feedback is attached to the trace's output node; traces with nodes are stored
+with their evaluation and handed to optimizers on :class:`ExampleResult.trace`.
+
 Resuming is replay: the engine runs again from the start with the same seed, and
 every LLM request already in the run store is answered from there, so the
 optimizer re-derives the same decisions at no cost and carries on where the
@@ -22,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from promptopt.errors import BudgetExceededError, PromptoptError
+from promptopt.graph import Trace
+from promptopt.graph.backward import feedback_of
 from promptopt.optimizers.base import Candidate, Evaluated, ExampleResult, SearchState
 from promptopt.progress import Reporter, SilentReporter
 from promptopt.task.metrics import Score
@@ -64,8 +72,10 @@ class Engine:
         seed: int = 0,
         max_steps: int = 100,
         reporter: Reporter | None = None,
+        trace_name: str = "",
     ) -> None:
         self.program = program
+        self.trace_name = trace_name
         self.metric = metric
         self.splits = splits
         self.task_llm = task_llm
@@ -133,33 +143,44 @@ class Engine:
     async def _score_one(
         self, candidate: Candidate, example: Example, llm: LLM
     ) -> ExampleResult | BudgetExceededError:
+        run = Trace(
+            name=self.trace_name,
+            values=candidate.params,
+            meta={"candidate": candidate.id, "example": str(example.id)},
+        )
         try:
-            output = await self.program.run(candidate.params, example, llm=llm)
+            with run:
+                output = await self.program.run(candidate.params, example, llm=llm)
         except BudgetExceededError as exc:
             return exc
-        except PromptoptError as exc:
-            return ExampleResult(
-                example, None, Score(0.0, valid=False, feedback=str(exc)), str(exc)
-            )
         except Exception as exc:  # the user's program code: isolate, never sink the run
-            error = f"{type(exc).__name__}: {exc}"
-            return ExampleResult(example, None, Score(0.0, valid=False, feedback=error), error)
+            error = str(exc) if isinstance(exc, PromptoptError) else f"{type(exc).__name__}: {exc}"
+            _attach_feedback(run, exc, f"error: {error}")
+            return ExampleResult(
+                example, None, Score(0.0, valid=False, feedback=error), error, _kept(run)
+            )
         try:
             score = await self.metric.ascore(output, example, llm=self.judge_llm)
         except BudgetExceededError as exc:
             return exc
         except Exception as exc:
             error = f"metric failed: {type(exc).__name__}: {exc}"
-            return ExampleResult(example, output, Score(0.0, valid=False, feedback=error), error)
-        return ExampleResult(example, output, score)
+            return ExampleResult(
+                example, output, Score(0.0, valid=False, feedback=error), error, _kept(run)
+            )
+        verdict = f"score {score.value:g}" + (f"; {score.feedback}" if score.feedback else "")
+        _attach_feedback(run, output, verdict)
+        return ExampleResult(example, output, score, None, _kept(run))
 
     def _record(self, evaluated: Evaluated) -> None:
-        rows = []
+        rows, traces = [], []
         for r in evaluated.results:
             key = (evaluated.candidate.id, evaluated.split, r.example.id)
             if key in self._recorded:
                 continue
             self._recorded.add(key)
+            if r.trace is not None:
+                traces.append((r.trace, str(r.example.id)))
             rows.append(
                 {
                     "candidate_id": evaluated.candidate.id,
@@ -176,6 +197,13 @@ class Engine:
             )
         if rows:
             self.store.add_evaluations(rows)
+        for run, example_id in traces:
+            self.store.add_trace(
+                run,
+                candidate_id=evaluated.candidate.id,
+                split=evaluated.split,
+                example_id=example_id,
+            )
 
     # -- the search ---------------------------------------------------------
 
@@ -187,6 +215,7 @@ class Engine:
         trainable: Sequence[str],
         description: str,
         choices: Sequence[str] = (),
+        kinds: Mapping[str, str] | None = None,
     ) -> SearchOutcome:
         rng = random.Random(self.seed)
         val = self.splits.val
@@ -206,6 +235,7 @@ class Engine:
             program_description=description,
             evaluate=self._optimizer_evaluate,
             choices=tuple(choices),
+            kinds=dict(kinds or {}),
         )
         self._observe(state, [seed_eval])
         self._checkpoint(state, 0, stopped="")
@@ -338,10 +368,32 @@ class Engine:
         )
 
 
+def _kept(run: Trace) -> Trace | None:
+    """The trace, if the program recorded anything in it (a plain prompt program may not)."""
+    return run if run.calls() else None
+
+
+def _attach_feedback(run: Trace, output: Any, text: str) -> None:
+    """Attach ``text`` to the node that produced ``output`` (or raised it), else the last node."""
+    if not run.calls():
+        return
+    index = run.find(output) if output is not None else None
+    if index is None:
+        ops = [n.index for n in run.nodes if n.kind == "op"]
+        if not ops:
+            return
+        index = ops[-1]
+    run.feedback.append(feedback_of(text, output=index))
+
+
 def _shown_as_exemplar(example: Example, params: Mapping[str, Any]) -> bool:
     """True when the candidate shows this very example as an exemplar (scoring it would leak)."""
-    exemplars = params.get("exemplars")
-    if not exemplars:
-        return False
     inputs = dict(example.inputs)
-    return any(isinstance(e, Mapping) and dict(e.get("inputs", {})) == inputs for e in exemplars)
+    for value in params.values():
+        if isinstance(value, list) and any(
+            isinstance(e, Mapping) and isinstance(e.get("inputs"), Mapping)
+            and dict(e["inputs"]) == inputs
+            for e in value
+        ):  # fmt: skip
+            return True
+    return False

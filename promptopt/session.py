@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promptopt.graph import record_llm_call
 from promptopt.llm.budget import Budget
 from promptopt.llm.cache import ResponseCache
 from promptopt.llm.client import LLM, CallEvent
@@ -50,6 +51,7 @@ class RunParts:
     seed: int
     description: str
     backends: list[Any] = field(default_factory=list)
+    name: str = ""
 
     def optimization_usage(self) -> dict[str, Any]:
         """Calls, cache hits, tokens and dollars of the optimization phase (every role)."""
@@ -72,7 +74,8 @@ class RunParts:
         return Engine(program=self.program, metric=self.metric, splits=self.splits,
                       task_llm=self.test_llm if scoring_only else self.task_llm,
                       optimizer_llm=self.optimizer_llm, judge_llm=self.judge_llm, store=store,
-                      concurrency=self.concurrency, seed=self.seed, reporter=reporter)  # fmt: skip
+                      concurrency=self.concurrency, seed=self.seed, reporter=reporter,
+                      trace_name=self.name)  # fmt: skip
 
     async def aclose(self) -> None:
         for backend in self.backends:
@@ -146,7 +149,7 @@ def build_parts(
             budget=budget if with_budget else None,
             max_concurrency=cfg.max_concurrency,
             prices=prices,
-            listeners=[listener],
+            listeners=[listener, record_llm_call],
             replay=replay,
         )
 
@@ -169,6 +172,7 @@ def build_parts(
         seed=spec.seed,
         description=_describe(program),
         backends=unique,
+        name=spec.name,
     )
 
 

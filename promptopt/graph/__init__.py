@@ -9,6 +9,7 @@ package imports nothing from ``promptopt.llm`` or the optimizers.
 """
 
 from promptopt.graph.backward import Subgraph, backward
+from promptopt.graph.discover import params_of
 from promptopt.graph.export import to_networkx
 from promptopt.graph.nodes import Op, node, op_of
 from promptopt.graph.params import Param, ParamKind, param
@@ -31,6 +32,7 @@ __all__ = [
     "node",
     "op_of",
     "param",
+    "params_of",
     "record_llm_call",
     "to_dot",
     "to_html",

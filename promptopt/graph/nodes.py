@@ -8,9 +8,14 @@ it), and registers the output for the nodes that consume it. Nothing is
 serialised while the workflow runs.
 
 ``@node(trainable=True)`` turns the function's source (dedented, decorator lines
-removed) into a :class:`Param` of kind ``code``; the node depends on it, so
-``backward`` hands it to an optimizer like any other parameter. The original
-function is what runs here: running rewritten code belongs to the sandbox.
+removed) into a :class:`Param` of kind ``code`` named ``"<node>.code"``; the node
+depends on it, so ``backward`` hands it to an optimizer like any other parameter.
+When the running trace holds other source for that parameter (a candidate an
+optimizer proposed), the node runs that source in a :class:`~promptopt.sandbox.Sandbox`
+child instead of the original function: arguments and result go through JSON,
+the code sees the standard library only, and any failure (exception, timeout,
+memory) is raised in the workflow as :class:`~promptopt.errors.ProposedCodeError`.
+Otherwise, and always outside a trace, the original function runs in-process.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections.abc import Callable
 from time import perf_counter_ns
 from typing import Any, TypeVar, overload
 
-from promptopt.errors import ConfigError
+from promptopt.errors import ConfigError, ProposedCodeError
 from promptopt.graph.params import Param, ParamKind
 from promptopt.graph.state import STATE
 
@@ -50,15 +55,16 @@ def source_of(fn: Callable[..., Any]) -> str:
 class Op:
     """What every call of one node shares: its name, function, docs and code parameter."""
 
-    __slots__ = ("_signature", "doc", "fn", "name", "param", "trainable")
+    __slots__ = ("_signature", "doc", "fn", "name", "param", "source", "trainable")
 
     def __init__(self, fn: Callable[..., Any], *, name: str, trainable: bool) -> None:
         self.fn = fn
         self.name = name
         self.doc = inspect.cleandoc(fn.__doc__ or "")
         self.trainable = trainable
+        self.source = source_of(fn) if trainable else ""
         self.param: Param | None = (
-            Param(source_of(fn), name=f"{name}.code", kind=ParamKind.CODE,
+            Param(self.source, name=f"{name}.code", kind=ParamKind.CODE,
                   description=f"the source code of node {name!r}")
             if trainable else None
         )  # fmt: skip
@@ -141,11 +147,86 @@ def _wrap_async(fn: Callable[..., Any], op: Op) -> Callable[..., Any]:
     return traced
 
 
+def _proposed(trace: Any, op: Op) -> str | None:
+    """The source this run gives a trainable node, when it is not the node's own."""
+    source = trace.value_of(op.param)
+    return None if source == op.source else source
+
+
+@functools.cache
+def _default_sandbox() -> Any:
+    from promptopt.sandbox import Sandbox
+
+    return Sandbox()
+
+
+def _sandbox_for(trace: Any, op: Op, source: Any, args: Any, kwargs: Any) -> tuple[Any, tuple]:
+    if not isinstance(source, str):
+        raise ProposedCodeError(
+            f"node {op.name!r}: proposed code must be source text, got {type(source).__name__}",
+            kind="invalid",
+        )
+    return trace.sandbox or _default_sandbox(), (source, op.fn.__name__, list(args), kwargs or {})
+
+
+def _sandbox_value(op: Op, result: Any) -> Any:
+    if result.ok:
+        return result.value
+    first = (result.error or "failed").splitlines()[0]
+    raise ProposedCodeError(f"node {op.name!r}: proposed code {first}", kind=result.kind)
+
+
+def _run_proposed(trace: Any, op: Op, source: Any, args: Any, kwargs: Any) -> Any:
+    box, call = _sandbox_for(trace, op, source, args, kwargs)
+    try:
+        result = box.run(*call)
+    except ConfigError as exc:  # arguments that are not JSON values
+        raise ProposedCodeError(f"node {op.name!r}: {exc}", kind="invalid") from exc
+    return _sandbox_value(op, result)
+
+
+async def _arun_proposed(trace: Any, op: Op, source: Any, args: Any, kwargs: Any) -> Any:
+    box, call = _sandbox_for(trace, op, source, args, kwargs)
+    try:
+        result = await box.arun(*call)
+    except ConfigError as exc:
+        raise ProposedCodeError(f"node {op.name!r}: {exc}", kind="invalid") from exc
+    return _sandbox_value(op, result)
+
+
+def _wrap_trainable(fn: Callable[..., Any], op: Op) -> Callable[..., Any]:
+    """The plain wrapper around a body that runs the run's proposed source, if any, instead."""
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def body_async(*args: Any, **kwargs: Any) -> Any:
+            state = STATE.get()  # inside the wrapper: (this run's trace, this call's record)
+            source = None if state is None else _proposed(state[0], op)
+            if source is None:
+                return await fn(*args, **kwargs)
+            return await _arun_proposed(state[0], op, source, args, kwargs)
+
+        return _wrap_async(body_async, op)
+
+    @functools.wraps(fn)
+    def body(*args: Any, **kwargs: Any) -> Any:
+        state = STATE.get()
+        source = None if state is None else _proposed(state[0], op)
+        if source is None:
+            return fn(*args, **kwargs)
+        return _run_proposed(state[0], op, source, args, kwargs)
+
+    return _wrap_sync(body, op)
+
+
 def _decorate(fn: Callable[..., Any], *, name: str | None, trainable: bool) -> Callable[..., Any]:
     if not callable(fn):
         raise ConfigError(f"@node decorates a function, got {fn!r}")
     op = Op(fn, name=name or fn.__name__, trainable=trainable)
-    wrap = _wrap_async if inspect.iscoroutinefunction(fn) else _wrap_sync
+    if trainable:
+        wrap = _wrap_trainable
+    else:
+        wrap = _wrap_async if inspect.iscoroutinefunction(fn) else _wrap_sync
     traced = wrap(fn, op)
     traced.__promptopt_op__ = op  # type: ignore[attr-defined]
     return traced

@@ -4,8 +4,11 @@ A :class:`Param` holds one value (prompt text, an exemplar list, or a function's
 source code) under a name. Reading ``param.value`` inside a running trace records
 the parameter as a leaf node of that trace and remembers the value's identity, so
 that a node later called with that value (or with the ``Param`` itself) gets the
-parameter as its parent. Outside a trace, reading ``.value`` costs one
-``ContextVar.get``.
+parameter as its parent. A trace started with ``values={name: value}`` (the
+engine does this for every candidate) makes ``.value`` return that value instead
+of the parameter's own, for that run only: concurrent runs of different
+candidates never see each other's values, and the ``Param`` is never mutated.
+Outside a trace, reading ``.value`` costs one ``ContextVar.get``.
 """
 
 from __future__ import annotations
@@ -55,12 +58,11 @@ class Param:
 
     @property
     def value(self) -> Any:
-        """The current value; inside a trace, reading it links the value to this param."""
-        value = self._value
+        """The value in effect: the running trace's value for this name, else its own."""
         state = STATE.get()
-        if state is not None:
-            state[0].use_param(self)
-        return value
+        if state is None:
+            return self._value
+        return state[0].use_param(self)
 
     @value.setter
     def value(self, new: Any) -> None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from contextvars import Token
 from time import perf_counter_ns
 from types import TracebackType
@@ -126,11 +127,20 @@ class Call:
 class Trace:
     """The DAG of one workflow run on one example; also the ``with`` scope that records it."""
 
-    __slots__ = ("_calls", "_feedback", "_id", "_loaded", "_meta", "_params", "_token", "name",
-                 "started_at")  # fmt: skip
+    __slots__ = ("_calls", "_feedback", "_id", "_loaded", "_meta", "_params", "_token", "_values",
+                 "name", "sandbox", "started_at")  # fmt: skip
 
-    def __init__(self, *, name: str = "", meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str = "",
+        meta: dict[str, Any] | None = None,
+        values: Mapping[str, Any] | None = None,
+        sandbox: Any = None,
+    ) -> None:
         self.name = name
+        self._values = dict(values) if values else None
+        self.sandbox = sandbox  # runs proposed code of trainable nodes; None: the default Sandbox
         self.started_at = time.time()
         self._meta = meta
         self._calls: list[list[Any]] = []  # records, in completion order = index order
@@ -188,20 +198,34 @@ class Trace:
     ) -> None:
         self.__exit__(exc_type, exc, tb)
 
+    @property
+    def values(self) -> dict[str, Any]:
+        """Parameter values in effect for this run, by name (empty: every param's own)."""
+        return dict(self._values or {})
+
+    def value_of(self, param: Param) -> Any:
+        """``param``'s value in this run: this trace's value for its name, else its own."""
+        values = self._values
+        if values is not None and param.name in values:
+            return values[param.name]
+        return param.peek()
+
     # -- recording -------------------------------------------------------------------------------
 
-    def use_param(self, param: Param) -> None:
-        """Record ``param`` as a leaf of this trace (once), with its current value."""
+    def use_param(self, param: Param) -> Any:
+        """Record ``param`` as a leaf of this trace (once); return its value in this run."""
+        value = self.value_of(param)
         params = self._params
         if params is None:
             params = self._params = []
         elif param in params:
-            return
+            return value
         params.append(param)
         leaf = new_record(param, (), None, None)
-        leaf[OUTPUT] = param.peek()
+        leaf[OUTPUT] = value
         leaf[START_NS] = leaf[END_NS] = perf_counter_ns()
         self._calls.append(leaf)
+        return value
 
     def find(self, value: Any) -> int | None:
         """The index of the latest node that produced ``value`` or raised it, if any."""
@@ -210,7 +234,7 @@ class Trace:
         from promptopt.graph.views import views
 
         positions: dict[int, int] = {}
-        views(self.calls(), positions=positions)
+        views(self.calls(), positions=positions, value_of=self.value_of)
         for record in reversed(self._calls):
             if record[OUTPUT] is value or record[ERROR] is value or record[OP] is value:
                 return positions[id(record)]
@@ -225,7 +249,7 @@ class Trace:
             return list(self._loaded)
         from promptopt.graph.views import views
 
-        return views(self.calls())
+        return views(self.calls(), value_of=self.value_of)
 
     def calls(self) -> list[Call]:
         """The live records in index order (parameter leaves that were never read through

@@ -8,7 +8,7 @@ call events become short dicts, only when a trace is read, exported or stored.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from promptopt.graph.params import Param
@@ -41,12 +41,12 @@ def _error(exc: BaseException | None) -> str | None:
     return None if exc is None else f"{type(exc).__name__}: {exc}"
 
 
-def _leaf(param: Param, *, index: int, at_ns: int) -> TraceNode:
+def _leaf(param: Param, value: Any, *, index: int, at_ns: int) -> TraceNode:
     return TraceNode(
         index=index,
         kind="param",
         name=param.name,
-        output=plain(param.peek()),
+        output=plain(value),
         start_ns=at_ns,
         trainable=param.trainable,
         param_kind=param.kind.value,
@@ -86,11 +86,17 @@ class _Producers:
         return None
 
 
-def views(calls: Sequence[Call], *, positions: dict[int, int] | None = None) -> list[TraceNode]:
+def views(
+    calls: Sequence[Call],
+    *,
+    positions: dict[int, int] | None = None,
+    value_of: Callable[[Param], Any] = Param.peek,
+) -> list[TraceNode]:
     """The :class:`TraceNode` of every recorded call, indices and parents derived.
 
     A ``Param`` that a node received (as an argument, or as a trainable node's code)
-    without reading ``.value`` in the trace gets its leaf just before that node.
+    without reading ``.value`` in the trace gets its leaf just before that node,
+    holding ``value_of(param)`` (the trace's value for it).
     ``positions``, if given, is filled with ``id(call) -> index``.
     """
     out: list[TraceNode] = []
@@ -101,7 +107,7 @@ def views(calls: Sequence[Call], *, positions: dict[int, int] | None = None) -> 
         op = call.op
         if isinstance(op, Param):
             index = position[call.key] = leaves[id(op)] = len(out)
-            out.append(_leaf(op, index=index, at_ns=call.start_ns))
+            out.append(_leaf(op, call.output, index=index, at_ns=call.start_ns))
             producers.add(op, index=index, end_ns=call.end_ns)
             producers.add(call.output, index=index, end_ns=call.end_ns)
             continue
@@ -111,7 +117,7 @@ def views(calls: Sequence[Call], *, positions: dict[int, int] | None = None) -> 
         for param in needed:
             if id(param) not in leaves:
                 index = leaves[id(param)] = len(out)
-                out.append(_leaf(param, index=index, at_ns=call.start_ns))
+                out.append(_leaf(param, value_of(param), index=index, at_ns=call.start_ns))
                 producers.add(param, index=index, end_ns=call.start_ns)
         index = position[call.key] = len(out)
         out.append(_view(call, index=index, producers=producers, leaves=leaves, position=position))

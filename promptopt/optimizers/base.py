@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    from promptopt.graph import Trace
     from promptopt.llm.client import LLM
     from promptopt.task.data import Example
     from promptopt.task.metrics import Score
@@ -61,10 +62,17 @@ class Proposal:
 
 @dataclass(frozen=True, slots=True)
 class ExampleResult:
+    """One example's run: the output (or error), its score and, for traced programs, the trace.
+
+    The engine attaches the score's feedback to the trace's output node, so
+    ``graph.backward``-style views of it show an optimizer why the output was wrong.
+    """
+
     example: Example
     output: str | None
     score: Score
     error: str | None = None
+    trace: Trace | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +112,8 @@ class SearchState:
     scored. ``evaluate`` lets an optimizer score a candidate on examples of its
     choosing (a training batch, say) through the engine, which budgets and
     records the calls. ``choices`` are the program's allowed answers, if any.
+    ``kinds`` gives each trainable parameter's kind: ``text``, ``exemplars`` or
+    ``code`` (Python source of one function).
     """
 
     seed: Candidate
@@ -117,6 +127,11 @@ class SearchState:
     step: int = 0
     remaining_calls: int | None = None
     choices: tuple[str, ...] = ()
+    kinds: dict[str, str] = field(default_factory=dict)
+
+    def of_kind(self, kind: str) -> list[str]:
+        """The trainable parameters of one kind, in order."""
+        return [name for name in self.trainable if self.kinds.get(name, "text") == kind]
 
     @property
     def best(self) -> Evaluated | None:

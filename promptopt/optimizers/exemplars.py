@@ -54,6 +54,11 @@ class ExemplarsConfig(BaseModel):
         description="For programs with choices: then try per-label offsets on every scored "
         "candidate (the answers are replayed from the run, so this costs no model call).",
     )
+    param: str | None = Field(
+        None,
+        description="The exemplar parameter to fill; default: the program's first parameter of "
+        "kind 'exemplars'.",
+    )
     offsets: list[float] = Field(
         [-3.0, -2.0, -1.5, -1.0, -0.5, -0.25, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0],
         description="Offsets tried for each label's log-probability when calibrating.",
@@ -76,12 +81,25 @@ class Exemplars:
         self._mutations_left = self.config.mutations
         self._calibrated = False
 
-    async def propose(self, state: SearchState, *, llm: LLM, rng: random.Random) -> list[Proposal]:
-        if "exemplars" not in state.trainable:
+    def _target(self, state: SearchState) -> str:
+        """The name of the parameter this optimizer fills with exemplar lists."""
+        if self.config.param is not None:
+            if self.config.param not in state.trainable:
+                raise OptimizerError(
+                    f"exemplars optimizer: param {self.config.param!r} is not a trainable "
+                    f"parameter of the program ({', '.join(state.trainable)})"
+                )
+            return self.config.param
+        found = state.of_kind("exemplars") or [n for n in state.trainable if n == "exemplars"]
+        if not found:
             raise OptimizerError(
-                "the exemplars optimizer needs 'exemplars' among the trainable "
-                "parameters of the program"
+                "the exemplars optimizer needs a trainable parameter of kind 'exemplars' "
+                f"(the program has: {', '.join(state.trainable) or 'none'})"
             )
+        return found[0]
+
+    async def propose(self, state: SearchState, *, llm: LLM, rng: random.Random) -> list[Proposal]:
+        target = self._target(state)
         pool = self._pool(state)
         exemplar_phase_over = len(pool) < self.config.k or (
             self._random_left == 0 and self._mutations_left == 0
@@ -97,11 +115,11 @@ class Exemplars:
                 chosen, kind, parent = self._random_set(pool, rng), "random", state.seed.id
             elif self._mutations_left > 0 and state.best is not None:
                 best = state.best
-                chosen = self._mutate(best.candidate.params.get("exemplars", []), pool, rng)
+                chosen = self._mutate(best.candidate.params.get(target) or [], pool, rng)
                 kind, parent = "mutation", best.candidate.id
             else:
                 break
-            params = {**state.seed.params, "exemplars": chosen}
+            params = {**state.seed.params, target: chosen}
             cid = candidate_id(params)
             if cid in seen:
                 continue
