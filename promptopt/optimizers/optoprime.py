@@ -192,7 +192,12 @@ class OptoPrime:
             names = ", ".join(repr(n) for n in state.trainable)
             note = _parts()["repair"].substitute(problem=problem, names=names).strip()
             retry = LLMRequest(
-                messages=(*request.messages, Message("assistant", reply), Message("user", note)),
+                messages=(
+                    *request.messages,
+                    # the start of the bad reply is enough, and keeps a small context free
+                    Message("assistant", _clip_text(reply, 2 * self.config.max_value_chars)),
+                    Message("user", note),
+                ),
                 temperature=request.temperature,
                 max_tokens=request.max_tokens,
                 tag="optimizer",

@@ -237,6 +237,13 @@ async def test_bad_json_then_a_good_repair():
     assert "'instruction', 'tidy.code'" in repair.messages[-1].content
 
 
+async def test_a_long_bad_reply_is_clipped_in_the_repair_call():
+    llm = scripted_llm("word " * 1000, GOOD)
+    [proposal] = await OptoPrime().propose(_state(), llm=llm, rng=random.Random(0))
+    shown = _requests(llm)[1].messages[-2].content
+    assert len(shown) < 900 and shown.endswith("[4200 more chars]")
+
+
 async def test_two_bad_replies_spend_one_step_and_a_later_step_works():
     state = _state()
     llm = scripted_llm("not json", "{still not json", GOOD)
