@@ -91,18 +91,24 @@ pre {{ margin: 0; white-space: pre-wrap; max-width: 40em; max-height: 14em; over
 
 
 def pick_trace(
-    traces: list[Trace], rows: list[dict[str, Any]], *, example: str | int | None
-) -> Trace:
-    """The first trace, or the first one of ``example`` (an example id)."""
-    if not traces:
+    rows: list[dict[str, Any]], *, example: str | int | None, best: str | None = None
+) -> dict[str, Any]:
+    """The stored trace to draw, as its row: ``example``'s (an example id) or any example's.
+
+    Among those, the run's best candidate (``best``) comes first, on the test split
+    before the others, so ``promptopt graph RUN`` shows what the optimized workflow did.
+    """
+    if not rows:
         raise StoreError("the run has no traces to draw")
-    if example is None:
-        return traces[0]
-    for trace, row in zip(traces, rows, strict=True):
-        if row["example_id"] == str(example):
-            return trace
-    known = sorted({str(r["example_id"]) for r in rows if r["example_id"] is not None})
-    raise ConfigError(f"the run has no trace of example {str(example)!r}; examples: {known!r}")
+    pool = rows if example is None else [r for r in rows if r["example_id"] == str(example)]
+    if not pool:
+        known = sorted({str(r["example_id"]) for r in rows if r["example_id"] is not None})
+        raise ConfigError(f"the run has no trace of example {str(example)!r}; examples: {known!r}")
+    ranked = sorted(
+        pool,
+        key=lambda r: (r["candidate_id"] != best or best is None, r["split"] != "test"),
+    )
+    return ranked[0]
 
 
 def write_graph(
@@ -123,7 +129,9 @@ def write_graph(
     from promptopt.store import RunStore
 
     with RunStore.open(run, output_dir=output_dir) as store:
-        trace = pick_trace(store.traces(), store.trace_rows(), example=example)
+        checkpoint = store.latest_checkpoint()
+        best = checkpoint[1].get("best_id") if checkpoint else None
+        trace = store.trace(pick_trace(store.trace_rows(), example=example, best=best)["id"])
         root = store.root
     text = {"html": to_html, "svg": lambda t: to_svg(t.nodes), "dot": to_dot}[fmt](trace)
     target = (

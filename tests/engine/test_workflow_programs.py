@@ -191,3 +191,22 @@ async def test_the_exemplars_optimizer_fills_a_workflow_parameter(tmp_path):
     assert result.scores["seed_val"] < result.scores["best_val"] == 1.0
     assert len(result.best.params["exemplars"]) == 1
     assert result.best.params["route.code"].startswith("def route(team, message):")
+
+
+async def test_promptopt_graph_draws_the_best_candidates_trace(tmp_path, capsys):
+    from promptopt.cli import main
+    from promptopt.graph.render import pick_trace
+
+    result = await aoptimize(write_task(tmp_path), backends={"task": FakeBackend(lazy_model)})
+    with RunStore.open(result.run_dir) as store:
+        rows = store.trace_rows()
+    assert {r["split"] for r in rows} == {"val", "test"}
+    picked = pick_trace(rows, example=None, best=result.best.id)
+    assert (picked["candidate_id"], picked["split"]) == (result.best.id, "test")
+    example = picked["example_id"]
+    out = tmp_path / "graph.dot"
+    assert main(["graph", str(result.run_dir), "--example", example, "--format", "dot",
+                 "-o", str(out)]) == 0  # fmt: skip
+    dot = out.read_text()
+    for name in ("instruction", "exemplars", "route.code", "classify", "route"):
+        assert name in dot
