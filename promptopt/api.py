@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,9 @@ class OptimizeResult:
 
     ``scores`` maps ``seed_val``, ``best_val``, ``seed_test`` and ``best_test`` to
     accuracies (test entries are None when the task has no test split);
-    ``usage`` holds the optimization phase's calls, cache hits, tokens and cost.
+    ``usage`` holds the optimization phase's calls, cache hits, tokens and cost;
+    ``optimizer_stats`` what the optimizer counted about its model's replies
+    (OptoPrime: replies, unparseable, repaired, ...), empty if it counts nothing.
     """
 
     best: Candidate
@@ -47,6 +49,7 @@ class OptimizeResult:
     steps: int
     stopped: str
     wall_s: float
+    optimizer_stats: Mapping[str, Any] = field(default_factory=dict)
 
 
 def optimize(
@@ -152,6 +155,7 @@ def _result(
         steps=outcome.steps,
         stopped=outcome.stopped,
         wall_s=wall,
+        optimizer_stats=dict(outcome.extra.get("optimizer_stats") or {}),
     )
 
 

@@ -296,7 +296,10 @@ class Engine:
         outcome = SearchOutcome(
             seed=seed_eval, best=best, history=state.history, steps=step, stopped=stopped
         )
-        self._checkpoint(state, step, stopped=stopped)
+        stats = getattr(optimizer, "stats", None)  # how the optimizer model did, if it counts
+        if isinstance(stats, Mapping):
+            outcome.extra["optimizer_stats"] = dict(stats)
+        self._checkpoint(state, step, stopped=stopped, extra=outcome.extra)
         return outcome
 
     async def score_test(self, outcome: SearchOutcome, *, llm: LLM) -> None:
@@ -350,7 +353,14 @@ class Engine:
         if step > self._resumed_through:
             self.store.add_decision(step=step, kind=kind, payload=dict(payload))
 
-    def _checkpoint(self, state: SearchState, step: int, *, stopped: str) -> None:
+    def _checkpoint(
+        self,
+        state: SearchState,
+        step: int,
+        *,
+        stopped: str,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         if step <= self._resumed_through and not stopped:
             return
         best = state.best
@@ -364,6 +374,7 @@ class Engine:
                 "best_val": best.score if best else None,
                 "pool": len(state.pool),
                 "at": time.time(),
+                **dict(extra or {}),
             },
         )
 

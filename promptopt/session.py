@@ -170,7 +170,7 @@ def build_parts(
         budget=budget,
         concurrency=spec.concurrency,
         seed=spec.seed,
-        description=_describe(program),
+        description=_describe(program, spec),
         backends=unique,
         name=spec.name,
     )
@@ -215,10 +215,14 @@ def _store_hooks(store: RunStore):
     return record, replay
 
 
-def _describe(program: Program) -> str:
+def _describe(program: Program, spec: Any) -> str:
+    """What the program does, for optimizers' prompts: the task's description first."""
     if isinstance(program, PromptProgram):
-        return "a chat prompt: system message, exemplars as chat turns, then the user template"
-    return f"the Python program {getattr(program, 'entry', '?')!r}"
+        shape = "a chat prompt: system message, exemplars as chat turns, then the user template"
+    else:
+        shape = f"the Python workflow {getattr(program, 'entry', '?')!r}"
+    told = " ".join(str(getattr(spec, "description", "") or "").split())
+    return f"{told} ({shape})" if told else shape
 
 
 # -- dry run ---------------------------------------------------------------------

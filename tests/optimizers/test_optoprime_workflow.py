@@ -1,0 +1,122 @@
+"""OptoPrime optimizes the example workflow end to end: scripted (exact) and on the real SmolLM2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import CAREFUL, triage_model
+
+from promptopt.api import aoptimize
+from promptopt.llm.fakes import FakeBackend, ScriptedBackend
+from promptopt.store import RunStore
+
+NEW_INSTRUCTION = f"{CAREFUL}, then name the team: billing, shipping, technical or account."
+MORE_RULES = """\
+def route(team: str, message: str) -> str:
+    text = message.lower()
+    rules = [
+        (("refund", "invoice", "charged", "charge", "payment", "subscription", "price"), "billing"),
+        (("delivery", "package", "courier", "parcel", "tracking", "shipped", "arrived"), "shipping"),
+        (("password", "log in", "login", "email address", "username", "two-factor"), "account"),
+        (("error", "crash", "bug", "freezes", "upload", "sync"), "technical"),
+    ]
+    for words, chosen in rules:
+        if any(word in text for word in words):
+            return chosen
+    return team
+"""
+REPLIES = [
+    "Sure! More keyword rules would catch what the model misses.",  # no JSON at all
+    json.dumps(
+        {
+            "reasoning": "the model says 'technical' to everything",
+            "answer": "",
+            "suggestion": {"route": MORE_RULES},
+        }
+    ),  # the repair, naming the node  # fmt: skip
+    "{'reasoning': 'the model guesses', 'answer': '', "
+    f"'suggestion': {{'#instruction': {NEW_INSTRUCTION!r},}}}}",  # Python quotes, trailing comma
+]
+
+
+async def optimize_scripted(triage_task):
+    optimizer_model = ScriptedBackend(REPLIES)
+    result = await aoptimize(
+        triage_task(optimizer="optoprime", config={"steps": 2}),
+        backends={"task": FakeBackend(triage_model), "optimizer": optimizer_model},
+    )
+    return result, optimizer_model
+
+
+async def test_scripted_optoprime_fixes_the_instruction_then_the_code(triage_task):
+    result, optimizer_model = await optimize_scripted(triage_task)
+    assert optimizer_model.pending == 0 and len(optimizer_model.requests) == 3
+    # the first request shows the workflow's traced computation
+    first = optimizer_model.requests[0].messages[-1].content
+    for part in ("#Code", "classify", "gist", "route.code", "#Feedback", "expected"):
+        assert part in first
+    repair = optimizer_model.requests[1].messages
+    assert repair[-2].role == "assistant" and repair[-2].content == REPLIES[0]
+    assert result.best.params["route.code"] == MORE_RULES
+    assert result.best.params["instruction"] == NEW_INSTRUCTION
+    assert result.best.params["exemplars"] == []
+    with RunStore.open(result.run_dir) as store:
+        val = {c: s for c, s in _val_scores(store).items()}
+    seed, step1, step2 = (val[c] for c in _ids_in_order(store_path=result.run_dir))
+    assert seed == result.scores["seed_val"] < step1 < step2 == result.scores["best_val"] == 1.0
+    assert result.scores["best_test"] == 1.0
+    stats = result.optimizer_stats
+    counted = ("calls", "repair_calls", "unparseable", "repaired", "proposals", "failed_steps")
+    assert [stats[k] for k in counted] == [3, 1, 1, 1, 2, 0]
+    with RunStore.open(result.run_dir) as store:
+        steps = [c for c in store.candidates() if c["origin"] == "optoprime"]
+        assert [c["meta"]["updated"] for c in steps] == [["route.code"], ["instruction"]]
+        assert [c["meta"]["repaired"] for c in steps] == [True, False]
+        # the rewritten route ran in the sandbox and its trace records the new code
+        (trace,) = store.traces(candidate_id=result.best.id, split="test")[:1]
+        code = next(n for n in trace.nodes if n.name == "route.code")
+        route = next(n for n in trace.nodes if n.name == "route")
+        assert code.output == MORE_RULES and route.error is None
+
+
+def _val_scores(store: RunStore) -> dict[str, float]:
+    totals: dict[str, list[float]] = {}
+    for row in store.evaluations(split="val"):
+        totals.setdefault(row["candidate_id"], []).append(row["score"])
+    return {c: sum(v) / len(v) for c, v in totals.items()}
+
+
+def _ids_in_order(*, store_path) -> list[str]:
+    with RunStore.open(store_path) as store:
+        return [c["id"] for c in store.candidates() if c["origin"] in ("seed", "optoprime")]
+
+
+async def test_scripted_optoprime_is_deterministic(triage_task):
+    first, _ = await optimize_scripted(triage_task)
+    second, _ = await optimize_scripted(triage_task)
+    assert first.best.id == second.best.id
+    assert first.scores == second.scores
+
+
+@pytest.mark.real
+async def test_optoprime_on_smollm2_completes_and_survives_bad_json(triage_task):
+    task = triage_task(
+        optimizer="optoprime",
+        config={"steps": 2, "examples_per_step": 1, "max_tokens": 160},
+        split={"train": 2, "val": 4, "test": 2, "seed": 0},
+        models={"task": "local:smollm2"},
+        max_calls=60,
+    )
+    result = await aoptimize(task)
+    stats = result.optimizer_stats
+    # both steps asked the model (a repair call each at most), whatever it answered
+    assert 2 <= stats["calls"] == stats["replies"] <= 2 + stats["repair_calls"] <= 4
+    # each step ended in a proposal or a counted failure, never in an exception
+    assert stats["proposals"] + stats["failed_steps"] == 2
+    assert stats["failed_steps"] == 0 or stats["unparseable"] + stats["rejected"] > 0
+    assert result.scores["best_val"] >= result.scores["seed_val"]
+    assert result.scores["best_test"] is not None
+    with RunStore.open(result.run_dir) as store:
+        optimizer_calls = [c for c in store.llm_calls() if not c["request"].get("choices")]
+        assert len(optimizer_calls) >= stats["replies"]
