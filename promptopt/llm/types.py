@@ -38,6 +38,10 @@ class LLMRequest:
     ``choices``, when given, asks the backend to answer with exactly one of
     these strings; backends that can constrain decoding do so, the others
     answer freely and the caller's metric judges the text.
+    ``json_schema``, when given (a JSON Schema as JSON text), asks for a reply
+    that is one JSON value matching it: llama.cpp (local) and vLLM constrain
+    decoding with it, OpenAI-compatible servers get it as ``response_format``;
+    other backends answer freely. It joins the cache key only when set.
     ``tag`` says who asked (``task``, ``optimizer``, ``judge``); it is kept in
     the run store but is not part of the cache key.
     """
@@ -50,11 +54,12 @@ class LLMRequest:
     seed: int | None = None
     n: int = 1
     choices: tuple[str, ...] = ()
+    json_schema: str = ""
     tag: str = field(default="task", compare=False)
 
     def canonical(self) -> dict[str, Any]:
         """The request as plain JSON-able data, the part that decides the answer."""
-        return {
+        data: dict[str, Any] = {
             "messages": [[m.role, m.content] for m in self.messages],
             "model": self.model,
             "temperature": self.temperature,
@@ -64,6 +69,9 @@ class LLMRequest:
             "n": self.n,
             "choices": list(self.choices),
         }
+        if self.json_schema:  # only when set, so keys of requests without one never change
+            data["json_schema"] = self.json_schema
+        return data
 
     def key(self, *, namespace: str = "") -> str:
         """A stable hex digest of the canonical request (plus a namespace such as the provider)."""
@@ -83,6 +91,7 @@ class LLMRequest:
             seed=data["seed"],
             n=data["n"],
             choices=tuple(data.get("choices", ())),
+            json_schema=str(data.get("json_schema") or ""),
             tag=tag,
         )
 

@@ -24,6 +24,11 @@ The meta-prompt lives in ``templates/optoprime.txt``, in parts headed by lines
 - ``history``: ``$entries``, one line per earlier OptoPrime candidate;
 - ``repair``: ``$problem`` (why the reply was unusable) and ``$names``.
 
+Each request carries the reply's JSON schema (``LLMRequest.json_schema``, bounded
+lengths, one property per variable in its kind's shape), so llama.cpp, vLLM and
+OpenAI-compatible servers constrain the reply to readable JSON; the tolerant
+reading and the repair call remain for backends that cannot.
+
 Requests depend only on the search state: no ids, times or object addresses
 reach the prompt, so a resumed run replays them from its store. A request this
 optimizer already sent (a failed step on the same examples) is sent again
@@ -86,6 +91,11 @@ class OptoPrimeConfig(BaseModel):
     )
     max_variable_chars: int = Field(
         1500, ge=100, description="Trainable values (code included) are clipped to this."
+    )
+    json_schema: bool = Field(
+        True,
+        description="Send the reply's JSON schema with each request, so backends that can "
+        "(llama.cpp, vLLM, OpenAI-compatible servers) constrain the reply to it.",
     )
     max_prompt_chars: int = Field(
         5000,
@@ -200,6 +210,7 @@ class OptoPrime:
                 ),
                 temperature=request.temperature,
                 max_tokens=request.max_tokens,
+                json_schema=request.json_schema,
                 tag="optimizer",
             )
             self.stats["repair_calls"] += 1
@@ -327,8 +338,56 @@ class OptoPrime:
             ),
             temperature=self.config.temperature,
             max_tokens=self.config.max_tokens,
+            json_schema=self._reply_schema(state, base) if self.config.json_schema else "",
             tag="optimizer",
         )
+
+    def _reply_schema(self, state: SearchState, base: Evaluated) -> str:
+        """The reply's JSON schema: a suggestion may hold each variable, in its kind's shape.
+
+        Lengths are bounded so that a constrained small model cannot ramble past
+        ``max_tokens`` and cut its own JSON short (llama.cpp keeps bounds up to 512).
+        """
+        text = {"type": "string", "minLength": 1, "maxLength": 400}
+        fields = _fields(state)
+        exemplar = {
+            "type": "object",
+            "properties": {
+                "inputs": {
+                    "type": "object",
+                    "properties": {f: {"type": "string", "maxLength": 400} for f in fields},
+                    "required": fields,
+                    "additionalProperties": False,
+                },
+                "output": {"type": "string", "minLength": 1, "maxLength": 200},
+            },
+            "required": ["inputs", "output"],
+            "additionalProperties": False,
+        }
+        shapes = {
+            "text": text,
+            "code": {"type": "string", "minLength": 1, "maxLength": self.config.max_variable_chars},
+            "exemplars": {"type": "array", "maxItems": 8, "items": exemplar},
+        }
+        variables = {
+            name: shapes.get(_kind(state, name, base.candidate.params.get(name)), text)
+            for name in state.trainable
+        }
+        schema = {
+            "type": "object",
+            "properties": {
+                "reasoning": {"type": "string", "maxLength": 300},
+                "answer": {"type": "string", "maxLength": 100},
+                "suggestion": {
+                    "type": "object",
+                    "properties": variables,
+                    "additionalProperties": False,
+                },
+            },
+            "required": ["reasoning", "answer", "suggestion"],
+            "additionalProperties": False,
+        }
+        return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
     def _variables(self, state: SearchState, base: Evaluated, limit: int) -> str:
         out = []

@@ -12,7 +12,9 @@ points at any other chat GGUF instead.
   worker thread, in arrival order: concurrent ``agenerate`` calls queue there
   without blocking the event loop or holding other threads.
 * ``request.choices`` become a GBNF grammar (:mod:`._grammar`), so the answer
-  is exactly one of them; compiled grammars are kept per choice tuple.
+  is exactly one of them; ``request.json_schema`` becomes llama.cpp's grammar
+  for that schema, so the reply is JSON of that shape; compiled grammars are kept
+  per choice tuple or schema.
 * ``n > 1`` runs ``n`` generations with seeds ``seed, seed + 1, ...``, where
   ``seed`` is ``request.seed`` or the backend's seed, so sampling at
   ``temperature > 0`` is reproducible.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import threading
 import time
@@ -168,7 +171,7 @@ class LocalBackend:
         self._llama: Any = None
         self._formatter: Any = None
         self._cached_prompt_len = 0  # tokens of the last prompt whose KV cache is intact
-        self._grammars: dict[tuple[str, ...], Any] = {}
+        self._grammars: dict[tuple[str, ...], Any] = {}  # by choices, or ("json_schema", text)
         self._choice_token_cache: dict[str, list[int]] = {}
         self._lock = threading.Lock()  # guards the model for callers outside the worker
         self._executor: ThreadPoolExecutor | None = None
@@ -203,7 +206,13 @@ class LocalBackend:
             prompt = self._render(llama, request)
             if request.choices and request.temperature == 0 and request.n == 1:
                 return self._pick(llama, prompt, request, started)
-            grammar = self._grammar(request.choices) if request.choices else None
+            grammar = (
+                self._grammar(request.choices)
+                if request.choices
+                else self._schema_grammar(request.json_schema)
+                if request.json_schema
+                else None
+            )
             base_seed = self.seed if request.seed is None else request.seed
             texts: list[str] = []
             completion_tokens = 0
@@ -367,6 +376,22 @@ class LocalBackend:
             self._grammars[choices] = grammar
         return grammar
 
+    def _schema_grammar(self, schema: str) -> Any:
+        """A grammar for replies that are JSON matching ``schema`` (compiled once per schema)."""
+        key = ("json_schema", schema)
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            llama_cpp = _import_llama_cpp()
+            try:
+                safe = json.dumps(_grammar_safe(json.loads(schema)))
+                grammar = llama_cpp.LlamaGrammar.from_json_schema(safe, verbose=self.verbose)
+            except Exception as exc:  # llama.cpp's converter raises plain errors
+                raise BadRequestError(f"json_schema cannot become a grammar: {exc}") from exc
+            if len(self._grammars) >= _MAX_GRAMMARS:
+                self._grammars.clear()
+            self._grammars[key] = grammar
+        return grammar
+
     # -- the worker thread -----------------------------------------------------------------
 
     async def _in_worker(self, func: Callable[[LLMRequest], T], request: LLMRequest) -> T:
@@ -376,6 +401,31 @@ class LocalBackend:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptopt-local")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, func, request)
+
+
+_GRAMMAR_MAX_BOUND = 512
+_BOUNDS = ("maxLength", "maxItems")
+
+
+def _grammar_safe(schema: Any) -> Any:
+    """``schema`` with length bounds above ``_GRAMMAR_MAX_BOUND`` lowered to it.
+
+    llama.cpp spells ``maxLength: n`` as n nested optional rules, and sampling
+    with 1500 of them crashed the process (600 did not). Dropping the bound
+    instead would let a small model fill the string until ``max_tokens`` cuts
+    the JSON short; a lowered bound keeps the reply readable JSON (a value cut
+    at the bound is then judged on its own, e.g. code that does not compile).
+    """
+    if isinstance(schema, dict):
+        return {
+            key: min(value, _GRAMMAR_MAX_BOUND)
+            if key in _BOUNDS and isinstance(value, int) and not isinstance(value, bool)
+            else _grammar_safe(value)
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_grammar_safe(item) for item in schema]
+    return schema
 
 
 def _max_tokens(request: LLMRequest) -> int | None:

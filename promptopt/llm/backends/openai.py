@@ -5,21 +5,27 @@ server, Ollama, LM Studio) given their ``base_url``. Several ``base_url``\\ s ar
 treated as replicas of one deployment: each request goes to the endpoint with
 the fewest requests in flight (ties broken round robin). The backend does not
 retry, cache or budget; it translates SDK exceptions into :mod:`promptopt.errors`.
+
+A request's ``json_schema`` is sent as ``response_format``: ``{"type":
+"json_schema", ...}`` as OpenAI and vLLM take it, or, with
+``schema_format="json_object"``, ``{"type": "json_object", "schema": ...}`` as
+llama.cpp's Python server takes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import openai
 
-from promptopt.errors import AuthenticationError
+from promptopt.errors import AuthenticationError, ConfigError
 from promptopt.llm.backends._grammar import choices_grammar
 from promptopt.llm.backends._http import PerLoop, public_url, translate_sdk_error
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
@@ -52,8 +58,13 @@ class OpenAIBackend:
         api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 60.0,
         grammar_choices: bool = False,
+        schema_format: Literal["json_schema", "json_object"] = "json_schema",
         **extra_body: Any,
     ) -> None:
+        if schema_format not in ("json_schema", "json_object"):
+            raise ConfigError(
+                f"schema_format must be 'json_schema' or 'json_object', not {schema_format!r}"
+            )
         urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
         key = api_key or os.environ.get(api_key_env) or None
         if key is None:
@@ -65,6 +76,7 @@ class OpenAIBackend:
         self.model = model
         self.timeout = timeout
         self.grammar_choices = grammar_choices
+        self.schema_format = schema_format
         self._extra_body = dict(extra_body)
         self._secrets = (key, *(urlsplit(url).password for url in urls))
         self._endpoints = [
@@ -105,6 +117,13 @@ class OpenAIBackend:
             body["seed"] = request.seed
         if n > 1:
             body["n"] = n
+        if request.json_schema:
+            schema = json.loads(request.json_schema)
+            body["response_format"] = (
+                {"type": "json_object", "schema": schema}
+                if self.schema_format == "json_object"
+                else {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
+            )
         extra = dict(self._extra_body)
         if request.choices and self.grammar_choices:
             extra["grammar"] = choices_grammar(request.choices)

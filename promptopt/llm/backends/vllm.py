@@ -63,8 +63,9 @@ def vllm_sampling_params(
     seed: int | None,
     n: int,
     choices: Sequence[str],
+    json_schema: str = "",
 ) -> Any:
-    """The real factory: a ``vllm.SamplingParams``, with choice-constrained decoding if available."""
+    """The real factory: a ``vllm.SamplingParams``, with choice- or schema-constrained decoding."""
     sampling = _import_vllm().sampling_params
     kwargs: dict[str, Any] = {
         "temperature": temperature,
@@ -73,11 +74,14 @@ def vllm_sampling_params(
         "seed": seed,
         "n": n,
     }
-    if choices:
+    guide: dict[str, Any] = (
+        {"choice": list(choices)} if choices else {"json": json_schema} if json_schema else {}
+    )
+    if guide:
         if hasattr(sampling, "StructuredOutputsParams"):
-            kwargs["structured_outputs"] = sampling.StructuredOutputsParams(choice=list(choices))
+            kwargs["structured_outputs"] = sampling.StructuredOutputsParams(**guide)
         elif hasattr(sampling, "GuidedDecodingParams"):
-            kwargs["guided_decoding"] = sampling.GuidedDecodingParams(choice=list(choices))
+            kwargs["guided_decoding"] = sampling.GuidedDecodingParams(**guide)
     return sampling.SamplingParams(**kwargs)
 
 
@@ -256,6 +260,7 @@ class VLLMBackend:
             return self._engine
 
     def _params(self, request: LLMRequest) -> Any:
+        schema = {"json_schema": request.json_schema} if request.json_schema else {}
         return self._make_params(
             temperature=request.temperature,
             max_tokens=request.max_tokens,
@@ -263,6 +268,7 @@ class VLLMBackend:
             seed=request.seed,
             n=request.n,
             choices=request.choices,
+            **schema,
         )
 
     def _response(self, output: Any, pending: _Pending) -> LLMResponse:
