@@ -237,11 +237,11 @@ def estimate_plan(spec: Any):
     optimizer = make_optimizer(spec)
     n_val, n_train, n_test = len(splits.val), len(splits.train), len(splits.test)
     estimate = getattr(optimizer, "estimate_calls", None)
-    opt_calls = n_val + (estimate(n_train=n_train, n_val=n_val) if estimate else 0)
+    per_example, tokens = _per_example(program, splits)
+    opt_calls = per_example * (n_val + (estimate(n_train=n_train, n_val=n_val) if estimate else 0))
     if spec.budget.max_calls is not None:
         opt_calls = min(opt_calls, spec.budget.max_calls)
-    test_calls = 2 * n_test
-    tokens = _tokens_per_call(program, splits)
+    test_calls = 2 * n_test * per_example
     cfg = _role_configs(spec)["task"]
     ref = parse_model(cfg.model)
     from promptopt.llm.types import Usage
@@ -255,6 +255,7 @@ def estimate_plan(spec: Any):
         ("task model", cfg.model),
         ("optimizer", spec.optimizer.name),
         ("train / val / test", f"{n_train} / {n_val} / {n_test}"),
+        ("model calls per example", str(per_example)),
         ("optimization calls (at most)", str(opt_calls)),
         ("test calls (seed and best)", str(test_calls)),
         ("budget max_calls", str(spec.budget.max_calls)),
@@ -279,12 +280,45 @@ def estimate_plan(spec: Any):
     )
 
 
-def _tokens_per_call(program: Program, splits: Splits) -> int:
+def _per_example(program: Program, splits: Splits) -> tuple[int, int]:
+    """Model calls per example, and prompt tokens per call, both estimated without a model.
+
+    A prompt program makes one request, built here. A workflow is run once on one
+    example against a fake model that answers every request with its first choice
+    (or "ok") and counts them; a workflow that fails on such answers counts as one.
+    """
     sample = list(splits.val[:5]) or list(splits.train[:5])
-    if not isinstance(program, PromptProgram) or not sample:
-        return 0
-    chars = [
-        sum(len(m.content) for m in program.request(program.seed_params(), e.inputs).messages)
-        for e in sample
-    ]
-    return math.ceil(sum(chars) / len(chars) / 4) + 16
+    if not sample:
+        return 1, 0
+    if isinstance(program, PromptProgram):
+        requests = [program.request(program.seed_params(), e.inputs) for e in sample]
+    else:
+        requests = _requests_of_one_run(program, sample[0])
+    if not requests:
+        return 1, 0
+    chars = [sum(len(m.content) for m in r.messages) for r in requests]
+    calls = 1 if isinstance(program, PromptProgram) else len(requests)
+    return calls, math.ceil(sum(chars) / len(chars) / 4) + 16
+
+
+def _requests_of_one_run(program: Program, example: Any) -> list[Any]:
+    import asyncio
+    import concurrent.futures
+
+    from promptopt.llm.fakes import FakeBackend
+
+    backend = FakeBackend(lambda r: r.choices[0] if r.choices else "ok")
+    llm = LLM(backend, provider="fake", model="dry-run")
+
+    async def once() -> None:
+        try:
+            await program.run(program.seed_params(), example, llm=llm)
+        except Exception:  # the workflow may not cope with fake answers: count what it sent
+            pass
+        finally:
+            await llm.aclose()
+
+    # a thread of its own: the caller may already be inside an event loop
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, once()).result()
+    return list(backend.requests)

@@ -3,8 +3,10 @@
 ``triage_task(...)`` copies ``tasks/triage`` (and the ``tasks/tickets`` data it
 reads) into the test's folder and rewrites its task file: small splits, the fake
 model, no response cache, runs under the test's folder. ``triage_model`` answers
-like a model that leans to one team until it is told to read carefully or shown
-an exemplar; then it knows every message's team (it reads them from the data).
+the topic step with a fixed topic, and the classify step (the request whose
+choices are the teams) like a model that leans to one team until it is told to
+read carefully or shown an exemplar; then it knows every message's team (it
+reads them from the data).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import itertools
 import shutil
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,10 +31,24 @@ with (TASKS / "tickets" / "tickets.csv").open(newline="", encoding="utf-8") as _
     TEAM_OF = {row["message"]: row["team"] for row in csv.DictReader(_f)}
 
 
+def route_source(body: str) -> str:
+    """Source for the workflow's trainable ``route`` node: its own ``def`` line, then ``body``.
+
+    ``body`` may use the arguments ``team`` (the model's answer) and ``message``.
+    """
+    source = (TASKS / "triage" / "workflow.py").read_text(encoding="utf-8")
+    (header,) = [line for line in source.splitlines() if line.startswith("def route(")]
+    return header + "\n" + textwrap.indent(textwrap.dedent(body).strip("\n"), "    ") + "\n"
+
+
+TEAMS = ("billing", "shipping", "technical", "account")
+
+
 def triage_model(request: LLMRequest) -> str:
-    """The gist step gets a fixed phrase; the classify step a team, right once guided."""
-    if not request.choices:
-        return "help with the account"
+    """Any other step gets its first choice (or a phrase); the classify step a team,
+    right once guided."""
+    if tuple(request.choices) != TEAMS:
+        return request.choices[0] if request.choices else "help with the account"
     asked = request.messages[-1].content
     truth = next((team for message, team in TEAM_OF.items() if message in asked), None)
     guided = CAREFUL in request.messages[0].content or any(

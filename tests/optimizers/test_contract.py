@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import CAREFUL, triage_model
+from conftest import CAREFUL, route_source, triage_model
 
 from promptopt.api import aoptimize
 from promptopt.llm.fakes import FakeBackend, ScriptedBackend
 from promptopt.optimizers import registry
 from promptopt.store import RunStore
 
-KEEP_ALL = "def route(team: str, message: str) -> str:\n    return team\n"
+KEEP_ALL = route_source("return team")
 
 # Per optimizer: its config for a short run and the optimizer model's planned replies.
 SCRIPTS: dict[str, tuple[dict, list[str]]] = {

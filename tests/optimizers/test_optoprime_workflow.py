@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import CAREFUL, triage_model
+from conftest import CAREFUL, route_source, triage_model
 
 from promptopt.api import aoptimize
 from promptopt.llm.fakes import FakeBackend, ScriptedBackend
 from promptopt.store import RunStore
 
 NEW_INSTRUCTION = f"{CAREFUL}, then name the team: billing, shipping, technical or account."
-MORE_RULES = """\
-def route(team: str, message: str) -> str:
+MORE_RULES = route_source("""
     text = message.lower()
     rules = [
         (("refund", "invoice", "charged", "charge", "payment", "subscription", "price"), "billing"),
@@ -25,7 +24,7 @@ def route(team: str, message: str) -> str:
         if any(word in text for word in words):
             return chosen
     return team
-"""
+""")
 REPLIES = [
     "Sure! More keyword rules would catch what the model misses.",  # no JSON at all
     json.dumps(
@@ -54,8 +53,12 @@ async def test_scripted_optoprime_fixes_the_instruction_then_the_code(triage_tas
     assert optimizer_model.pending == 0 and len(optimizer_model.requests) == 3
     # the first request shows the workflow's traced computation
     first = optimizer_model.requests[0].messages[-1].content
-    for part in ("#Code", "classify", "gist", "route.code", "#Feedback", "expected"):
+    for part in ("#Code", "classify", "route.code", "#Feedback", "expected"):
         assert part in first
+    schema = json.loads(optimizer_model.requests[0].json_schema)
+    assert set(schema["properties"]["suggestion"]["properties"]) == {
+        "instruction", "exemplars", "route.code",
+    }  # fmt: skip
     repair = optimizer_model.requests[1].messages
     assert repair[-2].role == "assistant" and repair[-2].content == REPLIES[0]
     assert result.best.params["route.code"] == MORE_RULES
@@ -100,10 +103,18 @@ async def test_scripted_optoprime_is_deterministic(triage_task):
 
 
 @pytest.mark.real
-async def test_optoprime_on_smollm2_completes_and_survives_bad_json(triage_task):
+@pytest.mark.parametrize("constrained", [False, True], ids=["free", "schema"])
+async def test_optoprime_on_smollm2_completes_and_survives_bad_json(triage_task, constrained):
+    """Free replies: SmolLM2-135M breaks the JSON and the run goes on. Constrained to the
+    reply's schema (llama.cpp grammar): every reply parses and is judged on its values."""
     task = triage_task(
         optimizer="optoprime",
-        config={"steps": 2, "examples_per_step": 1, "max_tokens": 160},
+        config={
+            "steps": 2,
+            "examples_per_step": 1,
+            "max_tokens": 300,
+            "json_schema": constrained,
+        },  # fmt: skip
         split={"train": 2, "val": 4, "test": 2, "seed": 0},
         models={"task": "local:smollm2"},
         max_calls=60,
@@ -115,6 +126,8 @@ async def test_optoprime_on_smollm2_completes_and_survives_bad_json(triage_task)
     # each step ended in a proposal or a counted failure, never in an exception
     assert stats["proposals"] + stats["failed_steps"] == 2
     assert stats["failed_steps"] == 0 or stats["unparseable"] + stats["rejected"] > 0
+    if constrained:
+        assert stats["unparseable"] == 0
     assert result.scores["best_val"] >= result.scores["seed_val"]
     assert result.scores["best_test"] is not None
     with RunStore.open(result.run_dir) as store:
