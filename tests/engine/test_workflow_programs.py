@@ -210,3 +210,35 @@ async def test_promptopt_graph_draws_the_best_candidates_trace(tmp_path, capsys)
     dot = out.read_text()
     for name in ("instruction", "exemplars", "route.code", "classify", "route"):
         assert name in dot
+
+
+SYNC_WORKFLOW = """
+from promptopt import node, param
+
+instruction = param("Which team handles this message?", name="instruction")
+
+
+@node
+def classify(message, instruction, llm):
+    return llm.chat(message, system=instruction, choices=("billing", "technical"), max_tokens=4)
+
+
+def run(inputs, llm):
+    return classify(inputs["message"], instruction.value, llm)
+"""
+
+
+async def test_a_plain_function_workflow_runs_in_a_thread_and_is_traced(tmp_path):
+    task = write_task(tmp_path)
+    (tmp_path / "workflow.py").write_text(SYNC_WORKFLOW)
+    spec = load_task(task)
+    store = RunStore.create(tmp_path / "runs", task={"name": "route"})
+    parts = build_parts(spec, store=store, backends={"task": FakeBackend(lazy_model)})
+    assert parts.program.trainable == ("instruction",)
+    params = {"instruction": "Route it."}
+    evaluated = await parts.engine(store).evaluate(params, parts.splits.val, split="val")
+    for result in evaluated.results:
+        assert result.output == "billing"
+        classify = next(n for n in result.trace.nodes if n.name == "classify")
+        (call,) = classify.llm_calls  # the call made from the worker thread landed on its node
+        assert call["messages"][0] == {"role": "system", "content": "Route it."}
