@@ -233,7 +233,8 @@ def _item(example: Example, output: str) -> dict[str, Any]:
 
 
 def _exemplar(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {"inputs": dict(item["inputs"]), "output": item["output"], "label": item["label"]}
+    """What a candidate holds: the inputs and the answer shown (the pool's label stays here)."""
+    return {"inputs": dict(item["inputs"]), "output": item["output"]}
 
 
 def _label_of(exemplar: Mapping[str, Any]) -> str:

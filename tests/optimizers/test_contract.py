@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import CAREFUL, route_source, triage_model
+from triage_fixture import CAREFUL, route_source, triage_model
 
 from promptopt.api import aoptimize
 from promptopt.llm.fakes import FakeBackend, ScriptedBackend
