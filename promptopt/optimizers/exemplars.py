@@ -8,8 +8,9 @@ best set so far. When the targets take few values (a classification task), each
 set covers the labels as evenly as possible, in random order, so a set never
 teaches the model that only one answer exists.
 
-For programs with ``choices``, a last step calibrates: each scored candidate is
-tried with an offset added to one label's log-probability (Zhao et al. 2021,
+For programs with ``choices``, a last step calibrates: the best few scored
+candidates (``calibrate_top``) are each tried with an offset added to one label's
+log-probability (Zhao et al. 2021,
 "Calibrate Before Use", fitted on validation instead of a content-free input).
 The requests do not change, so the engine answers them from the run store and
 the step costs no model call.
@@ -58,6 +59,12 @@ class ExemplarsConfig(BaseModel):
         None,
         description="The exemplar parameter to fill; default: the program's first parameter of "
         "kind 'exemplars'.",
+    )
+    calibrate_top: int = Field(
+        3,
+        ge=1,
+        description="Calibrate only this many of the best uncalibrated candidates: each one "
+        "calibrated is (labels x offsets) more chances to fit the validation split by luck.",
     )
     offsets: list[float] = Field(
         [-3.0, -2.0, -1.5, -1.0, -0.5, -0.25, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0],
@@ -139,7 +146,7 @@ class Exemplars:
         return self.config.calibrate and len(state.choices) >= 2 and not self._calibrated
 
     def _calibrations(self, state: SearchState) -> list[Proposal]:
-        """Per-label offsets on every uncalibrated candidate scored so far.
+        """Per-label offsets on the best few uncalibrated candidates scored so far.
 
         The offsets change only how the program reads the choices' scores, not
         the requests, so every answer is replayed from the run store.
@@ -148,7 +155,10 @@ class Exemplars:
         seen = state.evaluated_ids()
         proposals = []
         bases = [e for e in state.history if not e.candidate.params.get("calibration")]
-        for base in {e.candidate.id: e for e in bases}.values():
+        unique = list({e.candidate.id: e for e in bases}.values())
+        # the best first; sorted() is stable, so the first scored wins a tie
+        top = sorted(unique, key=lambda e: -e.score)[: self.config.calibrate_top]
+        for base in top:
             for label in state.choices[:-1] if len(state.choices) == 2 else state.choices:
                 for offset in self.config.offsets:
                     params = {**base.candidate.params, "calibration": {label: offset}}
