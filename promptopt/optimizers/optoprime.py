@@ -13,7 +13,9 @@ checked for its parameter's kind, and one repair call names the exact problem
 when nothing usable came back. A step whose repair fails too is spent, and the
 next one tries other examples, so a bad reply never ends the search.
 
-The meta-prompt lives in ``templates/optoprime.txt``, in parts headed by lines
+What each example shows, value clipping and the reply schema live in
+:mod:`promptopt.optimizers.optoprime_views`. The meta-prompt lives in
+``templates/optoprime.txt``, in parts headed by lines
 ``==== <part> ====``, filled with :class:`string.Template` (``$name``):
 
 - ``system``: the optimizer's task and the reply format (no placeholders);
@@ -39,22 +41,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import random
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cache
-from importlib.resources import files
-from string import Template
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptopt.errors import BadRequestError, ReplyParseError
-from promptopt.graph.backward import joint_subgraph
 from promptopt.llm.types import LLMRequest, Message
 from promptopt.optimizers.base import Evaluated, ExampleResult, Proposal, SearchState, candidate_id
+from promptopt.optimizers.optoprime_views import (
+    View,
+    clip_text,
+    input_fields,
+    kind_of,
+    reply_schema,
+    request_size,
+    show_value,
+    template_parts,
+    value_lines,
+    view_of,
+)
 from promptopt.optimizers.replies import check_value, match_name, parse_json_reply, placeholders
 
 if TYPE_CHECKING:
@@ -62,12 +69,6 @@ if TYPE_CHECKING:
 
 __all__ = ["OptoPrime", "OptoPrimeConfig"]
 
-_PART = re.compile(r"^==== (\w+) ====\n", re.MULTILINE)
-_ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
-# reprs of objects, not data: ``<pkg.Client object at 0x...>`` and promptopt's LLM clients
-_OBJECT_REPR = re.compile(
-    r"^(?:<[^<>]* object(?: at 0x[0-9A-Fa-f]+)?>|(?:Blocking)?LLM\([^()]*\))$"
-)
 _RESAMPLE_TEMPERATURE = 0.7
 _REPLY_KEYS = frozenset({"reasoning", "answer", "suggestion"})
 _STATS = ("calls", "replies", "unparseable", "repair_calls", "repaired", "rejected", "accepted",
@@ -103,19 +104,6 @@ class OptoPrimeConfig(BaseModel):
         description="Past this, fewer examples are shown and values clipped harder "
         "(a small model's context must hold the prompt and the reply).",
     )
-
-
-@dataclass(frozen=True, slots=True)
-class _View:
-    """What one example shows of the program: a joint subgraph, or a synthetic one."""
-
-    code: tuple[str, ...]
-    documentation: dict[str, str]
-    inputs: dict[str, Any]
-    others: dict[str, Any]
-    outputs: dict[str, Any]
-    feedback: str
-    descriptions: dict[str, str] = field(default_factory=dict)
 
 
 class OptoPrime:
@@ -165,12 +153,12 @@ class OptoPrime:
         self, state: SearchState, results: Sequence[ExampleResult], *, base: Evaluated
     ) -> LLMRequest:
         """The optimizer-model request for ``results`` of candidate ``base``."""
-        views = [_view(r, base.candidate.params, state.trainable) for r in results]
+        views = [view_of(r, base.candidate.params, state.trainable) for r in results]
         request = None
         for count in range(len(views), 0, -1) if views else (0,):
             for scale in (1.0, 0.5, 0.25):
                 request = self._render(state, base, views[:count], scale=scale)
-                if _size(request) <= self.config.max_prompt_chars:
+                if request_size(request) <= self.config.max_prompt_chars:
                     return request
         assert request is not None
         return request
@@ -200,12 +188,12 @@ class OptoPrime:
         repaired = False
         if not updated:
             names = ", ".join(repr(n) for n in state.trainable)
-            note = _parts()["repair"].substitute(problem=problem, names=names).strip()
+            note = template_parts()["repair"].substitute(problem=problem, names=names).strip()
             retry = LLMRequest(
                 messages=(
                     *request.messages,
                     # the start of the bad reply is enough, and keeps a small context free
-                    Message("assistant", _clip_text(reply, 2 * self.config.max_value_chars)),
+                    Message("assistant", clip_text(reply, 2 * self.config.max_value_chars)),
                     Message("user", note),
                 ),
                 temperature=request.temperature,
@@ -278,11 +266,11 @@ class OptoPrime:
                 continue
             try:
                 found[name] = check_value(
-                    _kind(state, name, params.get(name)),
+                    kind_of(state, name, params.get(name)),
                     value,
                     params.get(name),
                     name=name,
-                    fields=_fields(state),
+                    fields=input_fields(state),
                 )
             except ReplyParseError as exc:
                 self.stats["rejected"] += 1
@@ -299,9 +287,9 @@ class OptoPrime:
     # -- rendering ---------------------------------------------------------
 
     def _render(
-        self, state: SearchState, base: Evaluated, views: Sequence[_View], *, scale: float
+        self, state: SearchState, base: Evaluated, views: Sequence[View], *, scale: float
     ) -> LLMRequest:
-        parts = _parts()
+        parts = template_parts()
         limit = max(40, int(self.config.max_value_chars * scale))
         var_limit = max(100, int(self.config.max_variable_chars * scale))
         code: list[str] = []
@@ -314,10 +302,10 @@ class OptoPrime:
         examples = "".join(
             parts["example"].substitute(
                 number=number,
-                inputs=_lines(view.inputs, limit, dedupe=True),
-                others=_lines(view.others, limit),
-                outputs=_lines(view.outputs, limit),
-                feedback=_clip_text(view.feedback, limit),
+                inputs=value_lines(view.inputs, limit, dedupe=True),
+                others=value_lines(view.others, limit),
+                outputs=value_lines(view.outputs, limit),
+                feedback=clip_text(view.feedback, limit),
             )
             for number, view in enumerate(views, 1)
         )
@@ -338,77 +326,34 @@ class OptoPrime:
             ),
             temperature=self.config.temperature,
             max_tokens=self.config.max_tokens,
-            json_schema=self._reply_schema(state, base) if self.config.json_schema else "",
+            json_schema=(
+                reply_schema(state, base, code_chars=self.config.max_variable_chars)
+                if self.config.json_schema
+                else ""
+            ),
             tag="optimizer",
         )
-
-    def _reply_schema(self, state: SearchState, base: Evaluated) -> str:
-        """The reply's JSON schema: a suggestion may hold each variable, in its kind's shape.
-
-        Lengths are bounded so that a constrained small model cannot ramble past
-        ``max_tokens`` and cut its own JSON short (llama.cpp keeps bounds up to 512).
-        """
-        text = {"type": "string", "minLength": 1, "maxLength": 400}
-        fields = _fields(state)
-        exemplar = {
-            "type": "object",
-            "properties": {
-                "inputs": {
-                    "type": "object",
-                    "properties": {f: {"type": "string", "maxLength": 400} for f in fields},
-                    "required": fields,
-                    "additionalProperties": False,
-                },
-                "output": {"type": "string", "minLength": 1, "maxLength": 200},
-            },
-            "required": ["inputs", "output"],
-            "additionalProperties": False,
-        }
-        shapes = {
-            "text": text,
-            "code": {"type": "string", "minLength": 1, "maxLength": self.config.max_variable_chars},
-            "exemplars": {"type": "array", "maxItems": 8, "items": exemplar},
-        }
-        variables = {
-            name: shapes.get(_kind(state, name, base.candidate.params.get(name)), text)
-            for name in state.trainable
-        }
-        schema = {
-            "type": "object",
-            "properties": {
-                "reasoning": {"type": "string", "maxLength": 300},
-                "answer": {"type": "string", "maxLength": 100},
-                "suggestion": {
-                    "type": "object",
-                    "properties": variables,
-                    "additionalProperties": False,
-                },
-            },
-            "required": ["reasoning", "answer", "suggestion"],
-            "additionalProperties": False,
-        }
-        return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
     def _variables(self, state: SearchState, base: Evaluated, limit: int) -> str:
         out = []
         for name in state.trainable:
             value = base.candidate.params.get(name)
-            kind = _kind(state, name, value)
+            kind = kind_of(state, name, value)
             if kind == "code" and isinstance(value, str):
-                out.append(f"{name} ({kind}) =\n{_clip_text(value.rstrip(), limit)}")
+                out.append(f"{name} ({kind}) =\n{clip_text(value.rstrip(), limit)}")
             else:
-                out.append(f"{name} ({kind}) = {_show(value, limit)}")
+                out.append(f"{name} ({kind}) = {show_value(value, limit)}")
         return "\n".join(out)
 
     def _constraints(
         self, state: SearchState, base: Evaluated, descriptions: Mapping[str, str]
     ) -> str:
-        fields = _fields(state)
+        fields = input_fields(state)
         shape = ", ".join(f'"{f}": ...' for f in fields) or "..."
         out = []
         for name in state.trainable:
             value = base.candidate.params.get(name)
-            kind = _kind(state, name, value)
+            kind = kind_of(state, name, value)
             if kind == "code":
                 rule = (
                     "the complete source of one Python function with the same name and "
@@ -435,7 +380,7 @@ class OptoPrime:
             parent = by_id.get(evaluated.parent_id or "")
             before = parent.candidate.params if parent else {}
             changed = [
-                f"{name} = {_show(evaluated.candidate.params.get(name), limit)}"
+                f"{name} = {show_value(evaluated.candidate.params.get(name), limit)}"
                 for name in state.trainable
                 if evaluated.candidate.params.get(name) != before.get(name)
             ]
@@ -445,95 +390,3 @@ class OptoPrime:
                 f"{evaluated.score:.3f}{was}"
             )
         return "\n".join(lines)
-
-
-# -- helpers -----------------------------------------------------------------
-
-
-@cache
-def _parts() -> dict[str, Template]:
-    text = files("promptopt.optimizers").joinpath("templates/optoprime.txt").read_text("utf-8")
-    pieces = _PART.split(text)
-    return {name: Template(body) for name, body in zip(pieces[1::2], pieces[2::2], strict=True)}
-
-
-def _size(request: LLMRequest) -> int:
-    return sum(len(m.content) for m in request.messages)
-
-
-def _kind(state: SearchState, name: str, value: Any) -> str:
-    kinds = getattr(state, "kinds", None) or {}
-    if name in kinds:
-        return kinds[name]
-    if isinstance(value, list):
-        return "exemplars"
-    if name.endswith(".code"):
-        return "code"
-    return "text"
-
-
-def _fields(state: SearchState) -> list[str]:
-    """The input fields of an example (what an exemplar's inputs must hold)."""
-    for example in (*state.train, *state.val):
-        return [str(k) for k in example.inputs]
-    return []
-
-
-def _view(result: ExampleResult, params: Mapping[str, Any], trainable: Sequence[str]) -> _View:
-    feedback = result.score.feedback or result.error or f"score {result.score.value:g}"
-    run = getattr(result, "trace", None)
-    if run is not None:
-        try:
-            nodes = run.nodes
-            sub = joint_subgraph(run, params=trainable) if nodes else None
-        except Exception:  # an unreadable trace must not end the run: show the synthetic view
-            sub = None
-        if sub is not None and sub.code:
-            return _View(
-                code=sub.code,
-                documentation=dict(sub.documentation),
-                inputs=dict(sub.inputs),
-                others=dict(sub.others),
-                outputs=dict(sub.outputs),
-                feedback=sub.feedback or feedback,
-                descriptions={n.name: n.description for n in nodes if n.kind == "param"},
-            )
-    inputs = {str(k): v for k, v in result.example.inputs.items()}
-    args = ", ".join(f"{n}={n}" for n in (*inputs, *(t for t in trainable if t in params)))
-    return _View(
-        code=(f"output = program({args})",),
-        documentation={},
-        inputs=inputs,
-        others={},
-        outputs={"output": result.output if result.output is not None else result.error},
-        feedback=feedback,
-    )
-
-
-def _clip_text(text: str, limit: int) -> str:
-    text = _ADDRESS.sub("", text)
-    return text if len(text) <= limit else f"{text[:limit]} ... [{len(text) - limit} more chars]"
-
-
-def _show(value: Any, limit: int) -> str:
-    """``value`` as one line of JSON, clipped to about ``limit`` characters."""
-    if isinstance(value, str) and len(value) > limit:
-        return json.dumps(_ADDRESS.sub("", value[:limit]), ensure_ascii=False) + (
-            f" ... [{len(value) - limit} more chars]"
-        )
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr)
-    return _clip_text(text, limit)
-
-
-def _lines(values: Mapping[str, Any], limit: int, *, dedupe: bool = False) -> str:
-    out, seen = [], {}
-    for name, value in values.items():
-        if isinstance(value, str) and _OBJECT_REPR.match(value):
-            continue  # a client object: nothing to learn from its repr
-        shown = _show(value, limit)
-        if dedupe and shown in seen and len(shown) > 20:
-            out.append(f"{name} = (same as {seen[shown]})")
-            continue
-        seen.setdefault(shown, name)
-        out.append(f"{name} = {shown}")
-    return "\n".join(out) or "(none)"
