@@ -24,8 +24,8 @@ from promptopt.llm.types import LLMRequest
 from promptopt.optimizers.base import Evaluated, ExampleResult, SearchState
 
 __all__ = [
-    "View", "clip_text", "input_fields", "kind_of", "value_lines", "template_parts", "reply_schema", "show_value",
-    "request_size", "view_of",
+    "View", "clip_text", "input_fields", "kind_of", "reply_schema", "request_size", "show_value",
+    "template_parts", "value_lines", "view_of",
 ]  # fmt: skip
 
 _PART = re.compile(r"^==== (\w+) ====\n", re.MULTILINE)
