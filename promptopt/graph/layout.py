@@ -4,6 +4,8 @@ Layers follow the longest path from a source, so every edge points down (a sourc
 is moved down to just above its first consumer, which keeps edges short); within
 a layer, nodes are ordered by the mean position of their parents (one barycentre
 sweep), which keeps most edges short and uncrossed for the small DAGs of one run.
+An edge that skips layers and would pass through a box on the way bends around
+the boxes in its way, on their right.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from html import escape
 
 from promptopt.graph.records import TraceNode
 
-__all__ = ["Box", "layout", "to_svg"]
+__all__ = ["Box", "edge_path", "layout", "to_svg"]
 
 WIDTH, HEIGHT, GAP_X, GAP_Y, MARGIN = 180, 54, 30, 60, 20
 
@@ -80,6 +82,32 @@ def layout(nodes: list[TraceNode]) -> list[Box]:
     return boxes
 
 
+def edge_path(src: Box, dst: Box, boxes: list[Box]) -> tuple[str, int]:
+    """The SVG path of an edge from ``src`` to ``dst``, and the rightmost x it reaches.
+
+    A direct S-curve, unless a box between the two rows overlaps the span the
+    curve sweeps: then the curve goes down the right side of those boxes.
+    """
+    x1, y1 = src.x + WIDTH // 2, src.y + HEIGHT
+    x2, y2 = dst.x + WIDTH // 2, dst.y
+    left, right = min(x1, x2) - GAP_X // 2, max(x1, x2) + GAP_X // 2
+    in_way = [
+        b for b in boxes
+        if b.index not in (src.index, dst.index) and y1 < b.y < y2
+        and b.x < right and b.x + WIDTH > left
+    ]  # fmt: skip
+    if not in_way:
+        mid = (y1 + y2) // 2
+        return f"M {x1} {y1} C {x1} {mid}, {x2} {mid}, {x2} {y2}", max(x1, x2)
+    side = max(b.x + WIDTH for b in in_way) + GAP_X // 2
+    top, bottom = min(b.y for b in in_way), max(b.y + HEIGHT for b in in_way)
+    path = (
+        f"M {x1} {y1} C {x1} {top}, {side} {y1}, {side} {top} "
+        f"L {side} {bottom} C {side} {y2}, {x2} {bottom}, {x2} {y2}"
+    )
+    return path, side
+
+
 def _short(value: object, limit: int = 26) -> str:
     text = value if isinstance(value, str) else repr(value)
     text = " ".join(text.split())
@@ -89,7 +117,12 @@ def _short(value: object, limit: int = 26) -> str:
 def to_svg(nodes: list[TraceNode]) -> str:
     """The trace drawn as a standalone SVG document."""
     boxes = layout(nodes)
-    width = max((b.x for b in boxes), default=0) + WIDTH + MARGIN
+    edges = [
+        edge_path(boxes[parent], boxes[node.index], boxes)
+        for node in nodes
+        for parent in node.parents
+    ]
+    width = max([b.x + WIDTH for b in boxes] + [x + GAP_X // 2 for _, x in edges] + [0]) + MARGIN
     height = max((b.y for b in boxes), default=0) + HEIGHT + MARGIN
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -98,17 +131,11 @@ def to_svg(nodes: list[TraceNode]) -> str:
         'markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
         'fill="#555"/></marker></defs>',
     ]
-    for node in nodes:
-        child = boxes[node.index]
-        for parent in node.parents:
-            src = boxes[parent]
-            x1, y1 = src.x + WIDTH // 2, src.y + HEIGHT
-            x2, y2 = child.x + WIDTH // 2, child.y
-            mid = (y1 + y2) // 2
-            parts.append(
-                f'<path d="M {x1} {y1} C {x1} {mid}, {x2} {mid}, {x2} {y2}" fill="none" '
-                f'stroke="#555" stroke-width="1.3" marker-end="url(#arrow)"/>'
-            )
+    for path, _ in edges:
+        parts.append(
+            f'<path d="{path}" fill="none" stroke="#555" stroke-width="1.3" '
+            f'marker-end="url(#arrow)"/>'
+        )
     for node, box in zip(nodes, boxes, strict=True):
         fill, stroke = _STYLE[box.look]
         detail = node.error if node.error is not None else node.output
