@@ -40,6 +40,7 @@ REPLIES = [
 
 
 async def optimize_scripted(triage_task):
+    """OptoPrime (2 steps) on a triage copy; ``triage_task`` makes the task file."""
     optimizer_model = ScriptedBackend(REPLIES)
     result = await aoptimize(
         triage_task(optimizer="optoprime", config={"steps": 2}),
@@ -133,3 +134,65 @@ async def test_optoprime_on_smollm2_completes_and_survives_bad_json(triage_task,
     with RunStore.open(result.run_dir) as store:
         optimizer_calls = [c for c in store.llm_calls() if not c["request"].get("choices")]
         assert len(optimizer_calls) >= stats["replies"]
+
+
+CRASHING_RUN = """
+import os, sys
+sys.path.insert(0, {here!r})
+from triage_fixture import triage_model
+from test_optoprime_workflow import REPLIES
+from promptopt.api import optimize
+from promptopt.llm.fakes import FakeBackend, ScriptedBackend
+calls = 0
+def crashing(request):
+    global calls
+    calls += 1
+    if calls > {after}:
+        os._exit(9)  # killed in the middle of scoring step 2's candidate
+    return triage_model(request)
+optimize({task!r}, backends={{"task": FakeBackend(crashing), "optimizer": ScriptedBackend(REPLIES)}})
+"""
+
+
+def reference_task_calls(result) -> list[dict]:
+    with RunStore.open(result.run_dir) as store:
+        return [c for c in store.llm_calls() if not c["cached"] and c["request"].get("choices")]
+
+
+def test_a_crashed_workflow_run_resumes_without_repeating_calls_or_traces(triage_task, tmp_path):
+    import asyncio
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    task = triage_task(optimizer="optoprime", config={"steps": 2})
+    reference, _ = asyncio.run(optimize_scripted(lambda **_: task))
+    script = tmp_path / "crash.py"
+    script.write_text(
+        CRASHING_RUN.format(here=str(Path(__file__).parent), after=20, task=str(task))
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 9, proc.stderr
+    (run_dir,) = [p for p in (task.parent.parent / "traces").iterdir() if p != reference.run_dir]
+    # seed: 16 calls; step 1 changed only route.code, so its classify requests were the
+    # seed's (replayed); step 2 asked the optimizer its third question, then died at call 21
+    task_model, optimizer_model = FakeBackend(triage_model), ScriptedBackend([])
+    resumed = asyncio.run(
+        aoptimize(task, resume=run_dir, backends={"task": task_model, "optimizer": optimizer_model})
+    )
+    assert resumed.best.params == reference.best.params
+    assert resumed.scores == reference.scores
+    # the three optimizer calls made before the crash were replayed, not asked again
+    assert optimizer_model.requests == []
+    assert len(task_model.requests) == len(reference_task_calls(reference)) - 20
+    with RunStore.open(run_dir) as store, RunStore.open(reference.run_dir) as full:
+        rows, expected = store.trace_rows(), full.trace_rows()
+        keys = [(r["candidate_id"], r["split"], r["example_id"]) for r in rows]
+        assert len(keys) == len(set(keys))  # no example's trace stored twice
+        assert sorted(keys) == sorted(
+            (r["candidate_id"], r["split"], r["example_id"]) for r in expected
+        )
+        paid = [c for c in store.llm_calls() if not c["cached"]]
+        assert len(paid) == len([c for c in full.llm_calls() if not c["cached"]])
