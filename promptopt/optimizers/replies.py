@@ -64,8 +64,10 @@ def _objects(text: str) -> Iterator[str]:
         start = text.find("{", end + 1)
 
 
-def _closing(text: str, start: int) -> int | None:
-    depth, quote, escaped = 0, "", False
+def _stretches(text: str, start: int = 0) -> Iterator[tuple[int, int, bool]]:
+    """``text[start:]`` cut into ``(begin, end, quoted)`` stretches: plain text, or one
+    string literal with its quotes (an unterminated one runs to the end)."""
+    plain_from, string_from, quote, escaped = start, start, "", False
     for at in range(start, len(text)):
         char = text[at]
         if quote:
@@ -75,14 +77,29 @@ def _closing(text: str, start: int) -> int | None:
                 escaped = True
             elif char == quote:
                 quote = ""
+                yield string_from, at + 1, True
+                plain_from = at + 1
         elif char in _QUOTES:
-            quote = char
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth == 0:
-                return at
+            yield plain_from, at, False
+            quote, string_from = char, at
+    if quote:
+        yield string_from, len(text), True
+    else:
+        yield plain_from, len(text), False
+
+
+def _closing(text: str, start: int) -> int | None:
+    depth = 0
+    for begin, end, quoted in _stretches(text, start):
+        if quoted:
+            continue
+        for at in range(begin, end):
+            if text[at] in "{[":
+                depth += 1
+            elif text[at] in "}]":
+                depth -= 1
+                if depth == 0:
+                    return at
     return None
 
 
@@ -112,26 +129,10 @@ def _as_object(value: Any) -> dict[str, Any]:
 
 def _outside_strings(chunk: str, edit: Callable[[str], str]) -> str:
     """``chunk`` with ``edit`` applied to each stretch of text outside string literals."""
-    out: list[str] = []
-    plain_from, string_from, quote, escaped = 0, 0, "", False
-    for at, char in enumerate(chunk):
-        if quote:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = ""
-                plain_from = at + 1
-                out.append(chunk[string_from : at + 1])
-        elif char in _QUOTES:
-            out.append(edit(chunk[plain_from:at]))
-            quote, string_from = char, at
-    if quote:  # unterminated string: leave the rest alone
-        out.append(chunk[string_from:])
-    else:
-        out.append(edit(chunk[plain_from:]))
-    return "".join(out)
+    return "".join(
+        chunk[begin:end] if quoted else edit(chunk[begin:end])
+        for begin, end, quoted in _stretches(chunk)
+    )
 
 
 def _drop_trailing_commas(stretch: str) -> str:
