@@ -19,6 +19,7 @@ from promptopt.engine import SearchOutcome
 from promptopt.errors import StoreError
 from promptopt.optimizers.base import Candidate
 from promptopt.progress import Reporter, SilentReporter
+from promptopt.sandbox import Sandbox
 from promptopt.session import RunParts, build_parts, estimate_plan
 from promptopt.store import RunStore
 from promptopt.task.loader import load_task
@@ -59,10 +60,22 @@ def optimize(
     output: str | Path | None = None,
     reporter: Reporter | None = None,
     backends: Mapping[str, Any] | None = None,
+    sandbox: Sandbox | None = None,
 ) -> OptimizeResult:
-    """Optimize the task's program and return the best candidate, its scores and the run folder."""
+    """Optimize the task's program and return the best candidate, its scores and the run folder.
+
+    ``sandbox`` replaces the one the task's ``sandbox`` block describes, for
+    example ``Sandbox(isolation="none")`` to opt out of isolation from Python.
+    """
     return asyncio.run(
-        aoptimize(task, resume=resume, output=output, reporter=reporter, backends=backends)
+        aoptimize(
+            task,
+            resume=resume,
+            output=output,
+            reporter=reporter,
+            backends=backends,
+            sandbox=sandbox,
+        )
     )
 
 
@@ -73,6 +86,7 @@ async def aoptimize(
     output: str | Path | None = None,
     reporter: Reporter | None = None,
     backends: Mapping[str, Any] | None = None,
+    sandbox: Sandbox | None = None,
 ) -> OptimizeResult:
     spec = load_task(task) if isinstance(task, str | Path) else task
     reporter = reporter or SilentReporter()
@@ -89,7 +103,12 @@ async def aoptimize(
             task_path=str(getattr(spec, "path", "") or ""),
         )
         reporter.message(f"run {store.run_id} in {store.root}")
-    parts = build_parts(spec, store=store, backends=backends)
+    try:
+        parts = build_parts(spec, store=store, backends=backends, sandbox=sandbox)
+    except BaseException as exc:
+        store.set_status("failed", detail=f"{type(exc).__name__}: {exc}")
+        store.close()
+        raise
     try:
         outcome = await _run(parts, store, reporter)
         store.set_status("finished", detail=outcome.stopped)

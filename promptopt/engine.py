@@ -73,8 +73,10 @@ class Engine:
         max_steps: int = 100,
         reporter: Reporter | None = None,
         trace_name: str = "",
+        sandbox: Any = None,
     ) -> None:
         self.program = program
+        self.sandbox = sandbox  # runs proposed code of trainable nodes; None: the default one
         self.trace_name = trace_name
         self.metric = metric
         self.splits = splits
@@ -146,6 +148,7 @@ class Engine:
         run = Trace(
             name=self.trace_name,
             values=candidate.params,
+            sandbox=self.sandbox,
             meta={"candidate": candidate.id, "example": str(example.id)},
         )
         try:

@@ -156,7 +156,7 @@ class ReplyParseError(OptimizerError):
 
 
 class SandboxError(PromptoptError):
-    """The sandbox itself cannot run here (no interpreter, no temp folder).
+    """The sandbox itself cannot run here (no isolation and no opt-out, no interpreter, no folder).
 
     Never raised for what the candidate code does: that is a ``SandboxResult``.
     """
@@ -166,7 +166,8 @@ class ProposedCodeError(PromptoptError):
     """Code proposed for a trainable node failed in the sandbox.
 
     ``kind`` is the sandbox outcome (``exception``, ``timeout``, ``memory``,
-    ``killed`` or ``invalid``); the message holds the child's short error.
+    ``killed`` or ``invalid``), or ``unavailable`` when the sandbox cannot run
+    here; the message holds the child's short error.
     """
 
     def __init__(self, message: str, *, kind: str = "exception") -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promptopt.errors import SandboxError
 from promptopt.graph import record_llm_call
 from promptopt.llm.budget import Budget
 from promptopt.llm.cache import ResponseCache
@@ -21,6 +22,7 @@ from promptopt.llm.client import LLM, CallEvent
 from promptopt.llm.models import ModelConfig, make_backend, parse_model
 from promptopt.llm.pricing import PriceTable
 from promptopt.optimizers import registry
+from promptopt.sandbox import Sandbox
 from promptopt.task.data import Splits, load_splits
 from promptopt.task.metrics import Metric, make_metric
 from promptopt.task.program import Program, PromptProgram, make_program
@@ -31,7 +33,14 @@ if TYPE_CHECKING:
     from promptopt.progress import Reporter
     from promptopt.store import RunStore
 
-__all__ = ["RunParts", "build_parts", "estimate_plan", "make_optimizer", "model_config"]
+__all__ = [
+    "RunParts",
+    "build_parts",
+    "estimate_plan",
+    "make_optimizer",
+    "make_sandbox",
+    "model_config",
+]
 
 ROLES = ("task", "optimizer", "judge")
 
@@ -52,6 +61,7 @@ class RunParts:
     description: str
     backends: list[Any] = field(default_factory=list)
     name: str = ""
+    sandbox: Sandbox | None = None
 
     def optimization_usage(self) -> dict[str, Any]:
         """Calls, cache hits, tokens and dollars of the optimization phase (every role)."""
@@ -75,9 +85,11 @@ class RunParts:
                       task_llm=self.test_llm if scoring_only else self.task_llm,
                       optimizer_llm=self.optimizer_llm, judge_llm=self.judge_llm, store=store,
                       concurrency=self.concurrency, seed=self.seed, reporter=reporter,
-                      trace_name=self.name)  # fmt: skip
+                      trace_name=self.name, sandbox=self.sandbox)  # fmt: skip
 
     async def aclose(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()
         for backend in self.backends:
             await backend.aclose()
 
@@ -103,11 +115,21 @@ def _role_configs(spec: Any) -> dict[str, ModelConfig]:
 
 
 def build_parts(
-    spec: Any, *, store: RunStore, backends: Mapping[str, Backend] | None = None
+    spec: Any,
+    *,
+    store: RunStore,
+    backends: Mapping[str, Backend] | None = None,
+    sandbox: Sandbox | None = None,
 ) -> RunParts:
-    """Build every live object of a run; ``backends`` replaces the backend of a role (tests, fakes)."""
+    """Build every live object of a run; ``backends`` replaces the backend of a role (tests, fakes).
+
+    ``sandbox`` replaces the one the task's ``sandbox`` block describes. When the
+    program has code parameters and that sandbox cannot run here, this raises
+    :class:`SandboxError` before anything is spent.
+    """
     base_dir = _base_dir(spec)
     program = make_program(spec.program, base_dir=base_dir)
+    sandbox = sandbox or make_sandbox(spec, program)
     splits = load_splits(spec)
     metric = make_metric(
         spec.metric, choices=tuple(getattr(spec.program, "choices", None) or ()), base_dir=base_dir
@@ -173,7 +195,26 @@ def build_parts(
         description=_describe(program, spec),
         backends=unique,
         name=spec.name,
+        sandbox=sandbox,
     )
+
+
+def make_sandbox(spec: Any, program: Any) -> Sandbox | None:
+    """The sandbox for the program's proposed code (None when it has no code parameter)."""
+    if "code" not in getattr(program, "kinds", {}).values():
+        return None
+    block = getattr(spec, "sandbox", None)
+    sandbox = (
+        Sandbox()
+        if block is None
+        else Sandbox(
+            isolation=block.isolation, timeout_s=block.timeout_s, memory_mb=block.memory_mb
+        )
+    )
+    problem = sandbox.problem()
+    if problem is not None:
+        raise SandboxError(problem)
+    return sandbox
 
 
 def _base_dir(spec: Any) -> Path:

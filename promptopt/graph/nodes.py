@@ -27,7 +27,7 @@ from collections.abc import Callable
 from time import perf_counter_ns
 from typing import Any, TypeVar, overload
 
-from promptopt.errors import ConfigError, ProposedCodeError
+from promptopt.errors import ConfigError, ProposedCodeError, SandboxError
 from promptopt.graph.params import Param, ParamKind
 from promptopt.graph.state import STATE
 
@@ -182,6 +182,8 @@ def _run_proposed(trace: Any, op: Op, source: Any, args: Any, kwargs: Any) -> An
         result = box.run(*call)
     except ConfigError as exc:  # arguments that are not JSON values
         raise ProposedCodeError(f"node {op.name!r}: {exc}", kind="invalid") from exc
+    except SandboxError as exc:  # no isolation here and no opt-out: the code does not run
+        raise ProposedCodeError(f"node {op.name!r}: {exc}", kind="unavailable") from exc
     return _sandbox_value(op, result)
 
 
@@ -191,6 +193,8 @@ async def _arun_proposed(trace: Any, op: Op, source: Any, args: Any, kwargs: Any
         result = await box.arun(*call)
     except ConfigError as exc:
         raise ProposedCodeError(f"node {op.name!r}: {exc}", kind="invalid") from exc
+    except SandboxError as exc:
+        raise ProposedCodeError(f"node {op.name!r}: {exc}", kind="unavailable") from exc
     return _sandbox_value(op, result)
 
 

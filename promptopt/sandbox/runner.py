@@ -1,46 +1,60 @@
-"""The parent side of the sandbox: :class:`Sandbox` runs one function of LLM-proposed source.
+"""The parent side of the sandbox: :class:`Sandbox` runs functions of LLM-proposed source.
 
-Each call starts a fresh ``python -I -S -B`` child (:mod:`promptopt.sandbox.child`)
-in its own process group, with
+A :class:`Sandbox` owns one warm worker process (started on first use, started
+again if it dies), which forks a fresh, limited child for every call (see
+:mod:`promptopt.sandbox.worker`). By default the worker lives inside
+bubblewrap's namespaces and every child under seccomp
+(:mod:`promptopt.sandbox.isolation`); where that cannot work, proposed code
+does not run unless the caller opted out with ``isolation="none"``, which logs
+one warning saying what that means.
+
+Each call gets
 
 - an environment built from scratch: only the ``env_allow`` names are copied,
   never one whose name holds KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL;
-  HOME, TMPDIR, TMP and TEMP point at a fresh work folder, which is also cwd;
-- a wall-clock timeout after which the whole process group is killed
-  (``RLIMIT_CPU`` in the child is the backstop);
-- an address-space limit (``RLIMIT_AS``), so a memory bomb ends in a
-  ``MemoryError`` or a dead child, never in a starved parent;
-- an audit hook that refuses writes outside the work folder, spawning,
-  network and ``ctypes`` (see the child's docstring for what it does not stop).
+  HOME and TMPDIR point at a fresh work folder, which is also cwd;
+- a wall-clock timeout after which its child is killed (``RLIMIT_CPU`` is the
+  backstop), and an address-space limit (``RLIMIT_AS``);
+- no writable descriptor of the parent's: the answer comes back on a pipe,
+  size-capped, and is validated as JSON of the expected shape here.
 
-The parent never raises for the child's failures: every outcome is a
-:class:`SandboxResult`. Only misuse (bad arguments) raises :class:`ConfigError`,
-and a machine that cannot start a child at all raises :class:`SandboxError`.
-``run`` and ``arun`` share one implementation; ``arun`` uses asyncio
-subprocesses and never blocks the event loop.
+The parent never raises for the code's failures: every outcome is a
+:class:`SandboxResult`. Misuse (bad arguments) raises :class:`ConfigError`;
+a machine where the sandbox cannot run raises :class:`SandboxError`.
+``run`` and ``arun`` share one implementation: the worker answers through a
+:class:`concurrent.futures.Future`, which ``run`` waits on and ``arun`` awaits,
+so neither blocks an event loop with the code's work.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import keyword
+import logging
 import math
 import os
 import shutil
 import signal
-import sys
 import tempfile
-import time
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
 from promptopt.errors import ConfigError, SandboxError
+from promptopt.sandbox.isolation import (
+    ISOLATIONS,
+    Isolation,
+    bwrap_command,
+    isolation_problem,
+    worker_command,
+)
+from promptopt.sandbox.worker_process import WorkerGone, WorkerProcess
 
 __all__ = [
     "DEFAULT_ENV_ALLOW",
@@ -53,14 +67,19 @@ __all__ = [
 
 SandboxKind = Literal["ok", "exception", "timeout", "memory", "killed", "invalid"]
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_ENV_ALLOW: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "PYTHONHASHSEED")
 _SECRET_MARKS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
-_CHILD = Path(__file__).with_name("child.py")
 _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
-_TAIL_BYTES = 8192
-_GRACE_S = 2.0  # how long to wait for pipes to close once the group is dead
+_GRACE_S = 10.0  # how long past its timeout a call may take before the worker is deemed hung
 _MIN_MEMORY_MB = 32  # the bare interpreter needs about 13 MiB of address space
 _MEMORY_HINTS = ("MemoryError", "Cannot allocate memory", "out of memory", "std::bad_alloc")
+_ANSWER_KINDS = ("ok", "exception", "memory", "invalid")
+_NONE_WARNING = (
+    "sandbox isolation is off (isolation: none): proposed code runs as your user, "
+    "able to read your files and the network; only its environment is scrubbed"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +104,7 @@ class SandboxResult:
 def scrubbed_environment(
     environ: Mapping[str, str], *, allow: Sequence[str], home: str
 ) -> dict[str, str]:
-    """The child's environment: only allowed, secret-free names, with HOME and TMPDIR at ``home``."""
+    """The worker's environment: only allowed, secret-free names, with HOME and TMPDIR at ``home``."""
     env = {
         name: environ[name]
         for name in allow
@@ -96,12 +115,14 @@ def scrubbed_environment(
 
 
 class Sandbox:
-    """Runs a function from untrusted source in a limited, throw-away child process.
+    """Runs functions from untrusted source in limited, throw-away child processes.
 
-    The candidate sees the standard library only (the child runs under ``-S``),
-    takes and returns JSON values, and may write only inside its own temp folder,
-    which is removed after the call. ``memory_mb`` also caps the size of any file
-    it writes; ``PYTHONHASHSEED`` is ignored under ``-I`` even when allowed.
+    The candidate sees the standard library only, takes and returns JSON
+    values, and may write only inside its own work folder, which is removed
+    after the call. ``memory_mb`` also caps the size of any file it writes
+    and, with ``max_result_bytes``, the size of its answer. Call
+    :meth:`close` (or use ``with``) to end the worker early; it also ends with
+    the object or the process.
     """
 
     def __init__(
@@ -110,6 +131,8 @@ class Sandbox:
         timeout_s: float = 5.0,
         memory_mb: int = 256,
         env_allow: Sequence[str] = DEFAULT_ENV_ALLOW,
+        isolation: Isolation = "namespaces",
+        max_result_bytes: int = 1 << 20,
     ) -> None:
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float):
             raise ConfigError(f"timeout_s must be a number, not {timeout_s!r}")
@@ -123,14 +146,45 @@ class Sandbox:
             isinstance(name, str) and name and "=" not in name for name in env_allow
         ):
             raise ConfigError(f"env_allow must be a sequence of variable names, not {env_allow!r}")
+        if isolation not in ISOLATIONS:
+            raise ConfigError(f"isolation must be one of {list(ISOLATIONS)!r}, not {isolation!r}")
+        if isinstance(max_result_bytes, bool) or not isinstance(max_result_bytes, int):
+            raise ConfigError(f"max_result_bytes must be an int, not {max_result_bytes!r}")
+        if max_result_bytes < 1024:
+            raise ConfigError(f"max_result_bytes must be at least 1024, not {max_result_bytes!r}")
         self.timeout_s = float(timeout_s)
         self.memory_mb = memory_mb
         self.env_allow = tuple(env_allow)
+        self.isolation: Isolation = isolation
+        self.max_result_bytes = max_result_bytes
+        self._lock = threading.Lock()
+        self._worker: WorkerProcess | None = None
+        self._folder: str | None = None
+        if isolation == "none":
+            logger.warning(_NONE_WARNING)
 
     def __repr__(self) -> str:
         return (
             f"Sandbox(timeout_s={self.timeout_s!r}, memory_mb={self.memory_mb!r}, "
-            f"env_allow={self.env_allow!r})"
+            f"env_allow={self.env_allow!r}, isolation={self.isolation!r})"
+        )
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def problem(self) -> str | None:
+        """Why this sandbox cannot run proposed code here, or None (nothing is started)."""
+        if self.isolation == "none":
+            return None
+        problem = isolation_problem()
+        if problem is None:
+            return None
+        return (
+            f"proposed code cannot run isolated: {problem}; to run it without isolation, "
+            "opt out with 'sandbox: {isolation: none}' in the task (Sandbox(isolation='none'))"
         )
 
     def run(
@@ -141,14 +195,14 @@ class Sandbox:
         kwargs: Mapping[str, Any] = _NO_KWARGS,
     ) -> SandboxResult:
         """Call ``function`` defined by ``source`` with ``args``/``kwargs`` in a child; wait for it."""
-        request = self._request(source, function, args, kwargs)
+        worker, call_id, future = self._submit(self._request(source, function, args, kwargs))
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self._execute(request))
-        # Called from inside an event loop: run on a private loop in a helper thread.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptopt-sandbox") as pool:
-            return pool.submit(asyncio.run, self._execute(request)).result()
+            answer = future.result(timeout=self.timeout_s + _GRACE_S)
+        except FutureTimeout:
+            return self._hung(worker)
+        except WorkerGone as exc:
+            return _gone(str(exc))
+        return _result(answer)
 
     async def arun(
         self,
@@ -157,8 +211,86 @@ class Sandbox:
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] = _NO_KWARGS,
     ) -> SandboxResult:
-        """Like :meth:`run`, on the running event loop, without blocking it."""
-        return await self._execute(self._request(source, function, args, kwargs))
+        """Like :meth:`run`, awaited: the event loop goes on while the code runs."""
+        request = self._request(source, function, args, kwargs)
+        worker, call_id, future = await asyncio.to_thread(self._submit, request)
+        try:
+            answer = await asyncio.wait_for(
+                asyncio.wrap_future(future), timeout=self.timeout_s + _GRACE_S
+            )
+        except TimeoutError:
+            return self._hung(worker)
+        except WorkerGone as exc:
+            return _gone(str(exc))
+        except asyncio.CancelledError:
+            worker.cancel(call_id)  # the child must not outlive the call
+            raise
+        return _result(answer)
+
+    def close(self) -> None:
+        """End the worker and remove its folder; a later call starts a fresh one."""
+        with self._lock:
+            worker, self._worker = self._worker, None
+            folder, self._folder = self._folder, None
+        _stop(worker, folder)
+
+    def _submit(self, request: dict[str, Any]) -> tuple[WorkerProcess, int, Future[Any]]:
+        for attempt in range(2):  # a worker found dead is replaced once
+            worker = self._ensure_worker()
+            try:
+                call_id, future = worker.submit(request)
+            except WorkerGone:
+                if attempt:
+                    raise SandboxError(f"the sandbox worker keeps dying: {worker.dead}") from None
+                continue
+            return worker, call_id, future
+        raise AssertionError("unreachable")
+
+    def _ensure_worker(self) -> WorkerProcess:
+        with self._lock:
+            if self._worker is not None and self._worker.dead is None:
+                return self._worker
+            old, old_folder = self._worker, self._folder
+            self._worker = self._folder = None
+            _stop(old, old_folder)
+            problem = self.problem()
+            if problem is not None:
+                raise SandboxError(problem)
+            self._worker, self._folder = self._start()
+            weakref.finalize(self, _stop, self._worker, self._folder)
+            return self._worker
+
+    def _start(self) -> tuple[WorkerProcess, str]:
+        try:
+            folder = tempfile.mkdtemp(prefix="promptopt-sandbox-")
+        except OSError as exc:
+            raise SandboxError(f"cannot create a sandbox folder: {exc}") from exc
+        line_limit = 4 * self.max_result_bytes + (1 << 16)  # JSON escapes, two output tails
+        try:
+            if self.isolation == "namespaces":
+                env = scrubbed_environment(os.environ, allow=self.env_allow, home="/work")
+                argv = bwrap_command(env=env, work_mb=max(64, 4 * self.memory_mb))
+                outer_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+                worker = WorkerProcess(argv, env=outer_env, cwd=folder, line_limit=line_limit)
+            else:
+                env = scrubbed_environment(os.environ, allow=self.env_allow, home=folder)
+                argv = worker_command(folder)
+                worker = WorkerProcess(argv, env=env, cwd=folder, line_limit=line_limit)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return worker, folder
+
+    def _hung(self, worker: WorkerProcess) -> SandboxResult:
+        """The worker missed a call's deadline by the whole grace time: replace it."""
+        worker.close()
+        return SandboxResult(
+            ok=False,
+            value=None,
+            error=f"the sandbox did not answer within {self.timeout_s + _GRACE_S:.0f} s",
+            kind="timeout",
+            duration_s=self.timeout_s + _GRACE_S,
+        )
 
     def _request(self, source: Any, function: Any, args: Any, kwargs: Any) -> dict[str, Any]:
         if not isinstance(source, str):
@@ -185,144 +317,61 @@ class Sandbox:
             raise ConfigError(f"args and kwargs must be JSON values: {exc}") from exc
         megabytes = self.memory_mb * (1 << 20)
         request.update(
+            timeout_s=self.timeout_s,
             memory_bytes=megabytes,
             file_bytes=megabytes,
             cpu_s=math.ceil(self.timeout_s) + 1,
+            max_result_bytes=self.max_result_bytes,
         )
         return request
 
-    async def _execute(self, request: dict[str, Any]) -> SandboxResult:
-        try:
-            base = Path(tempfile.mkdtemp(prefix="promptopt-sandbox-"))
-        except OSError as exc:
-            raise SandboxError(f"cannot create a sandbox folder: {exc}") from exc
-        try:
-            work = base / "work"
-            work.mkdir()
-            result_path = base / "result.json"
-            request = {**request, "work": str(work), "result": str(result_path)}
-            payload = json.dumps(request).encode("utf-8")
-            env = scrubbed_environment(os.environ, allow=self.env_allow, home=str(work))
-            started = time.monotonic()
-            timed_out, returncode, out, err = await self._spawn(payload, env=env, cwd=work)
-            duration = time.monotonic() - started
-            answer = _read_answer(result_path)
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
-        return _result(
-            timed_out=timed_out,
-            returncode=returncode,
-            answer=answer,
-            duration_s=duration,
-            stdout=out.decode("utf-8", "replace"),
-            stderr=err.decode("utf-8", "replace"),
-        )
 
-    async def _spawn(
-        self, payload: bytes, *, env: dict[str, str], cwd: Path
-    ) -> tuple[bool, int | None, bytes, bytes]:
-        """Run the child to its end or to the timeout; kill its group either way."""
-        if not _CHILD.is_file():
-            raise SandboxError(f"the sandbox child {str(_CHILD)!r} is not a file")
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-I",
-                "-S",
-                "-B",
-                str(_CHILD),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise SandboxError(f"cannot start {sys.executable!r}: {exc}") from exc
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        feeder = asyncio.create_task(_feed(proc.stdin, payload))
-        readers = [asyncio.create_task(_tail(proc.stdout)), asyncio.create_task(_tail(proc.stderr))]
-        waiter = asyncio.create_task(proc.wait())
-        tasks = [feeder, *readers, waiter]
-        killed = False
-        try:
-            done, _ = await asyncio.wait({waiter}, timeout=self.timeout_s)
-            timed_out = waiter not in done
-            _kill_group(proc.pid)  # also ends anything the code left behind in its group
-            killed = True
-            await asyncio.wait(tasks, timeout=_GRACE_S)
-        finally:
-            if not killed:  # cancelled while waiting: the child must not outlive the call
-                _kill_group(proc.pid)
-            for task in tasks:
-                task.cancel()
-        out, err = (_bytes_of(reader) for reader in readers)
-        return timed_out, proc.returncode, out, err
+def _stop(worker: WorkerProcess | None, folder: str | None) -> None:
+    if worker is not None:
+        worker.close()
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _bytes_of(reader: asyncio.Task[bytes]) -> bytes:
-    if not reader.done() or reader.cancelled() or reader.exception() is not None:
-        return b""
-    return reader.result()
+def _gone(why: str) -> SandboxResult:
+    return SandboxResult(
+        ok=False,
+        value=None,
+        error=f"the sandbox worker failed: {why}",
+        kind="killed",
+        duration_s=0.0,
+    )
 
 
-async def _feed(stream: asyncio.StreamWriter, payload: bytes) -> None:
-    try:
-        stream.write(payload)
-        await stream.drain()
-        stream.close()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the child died before reading it all; its exit status tells why
-
-
-async def _tail(stream: asyncio.StreamReader) -> bytes:
-    """Read a pipe to its end, keeping only its last ``_TAIL_BYTES``."""
-    kept = bytearray()
-    while chunk := await stream.read(1 << 16):
-        kept += chunk
-        if len(kept) > 2 * _TAIL_BYTES:
-            del kept[:-_TAIL_BYTES]
-    return bytes(kept[-_TAIL_BYTES:])
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is already gone
-        os.killpg(pid, signal.SIGKILL)
-
-
-def _read_answer(path: Path) -> dict[str, Any] | None:
-    try:
-        answer = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+def _read_answer(text: str | None) -> dict[str, Any] | None:
+    """The child's answer, if it is one JSON object of the expected shape."""
+    if not text:
         return None
-    if not isinstance(answer, dict) or answer.get("kind") not in (
-        "ok",
-        "exception",
-        "memory",
-        "invalid",
-    ):
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict) or set(answer) != {"kind", "error", "value"}:
+        return None
+    if answer["kind"] not in _ANSWER_KINDS or not isinstance(answer["error"], str | None):
         return None
     return answer
 
 
-def _result(
-    *,
-    timed_out: bool,
-    returncode: int | None,
-    answer: dict[str, Any] | None,
-    duration_s: float,
-    stdout: str,
-    stderr: str,
-) -> SandboxResult:
-    """Classify one child's end into a :class:`SandboxResult`."""
+def _result(message: Mapping[str, Any]) -> SandboxResult:
+    """Classify one child's end, as the worker reported it, into a :class:`SandboxResult`."""
     kind: SandboxKind
     value: Any = None
-    if timed_out:
-        kind, error = "timeout", f"killed after the {duration_s:.2f} s timeout"
+    returncode, stderr = message["returncode"], message["stderr"]
+    answer = _read_answer(message["answer"])
+    duration = float(message["duration_s"])
+    if message["timed_out"]:
+        kind, error = "timeout", f"killed after the {duration:.2f} s timeout"
+    elif message["oversize"]:
+        kind, error = "exception", "the return value is over the sandbox's answer size limit"
     elif answer is not None:
-        kind, value, error = answer["kind"], answer.get("value"), answer.get("error")
-    elif returncode is not None and returncode == -signal.SIGXCPU:
+        kind, value, error = answer["kind"], answer["value"], answer["error"]
+    elif returncode == -signal.SIGXCPU:
         kind, error = "timeout", "killed by the CPU time limit"
     elif any(hint in stderr for hint in _MEMORY_HINTS):
         kind, error = "memory", f"the child ran out of memory (exit status {returncode})"
@@ -337,7 +386,7 @@ def _result(
         value=value,
         error=error,
         kind=kind,
-        duration_s=duration_s,
-        stdout=stdout,
+        duration_s=duration,
+        stdout=message["stdout"],
         stderr=stderr,
     )

@@ -412,6 +412,19 @@ class CacheSpec(_Frozen):
     dir: str | None = Field(None, description="Cache folder; default is the user cache folder.")
 
 
+class SandboxSpec(_Frozen):
+    """How proposed code of trainable nodes runs."""
+
+    isolation: Literal["namespaces", "none"] = Field(
+        "namespaces",
+        description="'namespaces': bubblewrap namespaces + seccomp (the default; where they are "
+        "missing, proposed code does not run); 'none': a plain child process that can read "
+        "your files and the network (an explicit opt-out).",
+    )
+    timeout_s: float = Field(5.0, gt=0, le=3600, description="Seconds per call of proposed code.")
+    memory_mb: int = Field(256, ge=32, le=65536, description="Address space per call, MiB.")
+
+
 class PriceSpec(_Frozen):
     """USD per million tokens."""
 
@@ -435,6 +448,7 @@ class TaskSpec(_Frozen):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     concurrency: int = Field(8, ge=1, description="Examples evaluated at once.")
+    sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
     prices: dict[str, PriceSpec] = Field(default_factory=dict, description="By 'provider:model'.")
     output: str = Field("traces", description="Run folder root, relative to the current directory.")
