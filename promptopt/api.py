@@ -20,7 +20,7 @@ from promptopt.errors import StoreError
 from promptopt.optimizers.base import Candidate
 from promptopt.progress import Reporter, SilentReporter
 from promptopt.sandbox import Sandbox
-from promptopt.session import RunParts, build_parts, estimate_plan
+from promptopt.session import RunParts, build_parts, estimate_plan, make_sandbox
 from promptopt.store import RunStore
 from promptopt.task.loader import load_task
 
@@ -92,6 +92,7 @@ async def aoptimize(
     reporter = reporter or SilentReporter()
     out_dir = Path(output) if output is not None else Path(spec.output)
     started = time.perf_counter()
+    sandbox = sandbox or make_sandbox(spec)  # refuses before a run folder exists
     if resume is not None:
         store = RunStore.open(resume, output_dir=out_dir)
         _check_same_task(store, spec)

@@ -199,8 +199,14 @@ def build_parts(
     )
 
 
-def make_sandbox(spec: Any, program: Any) -> Sandbox | None:
-    """The sandbox for the program's proposed code (None when it has no code parameter)."""
+def make_sandbox(spec: Any, program: Any = None) -> Sandbox | None:
+    """The sandbox for the program's proposed code (None when it has no code parameter).
+
+    Raises :class:`SandboxError` when that sandbox cannot run here; nothing is
+    started either way (the worker starts on the first call).
+    """
+    if program is None:
+        program = make_program(spec.program, base_dir=_base_dir(spec))
     if "code" not in getattr(program, "kinds", {}).values():
         return None
     block = getattr(spec, "sandbox", None)
