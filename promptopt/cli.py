@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", default="html", choices=["html", "svg", "dot"])
     graph.add_argument("-o", "--out", metavar="FILE", help="where to write (default: in the run)")
     graph.add_argument("--output", metavar="DIR", default="traces", help="runs folder")
+    report = sub.add_parser("report", help="write a run's self-contained HTML report")
+    report.add_argument("run", help="run id, prefix, folder, or 'latest'")
+    report.add_argument("-o", "--out", metavar="FILE", help="where (default: <run>/report.html)")
+    report.add_argument("--output", metavar="DIR", default="traces", help="runs folder")
+    show = sub.add_parser("show", help="print a run's scores, wins and losses, and costs")
+    show.add_argument("run", help="run id, prefix, folder, or 'latest'")
+    show.add_argument("--output", metavar="DIR", default="traces", help="runs folder")
     runs = sub.add_parser("runs", help="list runs, newest first")
     runs.add_argument("--output", metavar="DIR", default="traces")
     return parser
@@ -108,6 +115,23 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from promptopt.report.html import write_report
+
+    print(write_report(args.run, out=args.out, output_dir=args.output))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from promptopt.report.facts import RunFacts
+    from promptopt.report.show import print_run
+    from promptopt.store import RunStore
+
+    with RunStore.open(args.run, output_dir=args.output) as store:
+        print_run(RunFacts.load(store))
+    return 0
+
+
 def _graph(args: argparse.Namespace) -> int:
     from promptopt.graph import write_graph
 
@@ -124,6 +148,8 @@ _COMMANDS = {
     "schema": _schema,
     "runs": _runs,
     "graph": _graph,
+    "report": _report,
+    "show": _show,
 }
 
 if __name__ == "__main__":

@@ -1,0 +1,53 @@
+"""``promptopt show RUN``: a run's essentials in the terminal, from the same facts as the report."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from promptopt.report.facts import RunFacts
+
+__all__ = ["print_run"]
+
+_SHOWN_CHARS = 400
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def print_run(facts: RunFacts, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(
+        f"run [bold]{facts.run_id}[/bold]  task {facts.task_name}  optimizer "
+        f"{facts.optimizer or '-'}  status {facts.status}  started {facts.created_at}"
+    )
+    seed, best = facts.seed, facts.best
+    scores = Table(show_header=True)
+    for column in ("", "seed", "best"):
+        scores.add_column(column, justify="right" if column else "left")
+    scores.add_row("validation", _fmt(seed and seed.val), _fmt(best and best.val))
+    scores.add_row(
+        f"test ({facts.test_rows} rows)", _fmt(seed and seed.test), _fmt(best and best.test)
+    )
+    console.print(scores)
+    won = sum(1 for e in facts.examples if e.won)
+    console.print(
+        f"{len(facts.candidates)} candidates; on test the best won {won} and lost "
+        f"{len(facts.examples) - won} examples against the seed"
+    )
+    costs = Table(title="cost")
+    for column in ("model", "role", "paid", "replayed", "failed", "tokens", "US$"):
+        costs.add_column(column)
+    for c in facts.costs:
+        costs.add_row(c.model, c.tag, str(c.paid), str(c.replayed), str(c.failed),
+                      str(c.prompt_tokens + c.completion_tokens), f"{c.usd:.4f}")  # fmt: skip
+    console.print(costs)
+    if best is not None and seed is not None:
+        for name, value in best.params.items():
+            if seed.params.get(name) != value:
+                text = value if isinstance(value, str) else repr(value)
+                cut = text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + " …"
+                console.print(
+                    f"[bold]{name}[/bold] (changed):\n{cut}", markup=True, highlight=False
+                )
