@@ -340,8 +340,9 @@ class Engine:
                     state.pool.append((r.example, r.output))
 
     def _remaining_calls(self) -> int | None:
+        # as the uninterrupted run had them here, so a resumed run's optimizer proposes the same
         budget = getattr(self.task_llm, "budget", None)
-        return None if budget is None else budget.remaining_calls
+        return None if budget is None else budget.replay_remaining_calls
 
     def _calls_note(self) -> str:
         budget = getattr(self.task_llm, "budget", None)

@@ -207,8 +207,8 @@ class RunStore(TraceStoreMixin):
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO llm_calls (key, provider, model, tag, request, response, error, cached,"
-                " attempts, started_at, duration_s, prompt_tokens, completion_tokens, cost_usd)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " attempts, started_at, duration_s, prompt_tokens, completion_tokens, cost_usd,"
+                " budgeted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     event.key,
                     event.provider or "",
@@ -228,15 +228,32 @@ class RunStore(TraceStoreMixin):
                     usage.prompt_tokens if usage else 0,
                     usage.completion_tokens if usage else 0,
                     float(getattr(response, "cost_usd", 0.0) or 0.0),
+                    int(bool(getattr(event, "budgeted", True))),
                 ),
             )
 
-    def answered_keys(self) -> set[str]:
-        """Keys of every request with a recorded (non-replayed) answer."""
+    def answered_keys(self, *, budgeted: bool = False) -> set[str]:
+        """Keys of every request with a recorded (non-replayed) answer; ``budgeted``: only
+        those that counted against the run's budget."""
         rows = self._rows(
             "SELECT DISTINCT key FROM llm_calls WHERE cached = 0 AND response IS NOT NULL"
+            + (" AND budgeted = 1" if budgeted else "")
         )
         return {row[0] for row in rows}
+
+    def budget_spent(self) -> dict[str, Any]:
+        """``calls``, ``tokens`` and ``usd`` of the paid calls that count against the budget.
+
+        A paid call is one a backend answered (not a replay, not a cache hit), in
+        any process of this run. A call that was in flight when a process died may
+        have been billed without being recorded: it is not counted.
+        """
+        calls, tokens, usd = self._rows(
+            "SELECT count(*), coalesce(sum(prompt_tokens + completion_tokens), 0),"
+            " coalesce(sum(cost_usd), 0.0) FROM llm_calls"
+            " WHERE cached = 0 AND response IS NOT NULL AND budgeted = 1"
+        )[0]
+        return {"calls": int(calls), "tokens": int(tokens), "usd": float(usd)}
 
     def recorded_response(self, key: str) -> LLMResponse | None:
         """The first successful backend answer recorded for ``key`` (marked ``cached``), or None."""
