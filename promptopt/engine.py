@@ -132,6 +132,8 @@ class Engine:
             return result
 
         results = tuple(await asyncio.gather(*(one(e) for e in examples)))
+        if self.store.write_error is not None:  # a call could not be recorded: stop here
+            raise self.store.write_error
         if budget_hit:
             raise budget_hit[0]
         evaluated = Evaluated(

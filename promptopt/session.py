@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promptopt.errors import StoreError
 from promptopt.graph import record_llm_call
 from promptopt.llm.budget import Budget
 from promptopt.llm.cache import ResponseCache
@@ -210,7 +211,10 @@ def _store_hooks(store: RunStore, budget: Budget):
     def record(event: CallEvent) -> None:
         if event.cached and event.key in answered:
             return  # a replay: the original answer is already in the store
-        store.record_llm_call(event)
+        try:
+            store.record_llm_call(event)
+        except StoreError:
+            return  # kept in store.write_error: the engine stops the run when it sees it
         if event.response is not None and not event.cached:
             answered.add(event.key)
 

@@ -63,6 +63,9 @@ def _connect(db: Path, *, migrations: Sequence[Migration]) -> sqlite3.Connection
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn, migrations=migrations, where=f"run store {str(db)!r}")
+    except sqlite3.OperationalError as exc:  # full disk, read-only file, locked
+        conn.close()
+        raise StoreError(f"cannot open run store {str(db)!r} for writing: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreError(f"{str(db)!r} is not a readable run store: {exc}") from exc
@@ -84,6 +87,7 @@ class RunStore(TraceStoreMixin):
         self.run_id = root.name
         self._conn: sqlite3.Connection | None = conn
         self._lock = threading.RLock()
+        self.write_error: StoreError | None = None  # the first write that failed, if any
 
     # -- opening and closing ---------------------------------------------------------------
 
@@ -179,17 +183,32 @@ class RunStore(TraceStoreMixin):
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the lock: committed on success, rolled back on error."""
+        """One write transaction under the lock: committed on success, rolled back on error.
+
+        SQLite cannot write (full disk, read-only file, I/O error): a StoreError that
+        says so; the transaction is rolled back, so every row written before stays.
+        """
         with self._lock:
             conn = self._db()
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                error = StoreError(
+                    f"cannot write run store {str(self.root / RUN_FILE)!r}: {exc}; what it "
+                    f"recorded so far is kept: free space (or make it writable), then resume "
+                    f"the run with --resume {self.run_id}"
+                )
+                self.write_error = self.write_error or error
+                raise error from exc
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
