@@ -122,7 +122,7 @@ class Engine:
 
         async def one(example: Example) -> ExampleResult:
             async with gate:
-                if budget_hit:
+                if budget_hit or self.store.write_error is not None:
                     return ExampleResult(example, None, Score(0.0, valid=False), "skipped")
                 result = await self._score_one(candidate, example, llm or self.task_llm)
             if isinstance(result, BudgetExceededError):
