@@ -214,6 +214,8 @@ def _store_hooks(store: RunStore, budget: Budget):
         try:
             store.record_llm_call(event)
         except StoreError:
+            if store.write_error is None:
+                raise  # not a write failure: the client logs it, as any listener's
             return  # kept in store.write_error: the engine stops the run when it sees it
         if event.response is not None and not event.cached:
             answered.add(event.key)
