@@ -26,8 +26,9 @@ from promptopt.testing.openai_server import OpenAITestServer
 CONCURRENCY = 4
 
 
-def _model(url: str) -> str:
-    return json.dumps({"model": "openai:loopback", "base_url": url, "max_concurrency": CONCURRENCY})
+def _model(url: str, **options: object) -> str:
+    model = {"model": "openai:loopback", "base_url": url, "max_concurrency": CONCURRENCY}
+    return json.dumps(model | options)
 
 
 class Killer:
@@ -109,10 +110,11 @@ def test_a_second_process_on_a_live_run_is_refused_and_changes_nothing(tmp_path)
         return picky_wire(body)
 
     with OpenAITestServer(handler=held) as server:
-        path = write_task(tmp_path, _model(server.base_url))
+        path = write_task(tmp_path, _model(server.base_url, timeout=600))  # held, not retried
         first = start_cli(str(path))
         try:
-            _wait_for(lambda: server.stats.received >= 1 or first.poll() is not None)
+            # all its requests in flight, held: it can neither send nor record more
+            _wait_for(lambda: server.stats.received >= CONCURRENCY or first.poll() is not None)
             assert first.poll() is None, first.communicate()[1]
             run_dir = only_run(tmp_path / "traces")
             before, received = row_counts(run_dir), server.stats.received
