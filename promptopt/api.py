@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,10 +22,12 @@ from promptopt.optimizers.base import Candidate
 from promptopt.progress import Reporter, SilentReporter
 from promptopt.sandbox import Sandbox
 from promptopt.session import RunParts, build_parts, estimate_plan, make_sandbox
-from promptopt.store import RunStore
+from promptopt.store import RunLock, RunStore, resolve_run
 from promptopt.task.loader import load_task
 
 __all__ = ["OptimizeResult", "Plan", "optimize", "aoptimize", "plan"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,40 +96,78 @@ async def aoptimize(
     out_dir = Path(output) if output is not None else Path(spec.output)
     started = time.perf_counter()
     sandbox = sandbox or make_sandbox(spec)  # refuses before a run folder exists
-    if resume is not None:
-        store = RunStore.open(resume, output_dir=out_dir)
-        _check_same_task(store, spec)
-        reporter.message(f"resuming run {store.run_id} from {store.root}")
-    else:
-        store = RunStore.create(
-            out_dir,
-            task=spec.model_dump(mode="json"),
-            task_path=str(getattr(spec, "path", "") or ""),
-        )
-        reporter.message(f"run {store.run_id} in {store.root}")
+    store, lock = _open_locked(spec, resume=resume, out_dir=out_dir)
     try:
-        parts = build_parts(spec, store=store, backends=backends, sandbox=sandbox)
-    except BaseException as exc:
-        store.set_status("failed", detail=f"{type(exc).__name__}: {exc}")
+        try:
+            parts = build_parts(spec, store=store, backends=backends, sandbox=sandbox)
+        except BaseException as exc:
+            _set_failed(store, exc)
+            raise
+        if resume is not None:
+            reporter.message(f"resuming run {store.run_id} from {store.root}" + _spent(parts))
+        else:
+            reporter.message(f"run {store.run_id} in {store.root}")
+        try:
+            outcome = await _run(parts, store, reporter)
+            store.set_status("finished", detail=outcome.stopped)
+        except BaseException as exc:
+            _set_failed(store, exc)
+            raise
+        finally:
+            await parts.aclose()
+            reporter.close()
+        return _result(parts, store, outcome, time.perf_counter() - started)
+    finally:
+        store.close()
+        lock.release()
+
+
+def _open_locked(
+    spec: Any, *, resume: str | Path | None, out_dir: Path
+) -> tuple[RunStore, RunLock]:
+    """The run's store, new or resumed, with this process holding the run's lock."""
+    if resume is not None:
+        root = resolve_run(resume, output_dir=out_dir)
+        lock = RunLock.acquire(root)  # before opening: the holder may be writing the store
+        store = None
+        try:
+            store = RunStore.open(root, output_dir=out_dir)
+            _check_same_task(store, spec)
+        except BaseException:
+            if store is not None:
+                store.close()
+            lock.release()
+            raise
+        return store, lock
+    store = RunStore.create(
+        out_dir,
+        task=spec.model_dump(mode="json"),
+        task_path=str(getattr(spec, "path", "") or ""),
+    )
+    try:
+        return store, RunLock.acquire(store.root)
+    except BaseException:
         store.close()
         raise
+
+
+def _spent(parts: RunParts) -> str:
+    budget = parts.budget
+    if not budget.carried_calls:
+        return ""
+    limit = "" if budget.max_calls is None else f"/{budget.max_calls}"
+    return f" ({budget.carried_calls}{limit} calls of its budget already spent)"
+
+
+def _set_failed(store: RunStore, exc: BaseException) -> None:
+    """Record why the run stopped, if the store can still be written (a full disk may refuse)."""
+    status = (
+        "interrupted" if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError) else "failed"
+    )
     try:
-        outcome = await _run(parts, store, reporter)
-        store.set_status("finished", detail=outcome.stopped)
-    except BaseException as exc:
-        store.set_status(
-            "interrupted"
-            if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
-            else "failed",
-            detail=f"{type(exc).__name__}: {exc}",
-        )
-        raise
-    finally:
-        await parts.aclose()
-        reporter.close()
-    result = _result(parts, store, outcome, time.perf_counter() - started)
-    store.close()
-    return result
+        store.set_status(status, detail=f"{type(exc).__name__}: {exc}")
+    except StoreError:
+        logger.debug("could not record status %r in %r", status, store, exc_info=True)
 
 
 async def _run(parts: RunParts, store: RunStore, reporter: Reporter) -> SearchOutcome:
@@ -148,11 +189,17 @@ def _result(
 ) -> OptimizeResult:
     best = outcome.best.candidate
     prompt_path = store.root / "best_prompt.txt"
-    prompt_path.write_text(parts.program.describe(best.params), encoding="utf-8")
-    (store.root / "best_candidate.json").write_text(
-        json.dumps({"id": best.id, "params": best.params}, indent=2, ensure_ascii=False) + "\n",
-        encoding="utf-8",
-    )
+    try:
+        prompt_path.write_text(parts.program.describe(best.params), encoding="utf-8")
+        (store.root / "best_candidate.json").write_text(
+            json.dumps({"id": best.id, "params": best.params}, indent=2, ensure_ascii=False) + "\n",
+            encoding="utf-8",
+        )
+    except OSError as exc:
+        raise StoreError(
+            f"run {store.run_id!r} finished (its store holds the result) but its best "
+            f"candidate could not be written to {str(store.root)!r}: {exc.strerror or exc}"
+        ) from exc
     seed_test, best_test = outcome.seed_test, outcome.best_test
     return OptimizeResult(
         best=best,

@@ -1,7 +1,8 @@
 """The ``promptopt`` command: parse arguments, call the library, print.
 
 Every PromptoptError becomes one line on stderr and a non-zero exit code
-(2 for a bad task file or data, 1 for anything that failed while running);
+(2 for a bad task file or data, or a run another process holds; 1 for
+anything that failed while running);
 nothing here knows how optimization works.
 """
 
@@ -14,7 +15,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from promptopt.errors import ConfigError, DataError, OptimizerError, PromptoptError
+from promptopt.errors import (
+    ConfigError,
+    DataError,
+    OptimizerError,
+    PromptoptError,
+    RunInUseError,
+)
 
 __all__ = ["main"]
 
@@ -65,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (ConfigError, DataError, OptimizerError) as exc:
+    except (ConfigError, DataError, OptimizerError, RunInUseError) as exc:
         print(f"promptopt: error: {exc}", file=sys.stderr)
         return 2
     except PromptoptError as exc:

@@ -124,7 +124,7 @@ class Engine:
 
         async def one(example: Example) -> ExampleResult:
             async with gate:
-                if budget_hit:
+                if budget_hit or self.store.write_error is not None:
                     return ExampleResult(example, None, Score(0.0, valid=False), "skipped")
                 result = await self._score_one(candidate, example, llm or self.task_llm)
             if isinstance(result, BudgetExceededError):
@@ -134,6 +134,8 @@ class Engine:
             return result
 
         results = tuple(await asyncio.gather(*(one(e) for e in examples)))
+        if self.store.write_error is not None:  # a call could not be recorded: stop here
+            raise self.store.write_error
         if budget_hit:
             raise budget_hit[0]
         evaluated = Evaluated(
@@ -343,8 +345,9 @@ class Engine:
                     state.pool.append((r.example, r.output))
 
     def _remaining_calls(self) -> int | None:
+        # as the uninterrupted run had them here, so a resumed run's optimizer proposes the same
         budget = getattr(self.task_llm, "budget", None)
-        return None if budget is None else budget.remaining_calls
+        return None if budget is None else budget.replay_remaining_calls
 
     def _calls_note(self) -> str:
         budget = getattr(self.task_llm, "budget", None)

@@ -21,6 +21,7 @@ Only the CLI catches ``PromptoptError``; it prints one line and exits non-zero.
     │   └── UnplannedCallError      a fake or replay saw a request nobody planned for
     ├── BudgetExceededError         the run's hard budget would be exceeded
     ├── StoreError                  the run store cannot be opened, migrated or resumed
+    │   └── RunInUseError           another process holds the run (optimizing or resuming it)
     ├── OptimizerError              an optimizer is unknown or misconfigured
     │   └── ReplyParseError         an optimizer model's reply cannot be read (bad JSON)
     ├── SandboxError                the sandbox for proposed code cannot run here at all
@@ -45,6 +46,7 @@ __all__ = [
     "RateLimitError",
     "ReplyParseError",
     "RetryableError",
+    "RunInUseError",
     "SandboxError",
     "ServerError",
     "StoreError",
@@ -142,6 +144,10 @@ class BudgetExceededError(PromptoptError):
 
 class StoreError(PromptoptError):
     """The run store cannot be opened, migrated or resumed."""
+
+
+class RunInUseError(StoreError):
+    """Another live process holds the run's lock; the CLI exits 2, as for a usage error."""
 
 
 class OptimizerError(PromptoptError):

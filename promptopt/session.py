@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptopt.errors import SandboxError
+from promptopt.errors import SandboxError, StoreError
 from promptopt.graph import record_llm_call
 from promptopt.llm.budget import Budget
 from promptopt.llm.cache import ResponseCache
@@ -158,7 +158,7 @@ def build_parts(
         if key not in shared:
             shared[key] = make_backend(parse_model(cfg.model), cfg)
         role_backend[role] = shared[key]
-    listener, replay = _store_hooks(store)
+    listener, replay = _store_hooks(store, budget)
 
     def llm_for(role: str, *, with_budget: bool) -> LLM:
         cfg = configs[role]
@@ -241,23 +241,38 @@ def _prices(spec: Any) -> dict[str, Any]:
     }
 
 
-def _store_hooks(store: RunStore):
+def _store_hooks(store: RunStore, budget: Budget):
     """The listener that records every call, and the replay lookup that answers from the store.
 
     The keys with a recorded answer are kept in memory, so a request the store
     cannot answer (nearly all of them in a fresh run) costs no database query.
+    What the store holds as paid against the budget (a resumed run's earlier
+    processes) is carried into ``budget``; each of those calls, when replayed,
+    is counted once as replayed (see :attr:`Budget.replay_remaining_calls`).
     """
     answered = store.answered_keys()
+    carried = store.answered_keys(budgeted=True)
+    budget.carry(**store.budget_spent())
 
     def record(event: CallEvent) -> None:
         if event.cached and event.key in answered:
             return  # a replay: the original answer is already in the store
-        store.record_llm_call(event)
+        try:
+            store.record_llm_call(event)
+        except StoreError:
+            if store.write_error is None:
+                raise  # not a write failure: the client logs it, as any listener's
+            return  # kept in store.write_error: the engine stops the run when it sees it
         if event.response is not None and not event.cached:
             answered.add(event.key)
 
     def replay(key: str):
-        return store.recorded_response(key) if key in answered else None
+        if key not in answered:
+            return None
+        if key in carried:
+            carried.discard(key)
+            budget.replayed()
+        return store.recorded_response(key)
 
     return record, replay
 

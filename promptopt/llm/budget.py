@@ -11,6 +11,12 @@ answers from the cache reserve nothing.
 
 One ``Budget`` may be shared by several clients and threads (the task model and
 the optimizer model of one run draw on the same budget).
+
+A resumed run :meth:`Budget.carry` s what its earlier processes paid (as its run
+store records it), so its limits hold across any number of crashes and resumes.
+Replays of those calls cost nothing more; :meth:`Budget.replayed` counts them
+only for :attr:`Budget.replay_remaining_calls`, the figure an uninterrupted run
+had at the same point of its search, which optimizers see.
 """
 
 from __future__ import annotations
@@ -85,6 +91,31 @@ class Budget:
         self._held_calls = 0
         self._held_tokens = 0
         self._held_usd = 0.0
+        self._carried_calls = 0
+        self._carried_tokens = 0
+        self._carried_usd = 0.0
+        self._replayed_calls = 0
+
+    def carry(self, *, calls: int, tokens: int, usd: float) -> None:
+        """Count what earlier processes of this run already spent (a resumed run).
+
+        It counts against every limit from now on; a limit already passed makes
+        every further reservation fail.
+        """
+        if calls < 0 or tokens < 0 or usd < 0:
+            raise ConfigError(
+                f"carried spending must not be negative, got calls={calls!r}, "
+                f"tokens={tokens!r}, usd={usd!r}"
+            )
+        with self._lock:
+            self._carried_calls += calls
+            self._carried_tokens += tokens
+            self._carried_usd += usd
+
+    def replayed(self) -> None:
+        """One call that an earlier process paid for was answered again from the run store."""
+        with self._lock:
+            self._replayed_calls += 1
 
     def reserve(self, *, tokens: int, usd: float) -> Reservation:
         """Hold one call, ``tokens`` tokens and ``usd`` dollars, or raise BudgetExceededError."""
@@ -93,9 +124,11 @@ class Budget:
                 f"a reservation must not be negative, got tokens={tokens!r}, usd={usd!r}"
             )
         with self._lock:
-            self._check("max_calls", self.max_calls, self._calls, self._held_calls, 1)
-            self._check("max_tokens", self.max_tokens, self._tokens, self._held_tokens, tokens)
-            self._check("max_usd", self.max_usd, self._usd, self._held_usd, usd)
+            self._check("max_calls", self.max_calls, self._spent_calls(), self._held_calls, 1)
+            self._check(
+                "max_tokens", self.max_tokens, self._spent_tokens(), self._held_tokens, tokens
+            )
+            self._check("max_usd", self.max_usd, self._spent_usd(), self._held_usd, usd)
             self._held_calls += 1
             self._held_tokens += tokens
             self._held_usd += usd
@@ -122,18 +155,36 @@ class Budget:
                 self._tokens += usage.total_tokens
                 self._usd += usd
 
+    # what the run has spent: this process's committed calls plus what was carried over
+    def _spent_calls(self) -> int:
+        return self._calls + self._carried_calls
+
+    def _spent_tokens(self) -> int:
+        return self._tokens + self._carried_tokens
+
+    def _spent_usd(self) -> float:
+        return self._usd + self._carried_usd
+
     @property
     def calls(self) -> int:
-        """Calls committed (answered and billed)."""
-        return self._calls
+        """Calls the run has paid for: committed here plus carried from earlier processes."""
+        with self._lock:
+            return self._spent_calls()
 
     @property
     def tokens(self) -> int:
-        return self._tokens
+        with self._lock:
+            return self._spent_tokens()
 
     @property
     def usd(self) -> float:
-        return self._usd
+        with self._lock:
+            return self._spent_usd()
+
+    @property
+    def carried_calls(self) -> int:
+        """Calls paid by earlier processes of this run (see :meth:`carry`)."""
+        return self._carried_calls
 
     @property
     def in_flight(self) -> int:
@@ -146,32 +197,48 @@ class Budget:
         if self.max_calls is None:
             return None
         with self._lock:
-            return max(self.max_calls - self._calls - self._held_calls, 0)
+            return max(self.max_calls - self._spent_calls() - self._held_calls, 0)
+
+    @property
+    def replay_remaining_calls(self) -> int | None:
+        """:attr:`remaining_calls` as the run had them when it first reached this point.
+
+        Carried calls count only once they are :meth:`replayed`, so at each step a
+        resumed run shows its optimizer the figure the uninterrupted run showed,
+        and the optimizer proposes the same candidates (its requests then replay).
+        """
+        if self.max_calls is None:
+            return None
+        with self._lock:
+            return max(self.max_calls - self._calls - self._replayed_calls - self._held_calls, 0)
 
     @property
     def remaining_tokens(self) -> int | None:
         if self.max_tokens is None:
             return None
         with self._lock:
-            return max(self.max_tokens - self._tokens - self._held_tokens, 0)
+            return max(self.max_tokens - self._spent_tokens() - self._held_tokens, 0)
 
     @property
     def remaining_usd(self) -> float | None:
         if self.max_usd is None:
             return None
         with self._lock:
-            return max(self.max_usd - self._usd - self._held_usd, 0.0)
+            return max(self.max_usd - self._spent_usd() - self._held_usd, 0.0)
 
     def snapshot(self) -> dict[str, Any]:
-        """Limits, committed spending and in-flight holds as plain data."""
+        """Limits, spending (carried included), what was carried, and in-flight holds."""
         with self._lock:
             return {
                 "max_calls": self.max_calls,
                 "max_tokens": self.max_tokens,
                 "max_usd": self.max_usd,
-                "calls": self._calls,
-                "tokens": self._tokens,
-                "usd": self._usd,
+                "calls": self._spent_calls(),
+                "tokens": self._spent_tokens(),
+                "usd": self._spent_usd(),
+                "carried_calls": self._carried_calls,
+                "carried_tokens": self._carried_tokens,
+                "carried_usd": self._carried_usd,
                 "in_flight_calls": self._held_calls,
                 "in_flight_tokens": self._held_tokens,
                 "in_flight_usd": self._held_usd,
@@ -179,6 +246,6 @@ class Budget:
 
     def __repr__(self) -> str:
         return (
-            f"Budget(calls={self._calls}/{self.max_calls}, tokens={self._tokens}/"
-            f"{self.max_tokens}, usd={self._usd:.4f}/{self.max_usd})"
+            f"Budget(calls={self.calls}/{self.max_calls}, tokens={self.tokens}/"
+            f"{self.max_tokens}, usd={self.usd:.4f}/{self.max_usd})"
         )

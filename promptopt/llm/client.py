@@ -50,7 +50,10 @@ _DEFAULT_COMPLETION_TOKENS = 512
 
 @dataclass(frozen=True, slots=True)
 class CallEvent:
-    """What happened to one logical request; given to every listener."""
+    """What happened to one logical request; given to every listener.
+
+    ``budgeted`` says whether the client that made it draws on a budget.
+    """
 
     key: str
     provider: str
@@ -62,6 +65,7 @@ class CallEvent:
     attempts: int
     started_at: float
     duration_s: float
+    budgeted: bool = False
 
 
 Listener = Callable[[CallEvent], None]
@@ -326,6 +330,7 @@ class LLM:
             attempts=attempts,
             started_at=started_at,
             duration_s=time.perf_counter() - t0,
+            budgeted=self.budget is not None,
         )
 
     def _emit(self, event: CallEvent) -> None:

@@ -154,9 +154,14 @@ CREATE INDEX trace_feedback_trace ON trace_feedback (trace_id, id);
 {_append_only("trace_feedback")}
 """
 
+# which calls count against the run's budget (the test scoring does not); rows written
+# before it count, the safe side for a resumed run's budget
+_V3 = "ALTER TABLE llm_calls ADD COLUMN budgeted INTEGER NOT NULL DEFAULT 1;"
+
 MIGRATIONS: list[Migration] = [
     (1, _V1),
     (2, _V2),  # traced graphs: traces, their nodes, edges and feedback
+    (3, _V3),  # llm_calls.budgeted
 ]
 
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]

@@ -63,6 +63,9 @@ def _connect(db: Path, *, migrations: Sequence[Migration]) -> sqlite3.Connection
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn, migrations=migrations, where=f"run store {str(db)!r}")
+    except sqlite3.OperationalError as exc:  # full disk, read-only file, locked
+        conn.close()
+        raise StoreError(f"cannot open run store {str(db)!r} for writing: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreError(f"{str(db)!r} is not a readable run store: {exc}") from exc
@@ -84,6 +87,7 @@ class RunStore(TraceStoreMixin):
         self.run_id = root.name
         self._conn: sqlite3.Connection | None = conn
         self._lock = threading.RLock()
+        self.write_error: StoreError | None = None  # the first write that failed, if any
 
     # -- opening and closing ---------------------------------------------------------------
 
@@ -179,17 +183,32 @@ class RunStore(TraceStoreMixin):
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the lock: committed on success, rolled back on error."""
+        """One write transaction under the lock: committed on success, rolled back on error.
+
+        SQLite cannot write (full disk, read-only file, I/O error): a StoreError that
+        says so; the transaction is rolled back, so every row written before stays.
+        """
         with self._lock:
             conn = self._db()
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                error = StoreError(
+                    f"cannot write run store {str(self.root / RUN_FILE)!r}: {exc}; what it "
+                    f"recorded so far is kept: free space (or make it writable), then resume "
+                    f"the run with --resume {self.run_id}"
+                )
+                self.write_error = self.write_error or error
+                raise error from exc
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -207,8 +226,8 @@ class RunStore(TraceStoreMixin):
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO llm_calls (key, provider, model, tag, request, response, error, cached,"
-                " attempts, started_at, duration_s, prompt_tokens, completion_tokens, cost_usd)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " attempts, started_at, duration_s, prompt_tokens, completion_tokens, cost_usd,"
+                " budgeted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     event.key,
                     event.provider or "",
@@ -228,15 +247,32 @@ class RunStore(TraceStoreMixin):
                     usage.prompt_tokens if usage else 0,
                     usage.completion_tokens if usage else 0,
                     float(getattr(response, "cost_usd", 0.0) or 0.0),
+                    int(bool(getattr(event, "budgeted", True))),
                 ),
             )
 
-    def answered_keys(self) -> set[str]:
-        """Keys of every request with a recorded (non-replayed) answer."""
+    def answered_keys(self, *, budgeted: bool = False) -> set[str]:
+        """Keys of every request with a recorded (non-replayed) answer; ``budgeted``: only
+        those that counted against the run's budget."""
         rows = self._rows(
             "SELECT DISTINCT key FROM llm_calls WHERE cached = 0 AND response IS NOT NULL"
+            + (" AND budgeted = 1" if budgeted else "")
         )
         return {row[0] for row in rows}
+
+    def budget_spent(self) -> dict[str, Any]:
+        """``calls``, ``tokens`` and ``usd`` of the paid calls that count against the budget.
+
+        A paid call is one a backend answered (not a replay, not a cache hit), in
+        any process of this run. A call that was in flight when a process died may
+        have been billed without being recorded: it is not counted.
+        """
+        calls, tokens, usd = self._rows(
+            "SELECT count(*), coalesce(sum(prompt_tokens + completion_tokens), 0),"
+            " coalesce(sum(cost_usd), 0.0) FROM llm_calls"
+            " WHERE cached = 0 AND response IS NOT NULL AND budgeted = 1"
+        )[0]
+        return {"calls": int(calls), "tokens": int(tokens), "usd": float(usd)}
 
     def recorded_response(self, key: str) -> LLMResponse | None:
         """The first successful backend answer recorded for ``key`` (marked ``cached``), or None."""

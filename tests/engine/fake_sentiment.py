@@ -26,3 +26,12 @@ def picky_model(request: LLMRequest) -> str:
         text = request.messages[-1].content
         return "negative" if any(w in text for w in WORDS["negative"]) else "positive"
     return "positive"
+
+
+def picky_wire(body: dict) -> str:
+    """:func:`picky_model` reading the OpenAI wire format (for the loopback server's handler)."""
+    shown = {m["content"] for m in body["messages"] if m["role"] == "assistant"}
+    if {"positive", "negative"} <= shown:
+        text = body["messages"][-1]["content"]
+        return "negative" if any(w in text for w in WORDS["negative"]) else "positive"
+    return "positive"

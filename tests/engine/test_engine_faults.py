@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fake_sentiment import WORDS, sentiment_rows
+from fake_sentiment import picky_wire, sentiment_rows
 
 from promptopt.api import aoptimize
 from promptopt.testing.faults import FaultPlan
@@ -39,15 +39,6 @@ output: {out}
 """
 
 
-def picky(body: dict) -> str:
-    """The picky fake of the engine tests, reading the OpenAI wire format."""
-    shown = {m["content"] for m in body["messages"] if m["role"] == "assistant"}
-    if {"positive", "negative"} <= shown:
-        text = body["messages"][-1]["content"]
-        return "negative" if any(w in text for w in WORDS["negative"]) else "positive"
-    return "positive"
-
-
 def write_task(folder: Path, url: str, *, max_calls: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows(64)))
@@ -60,8 +51,8 @@ def write_task(folder: Path, url: str, *, max_calls: int) -> Path:
 
 async def test_a_faulty_server_changes_nothing_in_the_result(tmp_path):
     async with (
-        OpenAITestServer(handler=picky) as clean,
-        OpenAITestServer(handler=picky, faults=FAULTS) as faulty,
+        OpenAITestServer(handler=picky_wire) as clean,
+        OpenAITestServer(handler=picky_wire, faults=FAULTS) as faulty,
     ):
         expected = await aoptimize(write_task(tmp_path / "clean", clean.base_url, max_calls=500))
         got = await aoptimize(write_task(tmp_path / "faulty", faulty.base_url, max_calls=500))
@@ -74,7 +65,7 @@ async def test_a_faulty_server_changes_nothing_in_the_result(tmp_path):
 
 
 async def test_the_budget_caps_what_a_faulty_server_answers_at_concurrency_16(tmp_path):
-    async with OpenAITestServer(handler=picky, faults=FAULTS, latency=0.02) as server:
+    async with OpenAITestServer(handler=picky_wire, faults=FAULTS, latency=0.02) as server:
         result = await aoptimize(write_task(tmp_path, server.base_url, max_calls=60))
         answered_in_search = server.stats.answered - result.test_usage["calls"]
     assert result.usage["calls"] <= 60

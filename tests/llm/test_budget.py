@@ -204,3 +204,45 @@ async def test_cancelled_call_releases_reservation() -> None:
     with pytest.raises(asyncio.CancelledError):
         await call
     assert budget.remaining_calls == 1 and budget.calls == 0
+
+
+def test_carried_spending_counts_against_every_limit() -> None:
+    budget = Budget(max_calls=5, max_tokens=100, max_usd=1.0)
+    budget.carry(calls=4, tokens=60, usd=0.5)  # what earlier processes of the run paid
+    assert (budget.calls, budget.tokens, budget.usd) == (4, 60, 0.5)
+    assert (budget.remaining_calls, budget.remaining_tokens) == (1, 40)
+    with pytest.raises(BudgetExceededError, match="max_tokens"):
+        budget.reserve(tokens=41, usd=0.0)
+    budget.reserve(tokens=40, usd=0.5).commit(Usage(30, 10), 0.25)
+    assert (budget.calls, budget.tokens, budget.usd) == (5, 100, 0.75)
+    with pytest.raises(BudgetExceededError, match="max_calls=5 would be exceeded: 5 spent"):
+        budget.reserve(tokens=0, usd=0.0)
+    assert budget.snapshot()["carried_calls"] == 4
+
+
+def test_replays_of_carried_calls_move_only_the_optimizers_figure() -> None:
+    budget = Budget(max_calls=10)
+    budget.carry(calls=6, tokens=0, usd=0.0)
+    # a resumed run at its start: 6 paid, but the uninterrupted run had spent nothing here yet
+    assert (budget.calls, budget.remaining_calls, budget.replay_remaining_calls) == (6, 4, 10)
+    for _ in range(6):
+        budget.replayed()
+    assert (budget.calls, budget.remaining_calls, budget.replay_remaining_calls) == (6, 4, 4)
+    budget.reserve(tokens=1, usd=0.0).commit(Usage(1, 0), 0.0)
+    assert (budget.calls, budget.remaining_calls, budget.replay_remaining_calls) == (7, 3, 3)
+    assert Budget().replay_remaining_calls is None
+
+
+def test_carrying_negative_spending_is_refused() -> None:
+    with pytest.raises(ConfigError, match="carried spending"):
+        Budget(max_calls=1).carry(calls=-1, tokens=0, usd=0.0)
+
+
+def test_a_resumed_client_cannot_spend_what_earlier_processes_spent() -> None:
+    budget = Budget(max_calls=3)
+    budget.carry(calls=2, tokens=0, usd=0.0)
+    llm = fake_llm(lambda request: "ok", budget=budget)
+    assert llm.chat("one") == "ok"
+    with pytest.raises(BudgetExceededError, match="3 spent"):
+        llm.chat("two")
+    assert llm.stats.calls == 1 and budget.calls == 3

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import promptopt.store as store_pkg
 from promptopt.errors import ConfigError, StoreError
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage, messages
-from promptopt.store import RUN_FILE, RunStore
+from promptopt.store import MIGRATIONS, RUN_FILE, RunStore
 
 REPO = Path(__file__).resolve().parents[2]
 TASK = {"name": "sentiment", "model": "openai:gpt-4o-mini", "api_key_env": "OPENAI_API_KEY"}
@@ -40,15 +40,18 @@ class Event:
     attempts: int = 1
     started_at: float = 1000.0
     duration_s: float = 0.25
+    budgeted: bool = True
 
 
 def event(text: str | None, *, prompt: str = "hi", cached: bool = False, error: str | None = None,
-          tokens: tuple[int, int] = (3, 2), cost: float = 0.001) -> Event:  # fmt: skip
+          tokens: tuple[int, int] = (3, 2), cost: float = 0.001, budgeted: bool = True,
+          ) -> Event:  # fmt: skip
     request = LLMRequest(messages=messages(("user", prompt)), model="m", tag="judge")
     response = None
     if text is not None:
         response = LLMResponse(text=text, usage=Usage(*tokens), model="m", cost_usd=cost)
-    return Event(request.key(namespace="fake"), "fake", "m", request, response, error, cached)
+    return Event(request.key(namespace="fake"), "fake", "m", request, response, error, cached,
+                 budgeted=budgeted)  # fmt: skip
 
 
 @pytest.fixture
@@ -59,7 +62,7 @@ def store(tmp_path: Path) -> RunStore:
 
 def test_public_names() -> None:
     assert set(store_pkg.__all__) == {
-        "MIGRATIONS", "RUN_FILE", "SCHEMA_VERSION", "STATUSES", "RunInfo", "RunStore",
+        "MIGRATIONS", "RUN_FILE", "SCHEMA_VERSION", "STATUSES", "RunInfo", "RunLock", "RunStore",
         "list_runs", "resolve_run",
     }  # fmt: skip
 
@@ -132,6 +135,27 @@ def test_cached_replay_never_overwrites(store: RunStore) -> None:
     store.record_llm_call(event("real"))
     assert store.recorded_response(event("x").key).text == "real"
     assert [c["cached"] for c in store.llm_calls()] == [True, False]
+
+
+def test_budget_spent_counts_paid_budgeted_calls_only(store: RunStore) -> None:
+    assert store.budget_spent() == {"calls": 0, "tokens": 0, "usd": 0.0}
+    store.record_llm_call(event("a", prompt="1", tokens=(3, 2), cost=0.25))
+    store.record_llm_call(event("b", prompt="2", tokens=(1, 1), cost=0.5))
+    store.record_llm_call(event("a", prompt="1", cached=True))  # a replay is not paid again
+    store.record_llm_call(event(None, prompt="3", error="ServerError: 500"))  # nothing billed
+    store.record_llm_call(event("t", prompt="4", budgeted=False))  # test scoring: off budget
+    assert store.budget_spent() == {"calls": 2, "tokens": 7, "usd": 0.75}
+    assert store.answered_keys(budgeted=True) == {event("", prompt=p).key for p in "12"}
+    assert store.answered_keys() == {event("", prompt=p).key for p in "124"}
+
+
+def test_calls_recorded_before_the_budgeted_column_count(tmp_path: Path) -> None:
+    with RunStore.create(tmp_path, task=TASK, run_id="old", migrations=MIGRATIONS[:2]) as old:
+        old._db().execute(
+            "INSERT INTO llm_calls (key, request, response, prompt_tokens) VALUES ('k', '{}', '{}', 4)"
+        )
+    with RunStore.open(tmp_path / "old") as store:  # migrated: an unknown role counts
+        assert store.budget_spent() == {"calls": 1, "tokens": 4, "usd": 0.0}
 
 
 def test_recorded_response_after_reopen(store: RunStore, tmp_path: Path) -> None:
