@@ -6,12 +6,13 @@ import random
 from typing import Any, ClassVar
 
 from fake_sentiment import WORDS
+from test_calibration import leaning_model
 from pydantic import BaseModel
 
 from promptopt.api import aoptimize
 from promptopt.engine import Engine
 from promptopt.llm.fakes import FakeBackend
-from promptopt.llm.types import LLMRequest, LLMResponse
+from promptopt.llm.types import LLMRequest
 from promptopt.optimizers.base import Proposal, SearchState
 from promptopt.session import build_parts
 from promptopt.store import RunStore
@@ -29,15 +30,6 @@ async def test_the_first_step_tries_a_diverse_set_and_nearest_exemplars(task_fil
     assert {e["output"] for e in diverse_set} == {"positive", "negative"}  # balanced by label
     spec = first[1]["params"]["exemplars"]
     assert spec["select"] == "nearest" and spec["k"] == 2 and len(spec["pool"]) >= 2
-
-
-def leaning_model(request: LLMRequest) -> LLMResponse:
-    """Reads the words but leans hard to 'positive' (as in test_calibration.py)."""
-    negative = any(w in request.messages[-1].content for w in WORDS["negative"])
-    scores = {"positive": -1.0, "negative": -1.5 if negative else -2.5}
-    ranked = tuple(scores[c] for c in request.choices)
-    best = request.choices[max(range(len(ranked)), key=ranked.__getitem__)]
-    return LLMResponse(text=best, choice_logprobs=ranked)
 
 
 async def test_calibration_still_runs_when_the_budget_stops_the_search(task_file):
