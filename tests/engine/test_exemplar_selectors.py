@@ -6,8 +6,8 @@ import random
 from typing import Any, ClassVar
 
 from fake_sentiment import WORDS
-from test_calibration import leaning_model
 from pydantic import BaseModel
+from test_calibration import leaning_model
 
 from promptopt.api import aoptimize
 from promptopt.engine import Engine
