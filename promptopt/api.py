@@ -178,7 +178,8 @@ async def _run(parts: RunParts, store: RunStore, reporter: Reporter) -> SearchOu
         trainable=parts.program.trainable,
         description=parts.description,
         choices=getattr(parts.program, "choices", ()),
-        kinds=getattr(parts.program, "kinds", {}),
+        kinds=parts.program.kinds,
+        features=parts.program.features,
     )
     await engine.score_test(outcome, llm=parts.test_llm)
     return outcome

@@ -93,6 +93,7 @@ class Engine:
         }
         checkpoint = store.latest_checkpoint()
         self._resumed_through = checkpoint[0] if checkpoint else -1
+        self._state: SearchState | None = None
 
     # -- evaluation ---------------------------------------------------------
 
@@ -221,6 +222,7 @@ class Engine:
         description: str,
         choices: Sequence[str] = (),
         kinds: Mapping[str, str] | None = None,
+        features: frozenset[str] = frozenset(),
     ) -> SearchOutcome:
         rng = random.Random(self.seed)
         val = self.splits.val
@@ -241,7 +243,9 @@ class Engine:
             evaluate=self._optimizer_evaluate,
             choices=tuple(choices),
             kinds=dict(kinds or {}),
+            features=frozenset(features),
         )
+        self._state = state  # probe evaluations feed its pool too
         self._observe(state, [seed_eval])
         self._checkpoint(state, 0, stopped="")
         stopped, step = "max_steps", 0
@@ -249,52 +253,16 @@ class Engine:
             state.step = step
             state.remaining_calls = self._remaining_calls()
             try:
-                proposals = await optimizer.propose(state, llm=self.optimizer_llm, rng=rng)
-                if not proposals:
+                results = await self._step(optimizer, state, rng)
+                if not results:
                     stopped, step = "optimizer finished", step - 1
                     break
-                self.reporter.phase(
-                    f"step {step}: {len(proposals)} candidate(s)", len(proposals) * len(val)
-                )
-                # one candidate after another, each with its examples in flight together:
-                # a candidate's requests share a prefix (system + exemplars), which local
-                # backends reuse only when the requests are not interleaved with others
-                results = [
-                    await self.evaluate(
-                        p.params,
-                        val,
-                        split="val",
-                        step=step,
-                        parent_id=p.parent_id,
-                        origin=optimizer.name,
-                        meta=p.meta,
-                    )
-                    for p in proposals
-                ]
             except BudgetExceededError as exc:
                 stopped = f"budget: {exc}"
                 self._decide(step, "stop", {"reason": stopped})
+                await self._free_step(optimizer, state, rng, step=step + 1)
                 break
-            self._observe(state, results)
-            optimizer.observe(state, results)
-            best = state.best
-            assert best is not None
-            self._decide(
-                step,
-                "step",
-                {
-                    "evaluated": [
-                        {"id": r.candidate.id, "val": r.score, "invalid": r.invalid}
-                        for r in results
-                    ],
-                    "best": best.candidate.id,
-                    "best_val": best.score,
-                },
-            )
-            self.reporter.message(
-                f"step {step}: best of step {max(r.score for r in results):.3f}, "
-                f"best so far {best.score:.3f} ({best.candidate.id})" + self._calls_note()
-            )
+            self._after_step(state, step, results)
             self._checkpoint(state, step, stopped="")
         best = state.best
         assert best is not None
@@ -306,6 +274,65 @@ class Engine:
             outcome.extra["optimizer_stats"] = dict(stats)
         self._checkpoint(state, step, stopped=stopped, extra=outcome.extra)
         return outcome
+
+    async def _step(
+        self, optimizer: Optimizer, state: SearchState, rng: random.Random
+    ) -> list[Evaluated]:
+        """Ask for proposals and score each on validation; [] when the optimizer is done."""
+        proposals = await optimizer.propose(state, llm=self.optimizer_llm, rng=rng)
+        if not proposals:
+            return []
+        val = state.val
+        self.reporter.phase(
+            f"step {state.step}: {len(proposals)} candidate(s)", len(proposals) * len(val)
+        )
+        # one candidate after another, each with its examples in flight together:
+        # a candidate's requests share a prefix (system + exemplars), which local
+        # backends reuse only when the requests are not interleaved with others
+        results = [
+            await self.evaluate(p.params, val, split="val", step=state.step,
+                                parent_id=p.parent_id, origin=optimizer.name, meta=p.meta)
+            for p in proposals
+        ]  # fmt: skip
+        self._observe(state, results)
+        optimizer.observe(state, results)
+        return results
+
+    async def _free_step(
+        self, optimizer: Optimizer, state: SearchState, rng: random.Random, *, step: int
+    ) -> None:
+        """Once the budget has stopped the search: work that costs no model call still runs.
+
+        The optimizer is asked once more with ``remaining_calls`` 0; proposals
+        whose answers are all in the run (the exemplar optimizer's calibration)
+        are scored; the first that needs a paid call ends it.
+        """
+        state.step, state.remaining_calls = step, 0
+        try:
+            results = await self._step(optimizer, state, rng)
+        except BudgetExceededError:
+            return
+        if results:
+            self._after_step(state, step, results)
+
+    def _after_step(self, state: SearchState, step: int, results: Sequence[Evaluated]) -> None:
+        best = state.best
+        assert best is not None
+        self._decide(
+            step,
+            "step",
+            {
+                "evaluated": [
+                    {"id": r.candidate.id, "val": r.score, "invalid": r.invalid} for r in results
+                ],
+                "best": best.candidate.id,
+                "best_val": best.score,
+            },
+        )
+        self.reporter.message(
+            f"step {step}: best of step {max(r.score for r in results):.3f}, "
+            f"best so far {best.score:.3f} ({best.candidate.id})" + self._calls_note()
+        )
 
     async def score_test(self, outcome: SearchOutcome, *, llm: LLM) -> None:
         """Score the seed and the best candidate once on the held-out test split."""
@@ -328,12 +355,19 @@ class Engine:
     async def _optimizer_evaluate(
         self, params: Mapping[str, Any], examples: Sequence[Example]
     ) -> Evaluated:
-        return await self.evaluate(params, examples, split="train", origin="probe")
+        probe = await self.evaluate(params, examples, split="train", origin="probe")
+        if self._state is not None:  # the model's correct answers join the exemplar pool
+            self._gather(self._state, [probe])
+        return probe
 
     def _observe(self, state: SearchState, results: Sequence[Evaluated]) -> None:
+        state.history.extend(results)
+        self._gather(state, results)
+
+    def _gather(self, state: SearchState, results: Sequence[Evaluated]) -> None:
+        """Add the model's correct answers in ``results`` to the exemplar pool (once per example)."""
         known = {e.id for e, _ in state.pool}
         for evaluated in results:
-            state.history.append(evaluated)
             for r in evaluated.results:
                 if (
                     r.score.valid

@@ -113,7 +113,11 @@ class SearchState:
     choosing (a training batch, say) through the engine, which budgets and
     records the calls. ``choices`` are the program's allowed answers, if any.
     ``kinds`` gives each trainable parameter's kind: ``text``, ``exemplars`` or
-    ``code`` (Python source of one function).
+    ``code`` (Python source of one function). ``features`` are what the program
+    accepts beyond plain values (``nearest_exemplars``: an exemplars value that
+    picks the nearest pool items per input). ``remaining_calls`` is 0 once the
+    budget has stopped the search: a proposal then must cost no model call
+    (its answers already in the run), or it is not evaluated.
     """
 
     seed: Candidate
@@ -128,6 +132,7 @@ class SearchState:
     remaining_calls: int | None = None
     choices: tuple[str, ...] = ()
     kinds: dict[str, str] = field(default_factory=dict)
+    features: frozenset[str] = frozenset()
 
     def of_kind(self, kind: str) -> list[str]:
         """The trainable parameters of one kind, in order."""

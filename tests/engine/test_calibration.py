@@ -27,7 +27,8 @@ async def test_calibration_corrects_the_lean_without_model_calls(task_file):
     assert result.scores["best_val"] == 1.0
     (offset,) = result.best.params["calibration"].values()
     assert -1.5 <= offset < -0.5
-    # the seed and six exemplar sets on 20 validation rows: calibration asked the model nothing
+    # the seed, the two selectors' sets and six random/mutated sets on 20 validation rows:
+    # calibration asked the model nothing
     assert len(backend.requests) == result.usage["calls"] + result.test_usage["calls"]
-    assert result.usage["calls"] <= 20 * 7
+    assert result.usage["calls"] <= 20 * 9
     assert "# calibration" in result.best_prompt_path.read_text()

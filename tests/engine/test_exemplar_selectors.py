@@ -1,0 +1,79 @@
+"""The exemplar optimizer's selectors, the pool fed by probes, and calibration after the budget."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, ClassVar
+
+from fake_sentiment import WORDS
+from pydantic import BaseModel
+from test_calibration import leaning_model
+
+from promptopt.api import aoptimize
+from promptopt.engine import Engine
+from promptopt.llm.fakes import FakeBackend
+from promptopt.llm.types import LLMRequest
+from promptopt.optimizers.base import Proposal, SearchState
+from promptopt.session import build_parts
+from promptopt.store import RunStore
+from promptopt.task import load_task
+
+
+async def test_the_first_step_tries_a_diverse_set_and_nearest_exemplars(task_file, picky_backend):
+    result = await aoptimize(task_file(), backends={"task": picky_backend})
+    with RunStore.open(result.run_dir) as store:
+        first = [c for c in store.candidates() if c["step"] == 1]
+    kinds = [c["meta"]["kind"] for c in first]
+    assert kinds[:2] == ["diverse", "nearest"]
+    diverse_set = first[0]["params"]["exemplars"]
+    assert isinstance(diverse_set, list) and len(diverse_set) == 2
+    assert {e["output"] for e in diverse_set} == {"positive", "negative"}  # balanced by label
+    spec = first[1]["params"]["exemplars"]
+    assert spec["select"] == "nearest" and spec["k"] == 2 and len(spec["pool"]) >= 2
+
+
+async def test_calibration_still_runs_when_the_budget_stops_the_search(task_file):
+    backend = FakeBackend(leaning_model)
+    # the seed (20) and three sets (60) fit; the fourth set's calls do not
+    result = await aoptimize(task_file(max_calls=90), backends={"task": backend})
+    assert result.stopped.startswith("budget")
+    with RunStore.open(result.run_dir) as store:
+        calibrated = [c for c in store.candidates() if c["meta"].get("kind") == "calibration"]
+        paid = [c for c in store.llm_calls() if not c["cached"]]
+    assert calibrated, "calibration was skipped"
+    assert len(paid) <= 90 + 2 * 20  # the search's budget, plus seed and best on test
+    assert len(backend.requests) == len(paid)  # calibration asked the model nothing
+    assert result.best.params.get("calibration") and result.scores["best_val"] == 1.0
+
+
+class ProbeThenStop:
+    """Probes the seed on the training rows once, then records the pool it sees."""
+
+    name: ClassVar[str] = "probe-then-stop"
+    Config: ClassVar[type[BaseModel]] = BaseModel
+    seen: ClassVar[list[int]] = []
+
+    async def propose(self, state: SearchState, *, llm: Any, rng: random.Random) -> list[Proposal]:
+        before = len(state.pool)
+        await state.evaluate(state.seed.params, state.train[:6])
+        ProbeThenStop.seen[:] = [before, len(state.pool)]
+        return []
+
+    def observe(self, state: SearchState, results: list) -> None:
+        pass
+
+
+async def test_probe_evaluations_feed_the_exemplar_pool(task_file, tmp_path):
+    def always_right(request: LLMRequest) -> str:
+        negative = any(w in request.messages[-1].content for w in WORDS["negative"])
+        return "negative" if negative else "positive"
+
+    spec = load_task(task_file())
+    with RunStore.create(tmp_path / "runs", task={}) as store:
+        parts = build_parts(spec, store=store, backends={"task": FakeBackend(always_right)})
+        engine: Engine = parts.engine(store)
+        await engine.search(ProbeThenStop(), parts.program.seed_params(),
+                            trainable=parts.program.trainable, description="")  # fmt: skip
+        await parts.aclose()
+    before, after = ProbeThenStop.seen
+    assert before == 20 and after == 26  # the six probed rows' correct answers joined it
