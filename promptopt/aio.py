@@ -80,11 +80,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     if _running_loop() is None:
         return asyncio.run(coro)
     context = contextvars.copy_context()
-    box: list[_Outcome] = []
-    _start(
-        "promptopt-run", lambda: box.append(_Outcome(lambda: context.run(asyncio.run, coro)))
-    ).join()
-    return box[0].unwrap()
+    outcomes: list[_Outcome] = []
+
+    def work() -> None:
+        outcomes.append(_Outcome(lambda: context.run(asyncio.run, coro)))
+
+    _start("promptopt-run", work).join()
+    return outcomes[0].unwrap()
 
 
 def run_on(
