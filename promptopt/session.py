@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promptopt import aio
 from promptopt.errors import SandboxError, StoreError
 from promptopt.graph import record_llm_call
 from promptopt.llm.budget import Budget
@@ -364,9 +365,6 @@ def _per_example(program: Program, splits: Splits) -> tuple[int, int]:
 
 
 def _requests_of_one_run(program: Program, example: Any) -> list[Any]:
-    import asyncio
-    import concurrent.futures
-
     from promptopt.llm.fakes import FakeBackend
 
     backend = FakeBackend(lambda r: r.choices[0] if r.choices else "ok")
@@ -380,7 +378,5 @@ def _requests_of_one_run(program: Program, example: Any) -> list[Any]:
         finally:
             await llm.aclose()
 
-    # a thread of its own: the caller may already be inside an event loop
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, once()).result()
+    aio.run(once())  # the caller may already be inside an event loop
     return list(backend.requests)

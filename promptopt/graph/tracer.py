@@ -309,8 +309,8 @@ def current_node() -> Call | None:
 def record_llm_call(event: Any) -> bool:
     """Attach an LLM call event to the running node; ``False`` when no node is running.
 
-    Suits ``LLM.add_listener(record_llm_call)`` when the listener runs in the caller's
-    context (see the package docs for the sync-call caveat).
+    Suits ``LLM.add_listener(record_llm_call)``: the client calls its listeners in the
+    caller's context, for sync calls too (:mod:`promptopt.aio` carries it across threads).
     """
     state = STATE.get()
     if state is None or state[1] is None:

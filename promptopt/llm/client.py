@@ -25,10 +25,11 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
+from promptopt.aio import LoopThread
 from promptopt.errors import ConfigError, LLMError, PromptoptError, RetryableError
 from promptopt.llm.base import Backend
 from promptopt.llm.budget import Budget, Reservation
@@ -40,7 +41,6 @@ from promptopt.llm.types import LLMRequest, LLMResponse, Message
 __all__ = ["CallEvent", "LLM", "Listener", "UsageStats"]
 
 logger = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 # Upper bounds used to reserve budget before the answer is known.
 _CHARS_PER_TOKEN = 3
@@ -98,37 +98,6 @@ class _Tries:
     count: int = 0
 
 
-class _SyncLoop:
-    """A private event loop in a daemon thread that runs the synchronous calls of one client."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        with self._lock:
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(
-                    target=self._loop.run_forever, name="promptopt-llm-sync", daemon=True
-                )
-                self._thread.start()
-            loop = self._loop
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
-
-    def close(self) -> None:
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not threading.current_thread():
-            thread.join()
-            loop.close()
-
-
 def estimate_tokens(request: LLMRequest) -> int:
     """A generous upper bound on the tokens a request can use, prompt and completion."""
     chars = sum(len(m.content) for m in request.messages)
@@ -175,7 +144,7 @@ class LLM:
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
-        self._sync = _SyncLoop()
+        self._sync = LoopThread(name="promptopt-llm-sync")
         weakref.finalize(self, self._sync.close)
 
     def __repr__(self) -> str:

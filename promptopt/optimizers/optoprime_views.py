@@ -31,9 +31,8 @@ __all__ = [
 _PART = re.compile(r"^==== (\w+) ====\n", re.MULTILINE)
 _ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
 # reprs of objects, not data: ``<pkg.Client object at 0x...>`` and promptopt's LLM clients
-_OBJECT_REPR = re.compile(
-    r"^(?:<[^<>]* object(?: at 0x[0-9A-Fa-f]+)?>|(?:Blocking)?LLM\([^()]*\))$"
-)
+# (a workflow's ``llm`` shows its client's repr)
+_OBJECT_REPR = re.compile(r"^(?:<[^<>]* object(?: at 0x[0-9A-Fa-f]+)?>|LLM\([^()]*\))$")
 
 
 @dataclass(frozen=True, slots=True)

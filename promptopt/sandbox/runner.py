@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
+from promptopt import aio
 from promptopt.errors import ConfigError, SandboxError
 from promptopt.sandbox.isolation import (
     ISOLATIONS,
@@ -213,7 +214,7 @@ class Sandbox:
     ) -> SandboxResult:
         """Like :meth:`run`, awaited: the event loop goes on while the code runs."""
         request = self._request(source, function, args, kwargs)
-        worker, call_id, future = await asyncio.to_thread(self._submit, request)
+        worker, call_id, future = await aio.in_thread(self._submit, request)
         try:
             answer = await asyncio.wait_for(
                 asyncio.wrap_future(future), timeout=self.timeout_s + _GRACE_S

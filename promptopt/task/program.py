@@ -9,8 +9,10 @@ Two kinds, chosen by the task file:
   choices' log-probabilities when the backend scores them (local llama.cpp does
   at temperature 0), which corrects a small model's lean towards one label.
 - :class:`PythonProgram`: a Python entry point ``module:function`` called as
-  ``await function(inputs, llm=...)`` (or a plain function, run in a worker
-  thread with a blocking ``llm``). Its trainable parameters are discovered: every
+  ``await function(inputs, llm=...)`` on an event loop of its own in a worker
+  thread, or, for a plain function, called in a worker thread; either way user
+  code never blocks the engine's loop, and ``llm`` carries each model call back
+  to that loop (:class:`_EngineLLM`). Its trainable parameters are discovered: every
   module-level ``param(...)`` of the entry's module and the code of every
   ``@node(trainable=True)`` function there (see :func:`promptopt.graph.params_of`).
   Each run happens inside a trace whose values are the candidate's, so
@@ -39,9 +41,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from promptopt import aio
 from promptopt.errors import ConfigError
 from promptopt.graph import Param, current_trace, params_of, trace
-from promptopt.graph.state import STATE
 from promptopt.llm.types import LLMRequest, LLMResponse, Message
 from promptopt.task.selection import NearestExemplars, NearestIndex
 
@@ -201,11 +203,16 @@ def _fill(template: str, inputs: Mapping[str, Any]) -> str:
         ) from exc
 
 
-class _BlockingLLM:
-    """What a plain (non-async) program function gets: ``complete`` runs on the engine's loop.
+class _EngineLLM:
+    """What a workflow function gets as ``llm``: its calls run on the engine's loop.
 
-    The call carries the worker thread's trace state to the loop, so an LLM call
-    made inside a node is recorded on that node.
+    The workflow runs in a worker thread (an async one on a loop of its own), so
+    user code never blocks the loop the engine evaluates on. Its model calls go
+    back to that loop, where the shared budget, cache, concurrency limit and
+    connection pools serve them, and carry the worker's context, so each call is
+    recorded on the node that made it. ``acomplete``/``achat`` await the call;
+    ``complete``/``chat`` block the calling thread, so plain nodes can call the
+    model too, in plain and in async workflows.
     """
 
     def __init__(self, llm: LLM, loop: asyncio.AbstractEventLoop) -> None:
@@ -213,22 +220,19 @@ class _BlockingLLM:
         self._loop = loop
 
     def __repr__(self) -> str:
-        return f"Blocking{self._llm!r}"
+        return repr(self._llm)  # the client's: traces and optimizers' views treat it as one
 
-    def _on_loop(self, coro: Any) -> Any:
-        state = STATE.get()
+    async def acomplete(self, request: LLMRequest) -> LLMResponse:
+        return await aio.await_on(self._loop, self._llm.acomplete(request))
 
-        async def within_caller_state() -> Any:
-            STATE.set(state)  # this task's own context: the caller's trace and node
-            return await coro
-
-        return asyncio.run_coroutine_threadsafe(within_caller_state(), self._loop).result()
+    async def achat(self, prompt: str, *, system: str | None = None, **fields: Any) -> str:
+        return await aio.await_on(self._loop, self._llm.achat(prompt, system=system, **fields))
 
     def complete(self, request: LLMRequest) -> LLMResponse:
-        return self._on_loop(self._llm.acomplete(request))
+        return aio.run_on(self._loop, self._llm.acomplete(request))
 
     def chat(self, prompt: str, *, system: str | None = None, **fields: Any) -> str:
-        return self._on_loop(self._llm.achat(prompt, system=system, **fields))
+        return aio.run_on(self._loop, self._llm.achat(prompt, system=system, **fields))
 
 
 class PythonProgram:
@@ -267,11 +271,14 @@ class PythonProgram:
 
     async def _call(self, merged: dict[str, Any], example: Example, llm: LLM) -> str:
         extra = {"params": merged} if self._takes_params else {}
+        on_engine_loop = _EngineLLM(llm, asyncio.get_running_loop())
         if self._is_async:
-            result = await self._fn(dict(example.inputs), llm=llm, **extra)
+            call = self._fn(dict(example.inputs), llm=on_engine_loop, **extra)
+            result = await aio.on_new_loop(call)
         else:
-            blocking = _BlockingLLM(llm, asyncio.get_running_loop())
-            result = await asyncio.to_thread(self._fn, dict(example.inputs), llm=blocking, **extra)
+            result = await aio.in_thread(
+                self._fn, dict(example.inputs), llm=on_engine_loop, **extra
+            )
         return "" if result is None else str(result)
 
     def describe(self, params: Mapping[str, Any]) -> str:

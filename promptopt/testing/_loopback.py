@@ -17,13 +17,13 @@ import hashlib
 import inspect
 import json
 import signal
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from promptopt.aio import LoopThread
 from promptopt.testing.faults import FaultPlan, request_key
 
 __all__ = ["Answer", "Handler", "LoopbackServer", "ServerStats", "run_cli"]
@@ -113,8 +113,7 @@ class LoopbackServer:
         self.stats = ServerStats()
         self._attempts: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._background: LoopThread | None = None  # the ``with`` form's loop
 
     # -- what a provider subclass supplies ---------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
@@ -178,28 +177,22 @@ class LoopbackServer:
         await self.stop()
 
     def __enter__(self) -> LoopbackServer:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name=f"{self.name}-server", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
+        self._background = LoopThread(name=f"{self.name}-server")
         try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout=30)
+            self._background.run(self.start(), timeout=30)
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        background, self._background = self._background, None
+        if background is None:
             return
         try:
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout=30)
+            background.run(self.stop(), timeout=30)
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=30)
-            loop.close()
-            self._loop = self._thread = None
+            background.close(timeout=30)
 
     # -- answering ---------------------------------------------------------------------------
     async def answer(
