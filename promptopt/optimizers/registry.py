@@ -21,6 +21,7 @@ GROUP = "promptopt.optimizers"
 _SOURCE_TREE_FALLBACK = {
     "exemplars": "promptopt.optimizers.exemplars:Exemplars",
     "mcts": "promptopt.optimizers.mcts:MCTS",
+    "opro": "promptopt.optimizers.opro:OPRO",
     "optoprime": "promptopt.optimizers.optoprime:OptoPrime",
 }
 

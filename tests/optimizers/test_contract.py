@@ -36,6 +36,7 @@ SCRIPTS: dict[str, tuple[dict, list[str]]] = {
         {"iterations": 1, "expand_width": 2, "depth_limit": 1, "batch_size": 2},
         [guided(i) for i in range(4)],  # feedback, rewrite (x 2 batches): any order reads
     ),
+    "opro": ({"steps": 2, "per_step": 2}, [guided(i) for i in range(4)]),
     "optoprime": (
         {"steps": 2},
         [
