@@ -21,16 +21,25 @@ crashed run stopped. Rows already recorded are not written twice.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from promptopt.errors import BudgetExceededError, PromptoptError
 from promptopt.graph import Trace
 from promptopt.graph.backward import feedback_of
-from promptopt.optimizers.base import Candidate, Evaluated, ExampleResult, SearchState
+from promptopt.optimizers.base import (
+    Candidate,
+    Evaluated,
+    ExampleResult,
+    Proposal,
+    RecordFn,
+    SearchState,
+    gather_all,
+)
 from promptopt.progress import Reporter, SilentReporter
 from promptopt.task.metrics import Score
 
@@ -108,8 +117,12 @@ class Engine:
         origin: str = "",
         meta: Mapping[str, Any] | None = None,
         llm: LLM | None = None,
+        gate: asyncio.Semaphore | None = None,
     ) -> Evaluated:
-        """Score one candidate on ``examples``; raises BudgetExceededError if the budget runs out."""
+        """Score one candidate on ``examples``; raises BudgetExceededError if the budget runs out.
+
+        ``gate`` bounds the examples in flight; candidates scored together share one.
+        """
         candidate = Candidate(dict(params))
         examples = [e for e in examples if not _shown_as_exemplar(e, candidate.params)]
         self.store.add_candidate(
@@ -120,7 +133,7 @@ class Engine:
             origin=origin or "seed",
             meta=dict(meta or {}),
         )
-        gate = asyncio.Semaphore(self.concurrency)
+        gate = gate or asyncio.Semaphore(self.concurrency)
         budget_hit: list[BudgetExceededError] = []
 
         async def one(example: Example) -> ExampleResult:
@@ -244,6 +257,7 @@ class Engine:
             choices=tuple(choices),
             kinds=dict(kinds or {}),
             features=frozenset(features),
+            record=self._recorder(optimizer.name, lambda: state.step),
         )
         self._state = state  # probe evaluations feed its pool too
         self._observe(state, [seed_eval])
@@ -286,14 +300,7 @@ class Engine:
         self.reporter.phase(
             f"step {state.step}: {len(proposals)} candidate(s)", len(proposals) * len(val)
         )
-        # one candidate after another, each with its examples in flight together:
-        # a candidate's requests share a prefix (system + exemplars), which local
-        # backends reuse only when the requests are not interleaved with others
-        results = [
-            await self.evaluate(p.params, val, split="val", step=state.step,
-                                parent_id=p.parent_id, origin=optimizer.name, meta=p.meta)
-            for p in proposals
-        ]  # fmt: skip
+        results = await self._evaluate_together(proposals, val, state.step, optimizer.name)
         self._observe(state, results)
         optimizer.observe(state, results)
         return results
@@ -333,6 +340,36 @@ class Engine:
             f"step {step}: best of step {max(r.score for r in results):.3f}, "
             f"best so far {best.score:.3f} ({best.candidate.id})" + self._calls_note()
         )
+
+    async def _evaluate_together(
+        self, proposals: Sequence[Proposal], val: Sequence[Example], step: int, origin: str
+    ) -> list[Evaluated]:
+        """Score the proposals of one step concurrently, all examples behind one gate.
+
+        The gate wakes waiters in order, so one candidate's examples still go out
+        together: its requests share a prefix (system + exemplars) that local
+        backends reuse only when they are not interleaved with others'. Every
+        evaluation finishes before the first failure (a budget stop) is raised.
+        """
+        gate = asyncio.Semaphore(self.concurrency)
+        return await gather_all(
+            *(
+                self.evaluate(p.params, val, split="val", step=step, parent_id=p.parent_id,
+                              origin=origin, meta=p.meta, gate=gate)
+                for p in proposals
+            )
+        )  # fmt: skip
+
+    def _recorder(self, optimizer: str, step: Callable[[], int]) -> RecordFn:
+        """``SearchState.record`` for ``optimizer``: numbered records, each stored once."""
+        counter = itertools.count()
+
+        def record(kind: str, payload: Mapping[str, Any]) -> None:
+            self.store.add_optimizer_record(
+                seq=next(counter), optimizer=optimizer, step=step(), kind=kind, payload=payload
+            )
+
+        return record
 
     async def score_test(self, outcome: SearchOutcome, *, llm: LLM) -> None:
         """Score the seed and the best candidate once on the held-out test split."""

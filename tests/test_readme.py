@@ -15,3 +15,18 @@ def test_traced_workflow_example_runs():
     exec(compile(code, "README.md", "exec"), scope)
     assert sorted(scope["graphs"]) == ["style", "tidy.code"]
     assert scope["digraph"].number_of_nodes() >= 3
+
+
+def test_every_registered_optimizer_has_a_row_with_its_true_defaults():
+    from promptopt.optimizers import registry
+
+    section = README.read_text().split("### Optimizers", 1)[1].split("\n- ", 1)[0]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)` \|(.*)$", section, re.M)}
+    assert sorted(rows) == registry.available()
+    for name, row in rows.items():
+        defaults = row.split("|")[3]  # after source, edits, needs
+        fields = registry.get(name).Config.model_fields
+        listed = re.findall(r"`(\w+)` ([^,|]+)", defaults)
+        assert listed, f"{name}: no defaults listed"
+        for field, value in listed:
+            assert str(fields[field].default) == value.strip(), f"{name}.{field}"

@@ -7,12 +7,13 @@ records everything in the run store and checkpoints; an optimizer reads the
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -30,13 +31,29 @@ __all__ = [
     "Proposal",
     "SearchState",
     "candidate_id",
+    "gather_all",
 ]
+
+_T = TypeVar("_T")
 
 
 def candidate_id(params: Mapping[str, Any]) -> str:
     """A short, stable id for a set of parameter values (equal values, equal id)."""
     blob = json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+
+async def gather_all(*aws: Awaitable[_T]) -> list[_T]:
+    """Await ``aws`` together, in order; once every one is done, raise the first failure.
+
+    Unlike a plain :func:`asyncio.gather`, nothing is left running after a failure
+    (a budget stop in one branch), so no call lands after the caller moved on.
+    """
+    outcomes = await asyncio.gather(*aws, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return list(outcomes)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +117,11 @@ class Evaluated:
 
 
 EvaluateFn = Callable[[Mapping[str, Any], Sequence["Example"]], Awaitable[Evaluated]]
+RecordFn = Callable[[str, Mapping[str, Any]], None]
+
+
+def _no_record(kind: str, payload: Mapping[str, Any]) -> None:
+    """What ``SearchState.record`` does outside the engine: nothing."""
 
 
 @dataclass
@@ -118,6 +140,12 @@ class SearchState:
     picks the nearest pool items per input). ``remaining_calls`` is 0 once the
     budget has stopped the search: a proposal then must cost no model call
     (its answers already in the run), or it is not evaluated.
+
+    ``record(kind, payload)`` keeps an optimizer's own records (MCTS's tree) in
+    the run store, in order, once: a resumed run that replays the same records
+    does not write them again. An optimizer with its own final rule sets
+    ``chosen`` to the id of a candidate in ``history``; ``best`` is then that
+    candidate instead of the highest validation score.
     """
 
     seed: Candidate
@@ -133,6 +161,8 @@ class SearchState:
     choices: tuple[str, ...] = ()
     kinds: dict[str, str] = field(default_factory=dict)
     features: frozenset[str] = frozenset()
+    record: RecordFn = _no_record
+    chosen: str | None = None
 
     def of_kind(self, kind: str) -> list[str]:
         """The trainable parameters of one kind, in order."""
@@ -142,6 +172,10 @@ class SearchState:
     def best(self) -> Evaluated | None:
         if not self.history:
             return None
+        if self.chosen is not None:
+            for evaluated in self.history:
+                if evaluated.candidate.id == self.chosen:
+                    return evaluated
         # first-seen wins ties, so the seed stays best unless something beats it
         return max(self.history, key=lambda e: e.score)
 

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from promptopt.errors import BadRequestError, ReplyParseError
 from promptopt.llm.types import LLMRequest, Message
 from promptopt.optimizers.base import Evaluated, ExampleResult, Proposal, SearchState, candidate_id
+from promptopt.optimizers.meta_prompts import template_parts
 from promptopt.optimizers.optoprime_views import (
     View,
     clip_text,
@@ -58,7 +59,6 @@ from promptopt.optimizers.optoprime_views import (
     reply_schema,
     request_size,
     show_value,
-    template_parts,
     value_lines,
     view_of,
 )
@@ -188,7 +188,11 @@ class OptoPrime:
         repaired = False
         if not updated:
             names = ", ".join(repr(n) for n in state.trainable)
-            note = template_parts()["repair"].substitute(problem=problem, names=names).strip()
+            note = (
+                template_parts("optoprime")["repair"]
+                .substitute(problem=problem, names=names)
+                .strip()
+            )
             retry = LLMRequest(
                 messages=(
                     *request.messages,
@@ -289,7 +293,7 @@ class OptoPrime:
     def _render(
         self, state: SearchState, base: Evaluated, views: Sequence[View], *, scale: float
     ) -> LLMRequest:
-        parts = template_parts()
+        parts = template_parts("optoprime")
         limit = max(40, int(self.config.max_value_chars * scale))
         var_limit = max(100, int(self.config.max_variable_chars * scale))
         code: list[str] = []

@@ -4,7 +4,8 @@ A :class:`View` is one example's part of the prompt: the joint traced subgraph
 of its run (or a synthetic one-line program when there is no usable trace).
 Values are shown as clipped one-line JSON, with object addresses and client
 reprs removed so that the same search state always renders the same request.
-The template parts come from ``templates/optoprime.txt``; :func:`reply_schema`
+The template parts come from ``templates/optoprime.txt`` (see
+:mod:`promptopt.optimizers.meta_prompts`); :func:`reply_schema`
 is the JSON schema of a reply, one property per trainable variable.
 """
 
@@ -14,9 +15,6 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from importlib.resources import files
-from string import Template
 from typing import Any
 
 from promptopt.graph.backward import joint_subgraph
@@ -25,10 +23,9 @@ from promptopt.optimizers.base import Evaluated, ExampleResult, SearchState
 
 __all__ = [
     "View", "clip_text", "input_fields", "kind_of", "reply_schema", "request_size", "show_value",
-    "template_parts", "value_lines", "view_of",
+    "value_lines", "view_of",
 ]  # fmt: skip
 
-_PART = re.compile(r"^==== (\w+) ====\n", re.MULTILINE)
 _ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
 # reprs of objects, not data: ``<pkg.Client object at 0x...>`` and promptopt's LLM clients
 # (a workflow's ``llm`` shows its client's repr)
@@ -46,13 +43,6 @@ class View:
     outputs: dict[str, Any]
     feedback: str
     descriptions: dict[str, str] = field(default_factory=dict)
-
-
-@cache
-def template_parts() -> dict[str, Template]:
-    text = files("promptopt.optimizers").joinpath("templates/optoprime.txt").read_text("utf-8")
-    pieces = _PART.split(text)
-    return {name: Template(body) for name, body in zip(pieces[1::2], pieces[2::2], strict=True)}
 
 
 def request_size(request: LLMRequest) -> int:

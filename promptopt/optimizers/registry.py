@@ -20,6 +20,8 @@ GROUP = "promptopt.optimizers"
 # so no entry points exist; an installed promptopt always goes through entry points.
 _SOURCE_TREE_FALLBACK = {
     "exemplars": "promptopt.optimizers.exemplars:Exemplars",
+    "mcts": "promptopt.optimizers.mcts:MCTS",
+    "opro": "promptopt.optimizers.opro:OPRO",
     "optoprime": "promptopt.optimizers.optoprime:OptoPrime",
 }
 

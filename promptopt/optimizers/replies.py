@@ -10,6 +10,9 @@ commas, and :func:`ast.literal_eval` after JSON's literals become Python's.
 Anything else raises :class:`~promptopt.errors.ReplyParseError` with a short
 reason that can be shown to the model when asking for a repair.
 
+:func:`marked_texts` reads replies that wrap plain texts (new prompts) in markers
+such as ``<START>`` ... ``<END>``.
+
 :func:`match_name` maps a name the model wrote (``#Instruction``, ``$route``) to
 a parameter's name; :func:`check_value` accepts a suggested value for one kind of
 parameter (``text``, ``exemplars``, ``code``) or raises ReplyParseError saying why not.
@@ -26,7 +29,7 @@ from typing import Any
 
 from promptopt.errors import ReplyParseError
 
-__all__ = ["check_value", "match_name", "parse_json_reply", "placeholders"]
+__all__ = ["check_value", "marked_texts", "match_name", "parse_json_reply", "placeholders"]
 
 _QUOTES = frozenset("\"'")
 _JSON_WORDS = {"true": "True", "false": "False", "null": "None"}
@@ -193,6 +196,27 @@ def check_value(kind: str, new: Any, old: Any, *, name: str, fields: Sequence[st
 def placeholders(text: Any) -> list[str]:
     """The ``{name}`` placeholders of a prompt template, in order, each once."""
     return list(dict.fromkeys(_PLACEHOLDER.findall(text))) if isinstance(text, str) else []
+
+
+def marked_texts(text: str, *, start: str = "<START>", end: str = "<END>") -> list[str]:
+    """The texts that ``text`` wraps in ``start`` ... ``end``, in order, stripped, empty ones left out.
+
+    A block still open when the reply ends counts (the reply may be cut off). A
+    reply without any ``start`` marker is one text, less a code fence around it
+    and a closing ``end`` marker: small models often drop the opening marker.
+    """
+    if not isinstance(text, str):
+        return []
+    if start not in text:
+        fenced = _FENCE.search(text)
+        body = (fenced.group(1) if fenced else text).split(end)[0]
+        return [body.strip()] if body.strip() else []
+    found = []
+    for block in text.split(start)[1:]:
+        body = block.split(end)[0].strip()
+        if body:
+            found.append(body)
+    return found
 
 
 def _text(new: Any, old: Any, name: str, fields: Sequence[str]) -> tuple[Any, bool]:

@@ -53,6 +53,10 @@ def print_summary(result: Any, console: Console | None = None) -> None:
     usage.add_row("cost (USD)", f"{u.get('cost_usd', 0.0):.4f}", f"{t.get('cost_usd', 0.0):.4f}")
     console.print(usage)
     console.print(f"steps: {result.steps} ({result.stopped}); wall time {result.wall_s:.1f} s")
+    stats = getattr(result, "optimizer_stats", None) or {}
+    if stats:  # what the optimizer counted: its model's replies, no-ops among them
+        counts = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in stats.items())
+        console.print(f"optimizer: {counts}", soft_wrap=True)
     console.print(
         f"seed test accuracy: {_fmt(s['seed_test'])}   best test accuracy: {_fmt(s['best_test'])}"
     )

@@ -158,10 +158,23 @@ CREATE INDEX trace_feedback_trace ON trace_feedback (trace_id, id);
 # before it count, the safe side for a resumed run's budget
 _V3 = "ALTER TABLE llm_calls ADD COLUMN budgeted INTEGER NOT NULL DEFAULT 1;"
 
+_V4 = f"""
+CREATE TABLE optimizer_records (
+    seq        INTEGER PRIMARY KEY,     -- the record's place in the run; a replay writes the same
+    optimizer  TEXT NOT NULL,
+    step       INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    payload    TEXT NOT NULL,           -- JSON
+    created_at REAL NOT NULL
+);
+{_append_only("optimizer_records")}
+"""
+
 MIGRATIONS: list[Migration] = [
     (1, _V1),
     (2, _V2),  # traced graphs: traces, their nodes, edges and feedback
     (3, _V3),  # llm_calls.budgeted
+    (4, _V4),  # an optimizer's own records (the MCTS tree)
 ]
 
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]

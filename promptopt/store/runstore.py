@@ -1,7 +1,8 @@
 """The run store: one run's ``run.sqlite`` (SQLite, WAL, append-only).
 
 It records every LLM call, candidate, evaluation, optimizer decision, status
-change and checkpoint of a run, and answers recorded LLM responses by request
+change and checkpoint of a run (traces and optimizers' own records through its
+mixins), and answers recorded LLM responses by request
 key so that a resumed run repeats no paid call. Every write commits at once (a
 batch commits as one transaction), so a killed process loses nothing it wrote.
 Rows are never updated or deleted: a status change is a new status event, and a
@@ -28,6 +29,7 @@ from promptopt.errors import ConfigError, StoreError
 from promptopt.llm.types import LLMResponse
 from promptopt.store.jsoncol import json_text as _json
 from promptopt.store.migrations import MIGRATIONS, Migration, migrate
+from promptopt.store.records import OptimizerRecordsMixin
 from promptopt.store.runs import RUN_FILE, resolve_run
 from promptopt.store.traces import TraceStoreMixin
 
@@ -76,7 +78,7 @@ def _connect(db: Path, *, migrations: Sequence[Migration]) -> sqlite3.Connection
     return conn
 
 
-class RunStore(TraceStoreMixin):
+class RunStore(TraceStoreMixin, OptimizerRecordsMixin):
     """One run's store; create it with :meth:`create`, reopen it with :meth:`open`."""
 
     root: Path

@@ -115,3 +115,28 @@ async def test_evaluate_scores_the_seed_or_a_runs_best(task_file, picky_backend)
     assert seed.score == run.scores["seed_test"]
     assert best.score == run.scores["best_test"] == 1.0
     assert best.label.startswith("best of")
+
+
+async def test_the_candidates_of_a_step_are_scored_together_one_after_another(task_file):
+    starts: list[tuple[str, ...]] = []
+    in_flight: list[tuple[str, ...]] = []
+    overlaps = 0
+
+    async def model(request):
+        nonlocal overlaps
+        shown = tuple(m.content for m in request.messages[:-1])  # the candidate's prefix
+        starts.append((*shown, request.messages[-1].content))
+        overlaps += any(other != shown for other in in_flight)
+        in_flight.append(shown)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        in_flight.remove(shown)
+        return picky_model(request)
+
+    result = await aoptimize(task_file(), backends={"task": FakeBackend(model)})
+    with RunStore.open(result.run_dir) as store:
+        val = {r["inputs"]["text"] for r in store.evaluations(split="val")}
+    order = [start[:-1] for start in starts if start[-1] in val]
+    runs = [key for i, key in enumerate(order) if i == 0 or order[i - 1] != key]
+    assert overlaps > 0  # the next candidate's examples start while the last ones finish
+    assert len(runs) == len(set(runs))  # but one candidate's examples never interleave

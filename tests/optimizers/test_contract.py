@@ -22,9 +22,21 @@ from promptopt.store import RunStore
 
 KEEP_ALL = route_source("return team")
 
+
+def guided(number: int) -> str:
+    """A new instruction that makes the fake task model read carefully, wrapped as a
+    rewriting optimizer asks; read as feedback, it is just text."""
+    return f"<START>{CAREFUL}, then name the team (version {number}).<END>"
+
+
 # Per optimizer: its config for a short run and the optimizer model's planned replies.
 SCRIPTS: dict[str, tuple[dict, list[str]]] = {
     "exemplars": ({"k": 1, "num_sets": 2, "mutations": 1, "per_step": 2}, []),
+    "mcts": (
+        {"iterations": 1, "expand_width": 2, "depth_limit": 1, "batch_size": 2},
+        [guided(i) for i in range(4)],  # feedback, rewrite (x 2 batches): any order reads
+    ),
+    "opro": ({"steps": 2, "per_step": 2}, [guided(i) for i in range(4)]),
     "optoprime": (
         {"steps": 2},
         [
@@ -67,5 +79,6 @@ async def test_every_optimizer_runs_on_the_example_workflow(name, triage_task):
         assert proposed, f"{name} proposed nothing"
         assert all(set(c["params"]) == set(result.best.params) for c in proposed)
         rows = store.trace_rows()
-        assert {r["split"] for r in rows} == {"val", "test"}
+        # probes of training batches (MCTS's error batches) leave traces too
+        assert {"val", "test"} <= {r["split"] for r in rows} <= {"train", "val", "test"}
         assert all(r["nodes"] >= 5 for r in rows)  # 3 params, gist, classify, route

@@ -1,0 +1,25 @@
+"""Meta-prompts as data: the template files under ``templates/``, read in named parts.
+
+A template file ``templates/<name>.txt`` holds parts, each headed by a line
+``==== <part> ====``; :func:`template_parts` returns them as
+:class:`string.Template` objects (``$placeholder``), read once per process.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib.resources import files
+from string import Template
+
+__all__ = ["template_parts"]
+
+_PART = re.compile(r"^==== (\w+) ====\n", re.MULTILINE)
+
+
+@cache
+def template_parts(name: str) -> dict[str, Template]:
+    """The parts of ``templates/<name>.txt`` by part name."""
+    text = files("promptopt.optimizers").joinpath(f"templates/{name}.txt").read_text("utf-8")
+    pieces = _PART.split(text)
+    return {part: Template(body) for part, body in zip(pieces[1::2], pieces[2::2], strict=True)}

@@ -1,0 +1,182 @@
+"""OPRO (Yang et al., "Large Language Models as Optimizers", ICLR 2024): a scored-history
+baseline, proposing from demonstrations as APE does (Zhou et al., ICLR 2023).
+
+Each step asks the optimizer model ``per_step`` times at once (each request with
+its own seed) for a new version of one text parameter. The request shows the
+versions of that text scored so far with their validation scores, lowest first
+(the best ``history`` of them), and ``exemplars`` training examples drawn at
+random with their expected outputs. The new versions replace the text in the
+best candidate so far; the engine scores them on validation, and the next step
+sees them in the history. With several text parameters, steps take them in turn.
+
+The paper samples 8 instructions a step at temperature 1.0 for up to 200 steps,
+showing the 20 best with their scores and 3 exemplars. Here a run has 10 steps
+of 4 by default, a baseline at a budget comparable to the other optimizers', and
+it ends before a step whose proposals the remaining calls cannot score.
+
+The meta-prompt lives in ``templates/opro.txt`` (parts ``system``, ``user``,
+``entry``, ``example``, ``retry``). A reply with no new version (the current
+text, or one scored already) is counted as a no-op and asked again, changed
+(see :mod:`~promptopt.optimizers.rewriter`); a step whose replies all were
+no-ops proposes nothing and the next step runs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from promptopt.llm.types import LLMRequest, Message
+from promptopt.optimizers.base import (
+    Evaluated,
+    Proposal,
+    SearchState,
+    candidate_id,
+    gather_all,
+)
+from promptopt.optimizers.meta_prompts import template_parts
+from promptopt.optimizers.optoprime_views import clip_text, input_fields
+from promptopt.optimizers.rewriter import (
+    SEED_RANGE,
+    RewriteConfig,
+    Rewriter,
+    rules,
+    show_example,
+    text_targets,
+)
+
+if TYPE_CHECKING:
+    from promptopt.llm.client import LLM
+
+__all__ = ["OPRO", "OPROConfig"]
+
+
+class OPROConfig(RewriteConfig):
+    steps: int = Field(10, ge=1, description="Optimizer steps (paper: up to 200).")
+    per_step: int = Field(
+        4, ge=1, le=16, description="New versions asked for at once each step (paper: 8)."
+    )
+    history: int = Field(
+        20, ge=1, description="Best scored versions shown, lowest score first (paper: 20)."
+    )
+    exemplars: int = Field(
+        3, ge=0, description="Training examples shown with their expected outputs (paper: 3)."
+    )
+
+
+class OPRO:
+    """Propose ``per_step`` new versions of a text per step from the scored history."""
+
+    name: ClassVar[str] = "opro"
+    Config: ClassVar[type[BaseModel]] = OPROConfig
+
+    def __init__(self, config: OPROConfig | Mapping[str, Any] | None = None) -> None:
+        self.config = (
+            config
+            if isinstance(config, OPROConfig)
+            else OPROConfig.model_validate(dict(config or {}))
+        )
+        self.stats: dict[str, int] = {"steps": 0, "proposals": 0, "budget_stop": 0}
+        self._parts = template_parts("opro")
+        self._rewriter = Rewriter(
+            stats=self.stats, retries=self.config.retries, retry=self._parts["retry"]
+        )
+
+    async def propose(self, state: SearchState, *, llm: LLM, rng: random.Random) -> list[Proposal]:
+        c = self.config
+        targets = text_targets(state, c.params, optimizer=self.name)
+        base = state.best
+        while base is not None and self.stats["steps"] < c.steps:
+            if state.remaining_calls is not None and state.remaining_calls < c.per_step * (
+                len(state.val) + 1
+            ):
+                self.stats["budget_stop"] += 1
+                break
+            name = targets[self.stats["steps"] % len(targets)]
+            self.stats["steps"] += 1
+            proposals = await self._step(state, base, name, llm, rng)
+            if proposals:
+                self.stats["proposals"] += len(proposals)
+                return proposals
+        return []
+
+    def observe(self, state: SearchState, results: list[Evaluated]) -> None:
+        """Nothing to keep: the scored history is read from the state."""
+
+    def estimate_calls(self, *, n_train: int, n_val: int) -> int:
+        """Task-model calls the search can make after the seed is scored (an upper bound);
+        the optimizer model's own calls are ``per_step`` a step more (and retries)."""
+        return self.config.steps * self.config.per_step * n_val
+
+    async def _step(
+        self, state: SearchState, base: Evaluated, name: str, llm: LLM, rng: random.Random
+    ) -> list[Proposal]:
+        c = self.config
+        shown = rng.sample(list(state.train), min(c.exemplars, len(state.train)))
+        user = self._parts["user"].substitute(
+            description=state.program_description.strip() or "(not described)",
+            name=name,
+            history=self._history(state, name),
+            examples="\n\n".join(
+                self._parts["example"]
+                .substitute(example=show_example(e, limit=c.max_value_chars))
+                .strip()
+                for e in shown
+            )
+            or "(none)",
+            rules=rules(state, base.candidate.params.get(name)),
+        )
+        messages = (
+            Message("system", self._parts["system"].template.strip()),
+            Message("user", user.strip()),
+        )
+        taken = state.evaluated_ids()
+        asks = []
+        for _ in range(c.per_step):  # one rng per request, drawn here: they run concurrently
+            branch = random.Random(rng.randrange(SEED_RANGE))
+            request = LLMRequest(
+                messages=messages,
+                temperature=c.temperature,
+                max_tokens=c.max_tokens,
+                seed=branch.randrange(SEED_RANGE),
+                tag="optimizer",
+            )
+            asks.append(
+                self._rewriter.versions(
+                    llm, request, name=name, base=base.candidate.params, count=1,
+                    taken=taken, fields=input_fields(state), rng=branch,
+                )
+            )  # fmt: skip
+        proposals = []
+        for values in await gather_all(*asks):
+            for value in values:
+                params = {**base.candidate.params, name: value}
+                if candidate_id(params) in taken:  # two requests of this step agreed
+                    self.stats["noop"] += 1
+                    continue
+                taken.add(candidate_id(params))
+                proposals.append(
+                    Proposal(params=params, parent_id=base.candidate.id,
+                             meta={"kind": "opro", "param": name})
+                )  # fmt: skip
+        return proposals
+
+    def _history(self, state: SearchState, name: str) -> str:
+        """The scored versions of ``name``: each once with its best score, the best
+        ``history`` of them, lowest score first."""
+        scores: dict[str, float] = {}
+        for evaluated in state.history:
+            value = evaluated.candidate.params.get(name)
+            if isinstance(value, str):
+                scores[value] = max(scores.get(value, 0.0), evaluated.score)
+        ranked = sorted(scores.items(), key=lambda item: item[1])[-self.config.history :]
+        return "\n\n".join(
+            self._parts["entry"]
+            .substitute(text=clip_text(text, self.config.max_value_chars * 2),
+                        score=f"{round(score * 100)}")
+            .strip()
+            for text, score in ranked
+        )  # fmt: skip

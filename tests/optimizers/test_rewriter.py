@@ -1,0 +1,117 @@
+"""Reading new versions of a text from replies, and telling them from no-ops."""
+
+from __future__ import annotations
+
+import random
+from string import Template
+
+import pytest
+
+from promptopt.errors import BadRequestError, OptimizerError
+from promptopt.llm.fakes import scripted_llm
+from promptopt.llm.types import LLMRequest, Message
+from promptopt.optimizers.base import Candidate, ExampleResult, SearchState, candidate_id
+from promptopt.optimizers.replies import marked_texts
+from promptopt.optimizers.rewriter import Rewriter, rules, show_example, text_targets
+from promptopt.task.data import Example
+from promptopt.task.metrics import Score
+
+RETRY = Template("$problem Write a different version of $name.")
+BASE = {"user": "Review: {text}\nAnswer:", "exemplars": []}
+REQUEST = LLMRequest(messages=(Message("user", "rewrite it"),), tag="optimizer")
+
+
+@pytest.mark.parametrize(
+    ("reply", "texts"),
+    [
+        ("<START>one<END> and <START> two <END>", ["one", "two"]),
+        ("Here: <START>cut off at the end", ["cut off at the end"]),
+        ("<START><END><START>x<END>", ["x"]),
+        ("```\nA plain reply in a fence\n```", ["A plain reply in a fence"]),
+        ("No markers at all<END>", ["No markers at all"]),
+        ("   ", []),
+    ],
+)
+def test_marked_texts(reply, texts):
+    assert marked_texts(reply) == texts
+
+
+async def ask(*replies, retries=1, taken=(), count=1):
+    llm = scripted_llm(*replies)
+    stats: dict[str, int] = {}
+    rewriter = Rewriter(stats=stats, retries=retries, retry=RETRY)
+    found = await rewriter.versions(llm, REQUEST, name="user", base=BASE, count=count,
+                                    taken=set(taken), fields=["text"], rng=random.Random(0))  # fmt: skip
+    return found, stats, llm.backend.requests
+
+
+async def test_a_new_version_comes_back_at_once():
+    found, stats, requests = await ask("<START>Review: {text}\nSentiment:<END>")
+    assert found == ["Review: {text}\nSentiment:"]
+    assert (stats["calls"], stats["noop"], stats["invalid"], stats["retries"]) == (1, 0, 0, 0)
+    assert len(requests) == 1
+
+
+async def test_the_current_text_is_a_noop_and_the_retry_says_so():
+    found, stats, requests = await ask("<START>Review: {text}\nAnswer:<END>", "<START>{text}?<END>")
+    assert found == ["{text}?"]
+    assert (stats["noop"], stats["retries"]) == (1, 1)
+    retry = requests[1]
+    assert [m.role for m in retry.messages] == ["user", "assistant", "user"]
+    assert retry.messages[-1].content.startswith("That version is the current text")
+    assert retry.temperature == 0.7 and retry.seed is not None
+
+
+async def test_a_version_already_scored_is_a_noop():
+    scored = candidate_id({**BASE, "user": "{text} ?"})
+    found, stats, _ = await ask("<START>{text} ?<END>", retries=0, taken={scored})
+    assert found == [] and stats["noop"] == 1
+
+
+async def test_a_lost_placeholder_is_named_in_the_retry():
+    found, stats, requests = await ask("<START>Answer now.<END>", "<START>{text} now<END>")
+    assert found == ["{text} now"]
+    assert stats["invalid"] == 1
+    assert "keep the placeholders {text}" in requests[1].messages[-1].content
+
+
+async def test_count_and_duplicates_within_a_reply():
+    found, _, _ = await ask("<START>a {text}<END><START>a {text}<END><START>b {text}<END>", count=2)
+    assert found == ["a {text}", "b {text}"]
+
+
+async def test_a_prompt_the_model_cannot_take_ends_the_attempts():
+    found, stats, _ = await ask(BadRequestError("context length exceeded"))
+    assert found == [] and stats["request_errors"] == 1 and stats["replies"] == 0
+
+
+def state(trainable=("system", "user", "exemplars"), choices=()):
+    kinds = {"system": "text", "user": "text", "exemplars": "exemplars"}
+
+    async def evaluate(params, examples):
+        raise AssertionError("not used")
+
+    return SearchState(seed=Candidate(BASE), trainable=tuple(trainable), train=(), val=(),
+                       program_description="", evaluate=evaluate, choices=tuple(choices),
+                       kinds={k: kinds[k] for k in trainable})  # fmt: skip
+
+
+def test_text_targets():
+    assert text_targets(state(), None, optimizer="mcts") == ["system", "user"]
+    assert text_targets(state(), ["user"], optimizer="mcts") == ["user"]
+    with pytest.raises(OptimizerError, match="'exemplars'"):
+        text_targets(state(), ["exemplars"], optimizer="mcts")
+    with pytest.raises(OptimizerError, match="rewrites text parameters"):
+        text_targets(state(trainable=("exemplars",)), None, optimizer="opro")
+
+
+def test_rules_and_examples_show_shapes_not_answers():
+    assert rules(state(choices=("yes", "no")), "Q: {text} {x}") == (
+        "Keep the placeholders {text}, {x} exactly as written. "
+        "The program's answer must be one of: yes, no."
+    )
+    example = Example("7", {"text": "fine " * 200}, "yes")
+    result = ExampleResult(example, None, Score(0.0, valid=False, feedback="no answer"), "boom")
+    shown = show_example(example, limit=40, result=result).splitlines()
+    assert shown[0].startswith("text: fine fine") and shown[0].endswith("more chars]")
+    assert shown[1:] == ["output: (failed: boom)", "expected output: yes", "feedback: no answer"]
