@@ -24,13 +24,14 @@ import asyncio
 import random
 import time
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from promptopt.errors import BudgetExceededError, PromptoptError
 from promptopt.graph import Trace
 from promptopt.graph.backward import feedback_of
-from promptopt.optimizers.base import Candidate, Evaluated, ExampleResult, SearchState
+from promptopt.optimizers.base import Candidate, Evaluated, ExampleResult, Proposal, SearchState
 from promptopt.progress import Reporter, SilentReporter
 from promptopt.task.metrics import Score
 
@@ -43,6 +44,17 @@ if TYPE_CHECKING:
     from promptopt.task.program import Program
 
 __all__ = ["Engine", "SearchOutcome"]
+
+# The keys of the task-model requests answered while one example's program runs (each
+# example runs in its own asyncio task, so each sees its own list).
+_EXAMPLE_CALLS: ContextVar[list[str] | None] = ContextVar("promptopt_example_calls", default=None)
+
+
+def _note_call(event: Any) -> None:
+    """LLM listener: remember the key of an answered request in the running example's list."""
+    keys = _EXAMPLE_CALLS.get()
+    if keys is not None and event.response is not None:
+        keys.append(event.key)
 
 
 @dataclass
@@ -91,6 +103,7 @@ class Engine:
         }
         checkpoint = store.latest_checkpoint()
         self._resumed_through = checkpoint[0] if checkpoint else -1
+        self._noting: list[LLM] = []  # clients that tell _note_call their answered requests
 
     # -- evaluation ---------------------------------------------------------
 
@@ -119,12 +132,16 @@ class Engine:
         )
         gate = asyncio.Semaphore(self.concurrency)
         budget_hit: list[BudgetExceededError] = []
+        llm = llm or self.task_llm
+        if not any(known is llm for known in self._noting):
+            llm.add_listener(_note_call)
+            self._noting.append(llm)
 
         async def one(example: Example) -> ExampleResult:
             async with gate:
                 if budget_hit:
                     return ExampleResult(example, None, Score(0.0, valid=False), "skipped")
-                result = await self._score_one(candidate, example, llm or self.task_llm)
+                result = await self._score_one(candidate, example, llm)
             if isinstance(result, BudgetExceededError):
                 budget_hit.append(result)
                 return ExampleResult(example, None, Score(0.0, valid=False), "budget")
@@ -148,6 +165,8 @@ class Engine:
             values=candidate.params,
             meta={"candidate": candidate.id, "example": str(example.id)},
         )
+        keys: list[str] = []
+        noting = _EXAMPLE_CALLS.set(keys)
         try:
             with run:
                 output = await self.program.run(candidate.params, example, llm=llm)
@@ -159,6 +178,11 @@ class Engine:
             return ExampleResult(
                 example, None, Score(0.0, valid=False, feedback=error), error, _kept(run)
             )
+        finally:
+            _EXAMPLE_CALLS.reset(noting)
+        # the one request an example's answer came from, when it came from one (the export
+        # of preference pairs reads its exact messages); a workflow's calls are in its trace
+        request_key = keys[0] if len(keys) == 1 else None
         try:
             score = await self.metric.ascore(output, example, llm=self.judge_llm)
         except BudgetExceededError as exc:
@@ -166,11 +190,16 @@ class Engine:
         except Exception as exc:
             error = f"metric failed: {type(exc).__name__}: {exc}"
             return ExampleResult(
-                example, output, Score(0.0, valid=False, feedback=error), error, _kept(run)
+                example,
+                output,
+                Score(0.0, valid=False, feedback=error),
+                error,
+                _kept(run),
+                request_key,
             )
         verdict = f"score {score.value:g}" + (f"; {score.feedback}" if score.feedback else "")
         _attach_feedback(run, output, verdict)
-        return ExampleResult(example, output, score, None, _kept(run))
+        return ExampleResult(example, output, score, None, _kept(run), request_key)
 
     def _record(self, evaluated: Evaluated) -> None:
         rows, traces = [], []
@@ -193,6 +222,7 @@ class Engine:
                     "valid": r.score.valid,
                     "feedback": r.score.feedback,
                     "error": r.error,
+                    "request_key": r.request_key,
                 }
             )
         if rows:
@@ -255,16 +285,7 @@ class Engine:
                 # a candidate's requests share a prefix (system + exemplars), which local
                 # backends reuse only when the requests are not interleaved with others
                 results = [
-                    await self.evaluate(
-                        p.params,
-                        val,
-                        split="val",
-                        step=step,
-                        parent_id=p.parent_id,
-                        origin=optimizer.name,
-                        meta=p.meta,
-                    )
-                    for p in proposals
+                    await self._evaluate_proposal(p, step, optimizer.name) for p in proposals
                 ]
             except BudgetExceededError as exc:
                 stopped = f"budget: {exc}"
@@ -301,6 +322,23 @@ class Engine:
             outcome.extra["optimizer_stats"] = dict(stats)
         self._checkpoint(state, step, stopped=stopped, extra=outcome.extra)
         return outcome
+
+    async def _evaluate_proposal(self, proposal: Proposal, step: int, origin: str) -> Evaluated:
+        """Score ``proposal`` on validation; link it to the optimizer call that proposed it."""
+        evaluated = await self.evaluate(
+            proposal.params,
+            self.splits.val,
+            split="val",
+            step=step,
+            parent_id=proposal.parent_id,
+            origin=origin,
+            meta=proposal.meta,
+        )
+        if proposal.request_key:
+            self.store.add_proposal(
+                candidate_id=evaluated.candidate.id, call_key=proposal.request_key, step=step
+            )
+        return evaluated
 
     async def score_test(self, outcome: SearchOutcome, *, llm: LLM) -> None:
         """Score the seed and the best candidate once on the held-out test split."""

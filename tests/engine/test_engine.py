@@ -115,3 +115,18 @@ async def test_evaluate_scores_the_seed_or_a_runs_best(task_file, picky_backend)
     assert seed.score == run.scores["seed_test"]
     assert best.score == run.scores["best_test"] == 1.0
     assert best.label.startswith("best of")
+
+
+async def test_each_evaluation_names_the_request_its_output_answered(task_file, picky_backend):
+    # the preference export reads a pair's prompt from this link: the exact messages sent
+    result = await aoptimize(task_file(), backends={"task": picky_backend})
+    with RunStore.open(result.run_dir) as store:
+        requests = {c["key"]: c["request"] for c in store.llm_calls()}
+        evaluations = store.evaluations()
+        candidates = {c["id"]: c["params"] for c in store.candidates()}
+    assert evaluations and all(e["request_key"] in requests for e in evaluations)
+    for e in evaluations[:40]:
+        sent = requests[e["request_key"]]["messages"]
+        assert sent[-1] == ["user", f"Review: {e['inputs']['text']}"]
+        shown = [m[1] for m in sent if m[0] == "assistant"]
+        assert shown == [x["output"] for x in candidates[e["candidate_id"]]["exemplars"]]
