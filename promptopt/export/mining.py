@@ -35,7 +35,7 @@ from typing import Any
 __all__ = ["Item", "Pair", "TraceItem", "by_margin", "mine", "mine_traces"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)  # not frozen: a million of them are made per export
 class Item:
     """One scored response; ``prompt_key`` is the key of the request it answered."""
 

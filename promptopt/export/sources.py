@@ -215,6 +215,9 @@ def optimizer_items(source: RunSource) -> Iterator[tuple[str, Item]]:
 
 def merged(streams: Iterable[Iterator[tuple[str, Any]]]) -> Iterator[tuple[str, Any]]:
     """One stream sorted by group from streams that each are."""
+    streams = list(streams)
+    if len(streams) == 1:
+        return streams[0]
     return heapq.merge(*streams, key=lambda pair: pair[0])
 
 
