@@ -63,14 +63,14 @@ class ExportOptions(BaseModel):
 
 @dataclass
 class ExportReport:
-    """Counts of one export: rows written per file and level, inputs seen, what was left out."""
+    """Counts of one export: rows written per file and level, groups mined, what was left out."""
 
     train_path: str
     test_path: str | None
     runs: list[str]
     rows: dict[str, int] = field(default_factory=lambda: {"train": 0, "test": 0})
     by_level: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LEVELS, 0))
-    inputs: int = 0
+    groups: int = 0  # inputs (or meta-prompts) mined, counted once per level
     responses: int = 0
     unlinked: int = 0  # evaluations whose output came from no single recorded request
 
@@ -81,7 +81,7 @@ class ExportReport:
     def lines(self) -> list[str]:
         """The report as a few lines a person can read (no data from the runs)."""
         out = [
-            f"runs: {len(self.runs)}, inputs: {self.inputs}, responses read: {self.responses}",
+            f"runs: {len(self.runs)}, groups mined: {self.groups}, responses read: {self.responses}",
             "rows: " + ", ".join(f"{level} {n}" for level, n in self.by_level.items()),
             f"wrote {self.rows['train']} rows to {self.train_path}",
         ]

@@ -72,7 +72,7 @@ def export_preferences(
             for level in options.levels():
                 groups = grouped(merged(_STREAMS[level](s) for s in kept))
                 for group, items in groups:
-                    report.inputs += 1
+                    report.groups += 1
                     report.responses += len(items)
                     side = is_test(group, fraction=options.test_fraction, seed=options.split_seed)
                     for row, rank in _rows(level, group, items, options):
