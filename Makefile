@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TASK ?= tasks/reviews/task.yaml
 
-.PHONY: install install-dev demo test check lint format bench-throughput bench-quality bench-trace clean
+.PHONY: install install-dev demo test check lint format bench-throughput bench-quality bench-trace bench-export clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench-quality: install-dev
 
 bench-trace: install-dev
 	$(BIN)/python benchmarks/trace_overhead.py
+
+bench-export: install-dev
+	$(BIN)/python benchmarks/export.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -65,7 +65,48 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--output", metavar="DIR", default="traces", help="runs folder")
     runs = sub.add_parser("runs", help="list runs, newest first")
     runs.add_argument("--output", metavar="DIR", default="traces")
+    _export_parser(sub.add_parser("export", help="training data from runs: pairs and traces"))
     return parser
+
+
+# export dpo|kto|listwise: the format each writes unless --format says otherwise
+_PREFERENCE_KINDS = {
+    "dpo": ("trl", "preference pairs in TRL's conversational format"),
+    "kto": ("kto", "unpaired rows (prompt, completion, label) for TRL's KTOTrainer"),
+    "listwise": ("listwise", "every ranked response per input"),
+}
+# options given on the command line -> ExportOptions fields (defaults live there)
+_FILTERS = {"run_filter": "runs", "task": "tasks", "model": "models", "node": "nodes"}
+
+
+def _export_parser(export: argparse.ArgumentParser) -> None:
+    kinds = export.add_subparsers(dest="kind", required=True)
+    quiet = argparse.SUPPRESS  # an option not given leaves ExportOptions' default
+    for kind, (fmt, about) in _PREFERENCE_KINDS.items():
+        p = kinds.add_parser(kind, help=about, argument_default=quiet)
+        p.add_argument("runs", nargs="+", metavar="RUN", help="run ids, folders, or runs folders")
+        p.add_argument("-o", "--out", required=True, metavar="FILE", help="the .jsonl to write")
+        p.add_argument("--format", choices=["trl", "kto", "listwise"], default=fmt)
+        p.add_argument("--level", choices=["output", "node", "optimizer", "all"])
+        p.add_argument("--margin", type=float, help="least score difference (default 0.5)")
+        p.add_argument("--max-per-input", type=int, help="pairs per input, 0: all (default 10)")
+        p.add_argument("--test-fraction", type=float, help="share of inputs for FILE.test.jsonl")
+        p.add_argument("--split-seed", type=int)
+        p.add_argument("--order", choices=["input", "curriculum"])
+        p.add_argument("--run", dest="run_filter", action="append", metavar="GLOB")
+        p.add_argument("--task", action="append", metavar="NAME")
+        p.add_argument("--model", action="append", metavar="MODEL")
+        p.add_argument("--node", action="append", metavar="NAME")
+        p.add_argument("--min-score", type=float, help="least score of the chosen side")
+        p.add_argument(
+            "--same-prompt", action="store_true", help="both sides sent the same messages"
+        )
+        p.add_argument("--output", metavar="DIR", default="traces", help="runs folder")
+    traces = kinds.add_parser("traces", help="a run's traces as JSON lines (and GraphML)")
+    traces.add_argument("run", help="run id, prefix, folder, or 'latest'")
+    traces.add_argument("-o", "--out", required=True, metavar="FILE")
+    traces.add_argument("--graphml", metavar="DIR", help="also one GraphML file per trace here")
+    traces.add_argument("--output", metavar="DIR", default="traces", help="runs folder")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,6 +180,32 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from promptopt.export import ExportOptions, export_preferences, export_traces
+
+    if args.kind == "traces":
+        count = export_traces(args.run, args.out, graphml=args.graphml, output_dir=args.output)
+        print(
+            f"wrote {count} traces to {args.out}" + (f" and {args.graphml}" if args.graphml else "")
+        )
+        return 0
+    given = {
+        k: v for k, v in vars(args).items() if k not in ("command", "kind", "runs", "out", "output")
+    }
+    fields = {_FILTERS.get(k, k): tuple(v) if k in _FILTERS else v for k, v in given.items()}
+    try:
+        options = ExportOptions.model_validate(fields)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        raise ConfigError(f"export option {where!r}: {problem['msg']}") from exc
+    report = export_preferences(args.runs, args.out, options=options, output_dir=args.output)
+    print("\n".join(report.lines()))
+    return 0
+
+
 def _graph(args: argparse.Namespace) -> int:
     from promptopt.graph import write_graph
 
@@ -157,6 +224,7 @@ _COMMANDS = {
     "graph": _graph,
     "report": _report,
     "show": _show,
+    "export": _export,
 }
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import itertools
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,17 @@ if TYPE_CHECKING:
     from promptopt.task.program import Program
 
 __all__ = ["Engine", "SearchOutcome"]
+
+# The keys of the task-model requests answered while one example's program runs (each
+# example runs in its own asyncio task, so each sees its own list).
+_EXAMPLE_CALLS: ContextVar[list[str] | None] = ContextVar("promptopt_example_calls", default=None)
+
+
+def _note_call(event: Any) -> None:
+    """LLM listener: remember the key of an answered request in the running example's list."""
+    keys = _EXAMPLE_CALLS.get()
+    if keys is not None and event.response is not None:
+        keys.append(event.key)
 
 
 @dataclass
@@ -103,6 +115,7 @@ class Engine:
         checkpoint = store.latest_checkpoint()
         self._resumed_through = checkpoint[0] if checkpoint else -1
         self._state: SearchState | None = None
+        self._noting: list[LLM] = []  # clients that tell _note_call their answered requests
 
     # -- evaluation ---------------------------------------------------------
 
@@ -135,12 +148,16 @@ class Engine:
         )
         gate = gate or asyncio.Semaphore(self.concurrency)
         budget_hit: list[BudgetExceededError] = []
+        llm = llm or self.task_llm
+        if not any(known is llm for known in self._noting):
+            llm.add_listener(_note_call)
+            self._noting.append(llm)
 
         async def one(example: Example) -> ExampleResult:
             async with gate:
                 if budget_hit or self.store.write_error is not None:
                     return ExampleResult(example, None, Score(0.0, valid=False), "skipped")
-                result = await self._score_one(candidate, example, llm or self.task_llm)
+                result = await self._score_one(candidate, example, llm)
             if isinstance(result, BudgetExceededError):
                 budget_hit.append(result)
                 return ExampleResult(example, None, Score(0.0, valid=False), "budget")
@@ -167,6 +184,8 @@ class Engine:
             sandbox=self.sandbox,
             meta={"candidate": candidate.id, "example": str(example.id)},
         )
+        keys: list[str] = []
+        noting = _EXAMPLE_CALLS.set(keys)
         try:
             with run:
                 output = await self.program.run(candidate.params, example, llm=llm)
@@ -178,6 +197,11 @@ class Engine:
             return ExampleResult(
                 example, None, Score(0.0, valid=False, feedback=error), error, _kept(run)
             )
+        finally:
+            _EXAMPLE_CALLS.reset(noting)
+        # the one request an example's answer came from, when it came from one (the export
+        # of preference pairs reads its exact messages); a workflow's calls are in its trace
+        request_key = keys[0] if len(keys) == 1 else None
         try:
             score = await self.metric.ascore(output, example, llm=self.judge_llm)
         except BudgetExceededError as exc:
@@ -185,11 +209,16 @@ class Engine:
         except Exception as exc:
             error = f"metric failed: {type(exc).__name__}: {exc}"
             return ExampleResult(
-                example, output, Score(0.0, valid=False, feedback=error), error, _kept(run)
+                example,
+                output,
+                Score(0.0, valid=False, feedback=error),
+                error,
+                _kept(run),
+                request_key,
             )
         verdict = f"score {score.value:g}" + (f"; {score.feedback}" if score.feedback else "")
         _attach_feedback(run, output, verdict)
-        return ExampleResult(example, output, score, None, _kept(run))
+        return ExampleResult(example, output, score, None, _kept(run), request_key)
 
     def _record(self, evaluated: Evaluated) -> None:
         rows, traces = [], []
@@ -212,6 +241,7 @@ class Engine:
                     "valid": r.score.valid,
                     "feedback": r.score.feedback,
                     "error": r.error,
+                    "request_key": r.request_key,
                 }
             )
         if rows:
@@ -352,13 +382,19 @@ class Engine:
         evaluation finishes before the first failure (a budget stop) is raised.
         """
         gate = asyncio.Semaphore(self.concurrency)
-        return await gather_all(
+        results = await gather_all(
             *(
                 self.evaluate(p.params, val, split="val", step=step, parent_id=p.parent_id,
                               origin=origin, meta=p.meta, gate=gate)
                 for p in proposals
             )
         )  # fmt: skip
+        for proposal, evaluated in zip(proposals, results, strict=True):
+            if proposal.request_key:  # the optimizer reply it was read from (preference export)
+                self.store.add_proposal(
+                    candidate_id=evaluated.candidate.id, call_key=proposal.request_key, step=step
+                )
+        return results
 
     def _recorder(self, optimizer: str, step: Callable[[], int]) -> RecordFn:
         """``SearchState.record`` for ``optimizer``: numbered records, each stored once."""

@@ -70,11 +70,16 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Proposal:
-    """A candidate an optimizer wants evaluated, with where it came from and why."""
+    """A candidate an optimizer wants evaluated, with where it came from and why.
+
+    ``request_key`` is the key (``LLM.key``) of the optimizer-model request whose reply
+    this candidate was read from, if any; the engine records the link in the run store.
+    """
 
     params: Mapping[str, Any]
     parent_id: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    request_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,8 @@ class ExampleResult:
 
     The engine attaches the score's feedback to the trace's output node, so
     ``graph.backward``-style views of it show an optimizer why the output was wrong.
+    ``request_key`` is the key of the one task-model request the output came from,
+    when the program made exactly one.
     """
 
     example: Example
@@ -90,6 +97,7 @@ class ExampleResult:
     score: Score
     error: str | None = None
     trace: Trace | None = field(default=None, compare=False, repr=False)
+    request_key: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

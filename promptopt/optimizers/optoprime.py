@@ -181,9 +181,10 @@ class OptoPrime:
         self, state: SearchState, base: Evaluated, picked: Sequence[ExampleResult], llm: LLM
     ) -> Proposal | None:
         request = self.build_request(state, picked, base=base)
-        reply = await self._ask(llm, request)
-        if reply is None:
+        answer = await self._ask(llm, request)
+        if answer is None:
             return None
+        reply, key = answer
         updated, problem = self._read(state, base, reply)
         repaired = False
         if not updated:
@@ -209,7 +210,8 @@ class OptoPrime:
             second = await self._ask(llm, retry)
             if second is None:
                 return None
-            updated, _ = self._read(state, base, second)
+            updated, _ = self._read(state, base, second[0])
+            key = second[1]
             if not updated:
                 return None
             repaired = True
@@ -219,9 +221,11 @@ class OptoPrime:
             params=params,
             parent_id=base.candidate.id,
             meta={"kind": "optoprime", "updated": list(updated), "repaired": repaired},
+            request_key=key,
         )
 
-    async def _ask(self, llm: LLM, request: LLMRequest) -> str | None:
+    async def _ask(self, llm: LLM, request: LLMRequest) -> tuple[str, str] | None:
+        """The reply's text and the request's key (``LLM.key``), or None on a request error."""
         key = request.key()
         if key in self._sent:
             # the same prompt again (same base, same examples, nothing new in the history):
@@ -242,7 +246,7 @@ class OptoPrime:
             self._examples_cap = 1
             return None
         self.stats["replies"] += 1
-        return response.text
+        return response.text, llm.key(request)
 
     def _read(self, state: SearchState, base: Evaluated, reply: str) -> tuple[dict[str, Any], str]:
         """The valid suggested values by parameter (in trainable order), or why there are none."""

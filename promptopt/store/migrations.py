@@ -170,11 +170,26 @@ CREATE TABLE optimizer_records (
 {_append_only("optimizer_records")}
 """
 
+_V5 = f"""
+CREATE TABLE proposals (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    candidate_id TEXT NOT NULL REFERENCES candidates (id),
+    call_key     TEXT NOT NULL,         -- llm_calls.key of the optimizer reply it was read from
+    step         INTEGER NOT NULL,
+    created_at   REAL NOT NULL,
+    UNIQUE (candidate_id, call_key)
+);
+-- an evaluation's or a proposal's request, whether answered by the backend or a cache
+CREATE INDEX llm_calls_key ON llm_calls (key);
+{_append_only("proposals")}
+"""
+
 MIGRATIONS: list[Migration] = [
     (1, _V1),
     (2, _V2),  # traced graphs: traces, their nodes, edges and feedback
     (3, _V3),  # llm_calls.budgeted
     (4, _V4),  # an optimizer's own records (the MCTS tree)
+    (5, _V5),  # which optimizer call proposed which candidate (preference export)
 ]
 
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]

@@ -16,7 +16,7 @@ from typing import Any
 
 from promptopt.errors import StoreError
 
-__all__ = ["LATEST", "RUN_FILE", "RunInfo", "list_runs", "resolve_run"]
+__all__ = ["LATEST", "RUN_FILE", "RunInfo", "list_runs", "read_only", "resolve_run"]
 
 RUN_FILE = "run.sqlite"
 LATEST = "latest"  # resolves to the newest run of the output folder
@@ -36,7 +36,9 @@ class RunInfo:
     best_score: float | None
 
 
-def _read_only(db: Path) -> sqlite3.Connection:
+def read_only(db: Path) -> sqlite3.Connection:
+    """A connection to a run store that reads only: no migration, no write, safe while the
+    run is being written."""
     conn = sqlite3.connect(db, timeout=10.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA query_only = ON")
     return conn
@@ -51,7 +53,7 @@ def _info(folder: Path) -> RunInfo:
     """Read one run's listing row; a store that cannot be read is listed as ``unreadable``."""
     run_id = folder.name
     try:
-        with contextlib.closing(_read_only(folder / RUN_FILE)) as conn:
+        with contextlib.closing(read_only(folder / RUN_FILE)) as conn:
             meta = {
                 key: json.loads(value) for key, value in conn.execute("SELECT key, value FROM meta")
             }

@@ -405,6 +405,25 @@ class RunStore(TraceStoreMixin, OptimizerRecordsMixin):
             _decoded(row, payload=True) for row in self._rows("SELECT * FROM decisions ORDER BY id")
         ]
 
+    def add_proposal(self, *, candidate_id: str, call_key: str, step: int) -> None:
+        """Record that the optimizer reply of call ``call_key`` proposed ``candidate_id``
+        (recording the same link again does nothing)."""
+        with self._write() as conn:
+            try:
+                conn.execute(
+                    "INSERT OR IGNORE INTO proposals (candidate_id, call_key, step, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (candidate_id, call_key, int(step), time.time()),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(
+                    f"proposal names candidate {candidate_id!r}, not recorded"
+                ) from exc
+
+    def proposals(self) -> list[dict[str, Any]]:
+        """Every recorded proposal link (candidate_id, call_key, step) in order."""
+        return [dict(row) for row in self._rows("SELECT * FROM proposals ORDER BY id")]
+
     def checkpoint(self, *, step: int, state: Mapping[str, Any]) -> None:
         """Record the engine state after ``step``; its ``best_score`` (or ``best_val``) shows in run listings."""
         with self._write() as conn:

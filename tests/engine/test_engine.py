@@ -12,6 +12,7 @@ from fake_sentiment import picky_model
 from promptopt.api import aoptimize
 from promptopt.llm.fakes import FakeBackend
 from promptopt.store import RunStore
+from promptopt.task.program import shown_exemplars
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,3 +141,19 @@ async def test_the_candidates_of_a_step_are_scored_together_one_after_another(ta
     runs = [key for i, key in enumerate(order) if i == 0 or order[i - 1] != key]
     assert overlaps > 0  # the next candidate's examples start while the last ones finish
     assert len(runs) == len(set(runs))  # but one candidate's examples never interleave
+
+
+async def test_each_evaluation_names_the_request_its_output_answered(task_file, picky_backend):
+    # the preference export reads a pair's prompt from this link: the exact messages sent
+    result = await aoptimize(task_file(), backends={"task": picky_backend})
+    with RunStore.open(result.run_dir) as store:
+        requests = {c["key"]: c["request"] for c in store.llm_calls()}
+        evaluations = store.evaluations()
+        candidates = {c["id"]: c["params"] for c in store.candidates()}
+    assert evaluations and all(e["request_key"] in requests for e in evaluations)
+    for e in evaluations[:40]:
+        sent = requests[e["request_key"]]["messages"]
+        assert sent[-1] == ["user", f"Review: {e['inputs']['text']}"]
+        shown = [m[1] for m in sent if m[0] == "assistant"]
+        value = candidates[e["candidate_id"]]["exemplars"]
+        assert shown == [x["output"] for x in shown_exemplars(value, e["inputs"])]

@@ -216,6 +216,7 @@ async def test_good_reply_gives_the_full_candidate():
     assert proposal.parent_id == state.seed.id
     assert proposal.meta == {"kind": "optoprime", "updated": ["tidy.code"], "repaired": False}
     assert optimizer.stats["replies"] == 1 and optimizer.stats["accepted"] == 1
+    assert proposal.request_key == llm.key(_requests(llm)[0])  # the engine records the link
     assert optimizer.stats["calls"] == 1 and optimizer.stats["proposals"] == 1
     request = _requests(llm)[0]
     assert request.temperature == 0.0 and request.max_tokens == 600
@@ -228,6 +229,7 @@ async def test_bad_json_then_a_good_repair():
     optimizer = OptoPrime()
     [proposal] = await optimizer.propose(state, llm=llm, rng=random.Random(0))
     assert proposal.meta["repaired"] is True
+    assert proposal.request_key == llm.key(_requests(llm)[1])  # read from the repair's reply
     assert optimizer.stats["unparseable"] == 1 and optimizer.stats["repaired"] == 1
     first, repair = _requests(llm)
     assert repair.messages[: len(first.messages)] == first.messages

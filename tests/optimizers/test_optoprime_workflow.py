@@ -82,6 +82,14 @@ async def test_scripted_optoprime_fixes_the_instruction_then_the_code(triage_tas
         code = next(n for n in trace.nodes if n.name == "route.code")
         route = next(n for n in trace.nodes if n.name == "route")
         assert code.output == MORE_RULES and route.error is None
+        calls = {c["key"]: c["request"] for c in store.llm_calls() if c["tag"] == "optimizer"}
+        links = store.proposals()
+    # each proposed candidate is linked to the optimizer reply it was read from: the first
+    # step's repair reply, then the second step's reply
+    assert [link["candidate_id"] for link in links] == [c["id"] for c in steps]
+    assert [calls[link["call_key"]]["messages"] for link in links] == [
+        [[m.role, m.content] for m in optimizer_model.requests[i].messages] for i in (1, 2)
+    ]
 
 
 def _val_scores(store: RunStore) -> dict[str, float]:

@@ -260,6 +260,22 @@ def test_decisions_checkpoints_status(store: RunStore) -> None:
         store.set_status("done")
 
 
+def test_proposal_links_are_idempotent_append_only_and_name_known_candidates(
+    store: RunStore,
+) -> None:
+    store.add_candidate("c0", {"p": "a"}, parent_id=None, step=0, origin="seed")
+    store.add_candidate("c1", {"p": "b"}, parent_id="c0", step=1, origin="optoprime")
+    store.add_proposal(candidate_id="c1", call_key="k1", step=1)
+    store.add_proposal(candidate_id="c1", call_key="k1", step=1)  # a resumed run: no new row
+    assert [(p["candidate_id"], p["call_key"], p["step"]) for p in store.proposals()] == [
+        ("c1", "k1", 1)
+    ]
+    with pytest.raises(StoreError, match="'nobody'"):
+        store.add_proposal(candidate_id="nobody", call_key="k2", step=1)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store._db().execute("DELETE FROM proposals")
+
+
 def test_summary(store: RunStore) -> None:
     store.record_llm_call(event("a", prompt="1", tokens=(10, 5), cost=0.01))
     store.record_llm_call(event("b", prompt="2", tokens=(20, 5), cost=0.02))
