@@ -30,6 +30,7 @@ from promptopt.store.jsoncol import json_text as _json
 from promptopt.store.migrations import MIGRATIONS, Migration, migrate
 from promptopt.store.runs import RUN_FILE, resolve_run
 from promptopt.store.traces import TraceStoreMixin
+from promptopt.store.votes import VoteStoreMixin
 
 __all__ = ["STATUSES", "RunStore"]
 
@@ -73,7 +74,7 @@ def _connect(db: Path, *, migrations: Sequence[Migration]) -> sqlite3.Connection
     return conn
 
 
-class RunStore(TraceStoreMixin):
+class RunStore(TraceStoreMixin, VoteStoreMixin):
     """One run's store; create it with :meth:`create`, reopen it with :meth:`open`."""
 
     root: Path
