@@ -12,6 +12,15 @@ value and a trainable node runs the candidate's code). After scoring, the score'
 feedback is attached to the trace's output node; traces with nodes are stored
 with their evaluation and handed to optimizers on :class:`ExampleResult.trace`.
 
+A task's feedback rules tag each failing example with the first rule that matches
+it (its error type) and add the rule's message to its feedback.
+
+Under a :class:`~promptopt.optimizers.base.PairwiseOptimizer` (SPO) the metric is
+never applied on validation: each proposal runs on the validation examples, the
+optimizer's judge compares its answers with the incumbent's (every vote is
+stored), its score is the share of votes it won, and a strict majority makes it
+the incumbent. Labels, if any, only score the seed and the best on test.
+
 Resuming is replay: the engine runs again from the start with the same seed, and
 every LLM request already in the run store is answered from there, so the
 optimizer re-derives the same decisions at no cost and carries on where the
@@ -21,17 +30,26 @@ crashed run stopped. Rows already recorded are not written twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from promptopt.errors import BudgetExceededError, PromptoptError
+from promptopt.errors import BudgetExceededError, ConfigError, PromptoptError
 from promptopt.graph import Trace
 from promptopt.graph.backward import feedback_of
-from promptopt.optimizers.base import Candidate, Evaluated, ExampleResult, SearchState
+from promptopt.optimizers.base import (
+    Candidate,
+    Evaluated,
+    ExampleResult,
+    PairwiseOptimizer,
+    Proposal,
+    SearchState,
+)
 from promptopt.progress import Reporter, SilentReporter
+from promptopt.task.feedback import FeedbackRule, tagged
 from promptopt.task.metrics import Score
 
 if TYPE_CHECKING:
@@ -42,7 +60,9 @@ if TYPE_CHECKING:
     from promptopt.task.metrics import Metric
     from promptopt.task.program import Program
 
-__all__ = ["Engine", "SearchOutcome"]
+__all__ = ["SEED_SHARE", "Engine", "SearchOutcome"]
+
+SEED_SHARE = 0.5  # the seed's validation score under pairwise selection: it challenged nobody
 
 
 @dataclass
@@ -62,7 +82,7 @@ class Engine:
         self,
         *,
         program: Program,
-        metric: Metric,
+        metric: Metric | None,
         splits: Splits,
         task_llm: LLM,
         optimizer_llm: LLM,
@@ -73,8 +93,10 @@ class Engine:
         max_steps: int = 100,
         reporter: Reporter | None = None,
         trace_name: str = "",
+        feedback_rules: Sequence[FeedbackRule] = (),
     ) -> None:
         self.program = program
+        self.feedback_rules = tuple(feedback_rules)
         self.trace_name = trace_name
         self.metric = metric
         self.splits = splits
@@ -105,8 +127,19 @@ class Engine:
         origin: str = "",
         meta: Mapping[str, Any] | None = None,
         llm: LLM | None = None,
+        scored: bool = True,
+        record: bool = True,
     ) -> Evaluated:
-        """Score one candidate on ``examples``; raises BudgetExceededError if the budget runs out."""
+        """Score one candidate on ``examples``; raises BudgetExceededError if the budget runs out.
+
+        ``scored=False`` runs the program without the metric (every score 0 until
+        the caller sets it); ``record=False`` leaves recording to the caller.
+        """
+        if scored and self.metric is None:
+            raise ConfigError(
+                f"the task has no metric, so {split!r} examples cannot be scored; "
+                "give a metric in the task file"
+            )
         candidate = Candidate(dict(params))
         examples = [e for e in examples if not _shown_as_exemplar(e, candidate.params)]
         self.store.add_candidate(
@@ -124,7 +157,9 @@ class Engine:
             async with gate:
                 if budget_hit:
                     return ExampleResult(example, None, Score(0.0, valid=False), "skipped")
-                result = await self._score_one(candidate, example, llm or self.task_llm)
+                result = await self._score_one(
+                    candidate, example, llm or self.task_llm, scored=scored
+                )
             if isinstance(result, BudgetExceededError):
                 budget_hit.append(result)
                 return ExampleResult(example, None, Score(0.0, valid=False), "budget")
@@ -137,11 +172,12 @@ class Engine:
         evaluated = Evaluated(
             candidate, split, results, parent_id=parent_id, origin=origin or "seed", step=step
         )
-        self._record(evaluated)
+        if record:
+            self._record(evaluated)
         return evaluated
 
     async def _score_one(
-        self, candidate: Candidate, example: Example, llm: LLM
+        self, candidate: Candidate, example: Example, llm: LLM, *, scored: bool = True
     ) -> ExampleResult | BudgetExceededError:
         run = Trace(
             name=self.trace_name,
@@ -155,10 +191,12 @@ class Engine:
             return exc
         except Exception as exc:  # the user's program code: isolate, never sink the run
             error = str(exc) if isinstance(exc, PromptoptError) else f"{type(exc).__name__}: {exc}"
-            _attach_feedback(run, exc, f"error: {error}")
-            return ExampleResult(
-                example, None, Score(0.0, valid=False, feedback=error), error, _kept(run)
-            )
+            failed = ExampleResult(example, None, Score(0.0, False, error), error, run)
+            result = tagged(failed, self.feedback_rules)
+            _attach_feedback(run, exc, f"error: {result.score.feedback}")
+            return dataclasses.replace(result, trace=_kept(run))
+        if not scored or self.metric is None:
+            return ExampleResult(example, output, Score(0.0), None, _kept(run))
         try:
             score = await self.metric.ascore(output, example, llm=self.judge_llm)
         except BudgetExceededError as exc:
@@ -168,9 +206,12 @@ class Engine:
             return ExampleResult(
                 example, output, Score(0.0, valid=False, feedback=error), error, _kept(run)
             )
-        verdict = f"score {score.value:g}" + (f"; {score.feedback}" if score.feedback else "")
-        _attach_feedback(run, output, verdict)
-        return ExampleResult(example, output, score, None, _kept(run))
+        result = tagged(ExampleResult(example, output, score, None, run), self.feedback_rules)
+        feedback = result.score.feedback
+        _attach_feedback(
+            run, output, f"score {score.value:g}" + (f"; {feedback}" if feedback else "")
+        )
+        return dataclasses.replace(result, trace=_kept(run))
 
     def _record(self, evaluated: Evaluated) -> None:
         rows, traces = [], []
@@ -219,9 +260,20 @@ class Engine:
     ) -> SearchOutcome:
         rng = random.Random(self.seed)
         val = self.splits.val
+        pairwise = isinstance(optimizer, PairwiseOptimizer)
+        if self.metric is None and not pairwise:
+            raise ConfigError(
+                f"optimizer {optimizer.name!r} selects candidates by the metric, and the task "
+                "has none; give a metric (or use a pairwise optimizer such as 'spo')"
+            )
         self.reporter.phase("seed on validation", len(val))
         try:
-            seed_eval = await self.evaluate(seed_params, val, split="val", origin="seed")
+            seed_eval = await self.evaluate(
+                seed_params, val, split="val", origin="seed", scored=not pairwise, record=False
+            )
+            if pairwise:
+                seed_eval = seed_eval.rescored(SEED_SHARE, "the seed: the first incumbent")
+            self._record(seed_eval)
         except BudgetExceededError as exc:
             raise BudgetExceededError(
                 f"the budget cannot cover scoring the seed on {len(val)} validation examples "
@@ -236,6 +288,8 @@ class Engine:
             evaluate=self._optimizer_evaluate,
             choices=tuple(choices),
             kinds=dict(kinds or {}),
+            rules={rule.name: rule.message for rule in self.feedback_rules},
+            incumbent=seed_eval if pairwise else None,
         )
         self._observe(state, [seed_eval])
         self._checkpoint(state, 0, stopped="")
@@ -255,7 +309,9 @@ class Engine:
                 # a candidate's requests share a prefix (system + exemplars), which local
                 # backends reuse only when the requests are not interleaved with others
                 results = [
-                    await self.evaluate(
+                    await self._judged(state, optimizer, p, step=step, rng=rng)
+                    if pairwise
+                    else await self.evaluate(
                         p.params,
                         val,
                         split="val",
@@ -263,7 +319,7 @@ class Engine:
                         parent_id=p.parent_id,
                         origin=optimizer.name,
                         meta=p.meta,
-                    )
+                    )  # fmt: skip
                     for p in proposals
                 ]
             except BudgetExceededError as exc:
@@ -302,10 +358,48 @@ class Engine:
         self._checkpoint(state, step, stopped=stopped, extra=outcome.extra)
         return outcome
 
+    async def _judged(
+        self,
+        state: SearchState,
+        optimizer: Any,
+        proposal: Proposal,
+        *,
+        step: int,
+        rng: random.Random,
+    ) -> Evaluated:
+        """Run ``proposal`` on validation and score it by the judge against the incumbent."""
+        challenger = await self.evaluate(
+            proposal.params,
+            self.splits.val,
+            split="val",
+            step=step,
+            parent_id=proposal.parent_id,
+            origin=optimizer.name,
+            meta=proposal.meta,
+            scored=False,
+            record=False,
+        )
+        incumbent = state.best
+        assert incumbent is not None
+        verdict = await optimizer.judge(
+            state, incumbent=incumbent, challenger=challenger, llm=self.judge_llm, rng=rng
+        )
+        self.store.add_votes(verdict, step=step)
+        said = (
+            f"judge: won {verdict.wins} of {len(verdict.votes)} votes against "
+            f"{incumbent.candidate.id}" + ("; the new incumbent" if verdict.accepted else "")
+        )
+        challenger = challenger.rescored(verdict.share, said)
+        self._record(challenger)
+        if verdict.accepted:
+            state.incumbent = challenger
+        return challenger
+
     async def score_test(self, outcome: SearchOutcome, *, llm: LLM) -> None:
-        """Score the seed and the best candidate once on the held-out test split."""
+        """Score the seed and the best candidate once on the held-out test split (if any,
+        and if the task has a metric)."""
         test = self.splits.test
-        if not test:
+        if not test or self.metric is None:
             return
         todo = (
             [outcome.seed]

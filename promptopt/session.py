@@ -22,6 +22,7 @@ from promptopt.llm.models import ModelConfig, make_backend, parse_model
 from promptopt.llm.pricing import PriceTable
 from promptopt.optimizers import registry
 from promptopt.task.data import Splits, load_splits
+from promptopt.task.feedback import FeedbackRule, make_rules
 from promptopt.task.metrics import Metric, make_metric
 from promptopt.task.program import Program, PromptProgram, make_program
 
@@ -39,7 +40,7 @@ ROLES = ("task", "optimizer", "judge")
 @dataclass
 class RunParts:
     program: Program
-    metric: Metric
+    metric: Metric | None
     splits: Splits
     task_llm: LLM
     optimizer_llm: LLM
@@ -52,6 +53,7 @@ class RunParts:
     description: str
     backends: list[Any] = field(default_factory=list)
     name: str = ""
+    feedback_rules: tuple[FeedbackRule, ...] = ()
 
     def optimization_usage(self) -> dict[str, Any]:
         """Calls, cache hits, tokens and dollars of the optimization phase (every role)."""
@@ -75,7 +77,7 @@ class RunParts:
                       task_llm=self.test_llm if scoring_only else self.task_llm,
                       optimizer_llm=self.optimizer_llm, judge_llm=self.judge_llm, store=store,
                       concurrency=self.concurrency, seed=self.seed, reporter=reporter,
-                      trace_name=self.name)  # fmt: skip
+                      trace_name=self.name, feedback_rules=self.feedback_rules)  # fmt: skip
 
     async def aclose(self) -> None:
         for backend in self.backends:
@@ -109,8 +111,11 @@ def build_parts(
     base_dir = _base_dir(spec)
     program = make_program(spec.program, base_dir=base_dir)
     splits = load_splits(spec)
-    metric = make_metric(
-        spec.metric, choices=tuple(getattr(spec.program, "choices", None) or ()), base_dir=base_dir
+    choices = tuple(getattr(spec.program, "choices", None) or ())
+    metric = (
+        None
+        if spec.metric is None
+        else make_metric(spec.metric, choices=choices, base_dir=base_dir)
     )
     optimizer = make_optimizer(spec)
     budget = Budget(
@@ -173,6 +178,7 @@ def build_parts(
         description=_describe(program, spec),
         backends=unique,
         name=spec.name,
+        feedback_rules=make_rules(getattr(spec, "feedback", ())),
     )
 
 
