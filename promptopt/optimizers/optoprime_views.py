@@ -14,13 +14,12 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from importlib.resources import files
 from string import Template
 from typing import Any
 
 from promptopt.graph.backward import joint_subgraph
 from promptopt.llm.types import LLMRequest
+from promptopt.optimizers import meta_prompts
 from promptopt.optimizers.base import Evaluated, ExampleResult, SearchState
 
 __all__ = [
@@ -28,7 +27,6 @@ __all__ = [
     "template_parts", "value_lines", "view_of",
 ]  # fmt: skip
 
-_PART = re.compile(r"^==== (\w+) ====\n", re.MULTILINE)
 _ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
 # reprs of objects, not data: ``<pkg.Client object at 0x...>`` and promptopt's LLM clients
 _OBJECT_REPR = re.compile(
@@ -49,11 +47,8 @@ class View:
     descriptions: dict[str, str] = field(default_factory=dict)
 
 
-@cache
 def template_parts() -> dict[str, Template]:
-    text = files("promptopt.optimizers").joinpath("templates/optoprime.txt").read_text("utf-8")
-    pieces = _PART.split(text)
-    return {name: Template(body) for name, body in zip(pieces[1::2], pieces[2::2], strict=True)}
+    return meta_prompts.template_parts("optoprime")
 
 
 def request_size(request: LLMRequest) -> int:
