@@ -21,6 +21,8 @@ GROUP = "promptopt.optimizers"
 _SOURCE_TREE_FALLBACK = {
     "exemplars": "promptopt.optimizers.exemplars:Exemplars",
     "optoprime": "promptopt.optimizers.optoprime:OptoPrime",
+    "promst": "promptopt.optimizers.promst:PROMST",
+    "spo": "promptopt.optimizers.spo:SPO",
 }
 
 
