@@ -2,8 +2,9 @@
 
 (A module of its own, not ``conftest``: see ``triage_fixture``.)
 
-``qa_task(...)`` writes a prompt-program task over ``questions.jsonl`` with no
-target column (or with one, ``labels=True``). The fakes answer from what each
+``qa_task(...)`` (the fixture; ``write_qa_task`` outside pytest) writes a
+prompt-program task over ``questions.jsonl`` with no target column (or with one,
+``labels=True``). The fakes answer from what each
 request shows, never from a queue, so a resumed run gets the same answers:
 
 - ``task_model``: a long rambling answer, unless the system prompt says "brief";
@@ -89,33 +90,36 @@ output: {output}
 """
 
 
+def write_qa_task(
+    folder: Path,
+    *,
+    labels: bool = False,
+    metric: str | None = None,
+    config: dict[str, Any] | None = None,
+    seed: int = 0,
+    max_calls: int = 200,
+) -> Path:
+    """Write ``questions.jsonl`` and ``task.yaml`` into ``folder``; return the task file."""
+    rows = QUESTIONS if labels else [{"question": q["question"]} for q in QUESTIONS]
+    (folder / "questions.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"
+    )
+    path = folder / "task.yaml"
+    path.write_text(
+        TASK.format(
+            seed=seed,
+            prompt=json.dumps(SEED_PROMPT),
+            target="  target: answer\n" if labels else "",
+            metric=f"metric: {metric}\n" if metric else "",
+            config=json.dumps(config or {"rounds": 3}),
+            max_calls=max_calls,
+            output=json.dumps(str(folder / "traces")),
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
 @pytest.fixture
 def qa_task(tmp_path: Path) -> Callable[..., Path]:
-    def make(
-        *,
-        labels: bool = False,
-        metric: str | None = None,
-        config: dict[str, Any] | None = None,
-        seed: int = 0,
-        max_calls: int = 200,
-    ) -> Path:
-        rows = QUESTIONS if labels else [{"question": q["question"]} for q in QUESTIONS]
-        (tmp_path / "questions.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"
-        )
-        path = tmp_path / "task.yaml"
-        path.write_text(
-            TASK.format(
-                seed=seed,
-                prompt=json.dumps(SEED_PROMPT),
-                target="  target: answer\n" if labels else "",
-                metric=f"metric: {metric}\n" if metric else "",
-                config=json.dumps(config or {"rounds": 3}),
-                max_calls=max_calls,
-                output=json.dumps(str(tmp_path / "traces")),
-            ),
-            encoding="utf-8",
-        )
-        return path
-
-    return make
+    return lambda **options: write_qa_task(tmp_path, **options)

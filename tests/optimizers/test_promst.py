@@ -9,6 +9,8 @@ import random
 from collections.abc import Sequence
 
 import pytest
+from promst_fixture import is_summary as _is_summary
+from promst_fixture import write_yes_no_task, yes_no_model
 
 from promptopt.api import aoptimize
 from promptopt.llm.fakes import FakeBackend, fake_llm
@@ -49,10 +51,6 @@ def _state(seed: Evaluated, *history: Evaluated) -> SearchState:
     return SearchState(seed=seed.candidate, trainable=("system",), train=(), val=EXAMPLES,
                        program_description="Say yes.", evaluate=never,
                        history=[seed, *history], kinds={"system": "text"}, rules=dict(RULES))  # fmt: skip
-
-
-def _is_summary(request: LLMRequest) -> bool:
-    return request.messages[0].content.startswith("You review the failures")
 
 
 class Writer:
@@ -205,48 +203,13 @@ async def test_a_no_op_rewrite_is_counted_and_the_next_request_changes():
 
 # -- end to end, rules declared in the task file -----------------------------------------------
 
-TASK = """\
-name: yes-no
-program:
-  system: "Decide."
-  user: "{{text}}"
-  trainable: [system]
-data:
-  path: rows.jsonl
-  inputs: [text]
-  target: label
-  split: {{train: 0, val: 6, test: 4, seed: 0}}
-metric: {{kind: exact}}
-feedback:
-  - name: chatty
-    message: "Answer with one word: yes or no."
-    output_matches: " "
-  - name: shouting
-    message: "Write in lower case."
-    output_matches: "^[A-Z]+$"
-models: {{task: "fake:yn"}}
-optimizer: {{name: promst, config: {{n_children: 2, expansions: 3, predictor: false}}}}
-cache: {{policy: "off"}}
-output: {output}
-"""
-
-
-def _answer(request: LLMRequest) -> str:
-    text, system = request.messages[-1].content, request.messages[0].content
-    label = "yes" if "good" in text else "no"
-    if "one word" in system:
-        return label
-    return "YEP" if "good" in text else f"I would say {label}"
-
 
 async def test_rules_from_the_task_file_tag_failures_and_shape_the_summaries(tmp_path):
-    rows = [{"text": f"{'good' if i % 2 else 'bad'} thing {i}", "label": "yes" if i % 2 else "no"}
-            for i in range(10)]  # fmt: skip
-    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    path = tmp_path / "task.yaml"
-    path.write_text(TASK.format(output=json.dumps(str(tmp_path / "traces"))))
+    path = write_yes_no_task(tmp_path, {"n_children": 2, "expansions": 3, "predictor": False})
     optimizer = FakeBackend(Writer(["Decide. Answer with one word.", "Decide quickly."]))
-    result = await aoptimize(path, backends={"task": FakeBackend(_answer), "optimizer": optimizer})
+    result = await aoptimize(
+        path, backends={"task": FakeBackend(yes_no_model), "optimizer": optimizer}
+    )
     # the seed shouts YEP for every yes and chats every no: both rules, no 'other' bucket
     summaries = [r for r in optimizer.requests if _is_summary(r)]
     assert [r.messages[-1].content.split("\n")[1].split(":")[0] for r in summaries] == [
