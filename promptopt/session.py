@@ -247,7 +247,7 @@ def estimate_plan(spec: Any):
     opt_calls = per_example * (n_val + (estimate(n_train=n_train, n_val=n_val) if estimate else 0))
     if spec.budget.max_calls is not None:
         opt_calls = min(opt_calls, spec.budget.max_calls)
-    test_calls = 2 * n_test * per_example
+    test_calls = 2 * n_test * per_example if spec.metric is not None else 0  # nothing to score
     cfg = _role_configs(spec)["task"]
     ref = parse_model(cfg.model)
     from promptopt.llm.types import Usage

@@ -11,6 +11,9 @@ from rich.table import Table
 __all__ = ["print_eval", "print_plan", "print_runs", "print_summary"]
 
 
+_STAT_NAMES = {"noops": "no-op replies"}
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -53,6 +56,10 @@ def print_summary(result: Any, console: Console | None = None) -> None:
     usage.add_row("cost (USD)", f"{u.get('cost_usd', 0.0):.4f}", f"{t.get('cost_usd', 0.0):.4f}")
     console.print(usage)
     console.print(f"steps: {result.steps} ({result.stopped}); wall time {result.wall_s:.1f} s")
+    stats = getattr(result, "optimizer_stats", None) or {}
+    if stats:  # what the optimizer counted of its model's replies: no-op replies among them
+        said = ", ".join(f"{_STAT_NAMES.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items())
+        console.print(f"optimizer: {said}", soft_wrap=True)
     console.print(
         f"seed test accuracy: {_fmt(s['seed_test'])}   best test accuracy: {_fmt(s['best_test'])}"
     )

@@ -225,3 +225,15 @@ def test_a_task_without_metric_needs_a_pairwise_optimizer(qa_task):
     path.write_text(path.read_text().replace("name: spo", "name: exemplars"))
     with pytest.raises(TaskFileError, match=r"metric: required by optimizer 'exemplars'"):
         load_task(path)
+
+
+async def test_without_a_metric_nothing_is_planned_or_evaluated_on_test(qa_task):
+    from promptopt.api import plan
+    from promptopt.errors import ConfigError
+    from promptopt.evaluate import evaluate
+
+    path = qa_task()
+    assert plan(path).test_calls == 0
+    with pytest.raises(ConfigError, match="no metric"):
+        await evaluate(path)
+    assert not (path.parent / "traces").exists()  # refused before a run folder was made
