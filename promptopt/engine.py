@@ -309,17 +309,7 @@ class Engine:
                 # a candidate's requests share a prefix (system + exemplars), which local
                 # backends reuse only when the requests are not interleaved with others
                 results = [
-                    await self._judged(state, optimizer, p, step=step, rng=rng)
-                    if pairwise
-                    else await self.evaluate(
-                        p.params,
-                        val,
-                        split="val",
-                        step=step,
-                        parent_id=p.parent_id,
-                        origin=optimizer.name,
-                        meta=p.meta,
-                    )  # fmt: skip
+                    await self._evaluate_proposal(state, optimizer, p, step=step, rng=rng)
                     for p in proposals
                 ]
             except BudgetExceededError as exc:
@@ -358,27 +348,20 @@ class Engine:
         self._checkpoint(state, step, stopped=stopped, extra=outcome.extra)
         return outcome
 
-    async def _judged(
-        self,
-        state: SearchState,
-        optimizer: Any,
-        proposal: Proposal,
-        *,
-        step: int,
+    async def _evaluate_proposal(
+        self, state: SearchState, optimizer: Optimizer, proposal: Proposal, *, step: int,
         rng: random.Random,
-    ) -> Evaluated:
-        """Run ``proposal`` on validation and score it by the judge against the incumbent."""
+    ) -> Evaluated:  # fmt: skip
+        """Score ``proposal`` on validation: by the metric, or by the judge against the
+        incumbent when the optimizer is pairwise."""
+        pairwise = isinstance(optimizer, PairwiseOptimizer)
         challenger = await self.evaluate(
-            proposal.params,
-            self.splits.val,
-            split="val",
-            step=step,
-            parent_id=proposal.parent_id,
-            origin=optimizer.name,
-            meta=proposal.meta,
-            scored=False,
-            record=False,
-        )
+            proposal.params, self.splits.val, split="val", step=step,
+            parent_id=proposal.parent_id, origin=optimizer.name, meta=proposal.meta,
+            scored=not pairwise, record=not pairwise,
+        )  # fmt: skip
+        if not isinstance(optimizer, PairwiseOptimizer):
+            return challenger
         incumbent = state.best
         assert incumbent is not None
         verdict = await optimizer.judge(
