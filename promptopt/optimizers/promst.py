@@ -288,7 +288,7 @@ class PROMST:
                 feedback=clip_text(r.score.feedback or "(none)", limit),
             )
             for number, r in enumerate(failures[: self.config.examples_per_rule], 1)
-        )  # fmt: skip
+        ).rstrip()  # fmt: skip
         user = parts["summary_user"].substitute(
             rule=rule, message=message, prompt=str(parent.candidate.params.get(target, "")),
             failures=shown,

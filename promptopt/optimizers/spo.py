@@ -178,7 +178,7 @@ class SPO:
                 number=number, inputs=inputs_text(r.example.inputs, limit), answer=_answer(r, limit)
             )
             for number, r in enumerate(base.results, 1)
-        )
+        ).rstrip()
         note = parts["retry"].substitute(problem=problem) if problem else ""
         user = parts["user"].substitute(
             requirements=self._requirements(state),
@@ -219,7 +219,7 @@ class SPO:
                 b=_answer(mine if swapped else theirs, limit),
             )
             for number, (mine, theirs) in enumerate(pairs, 1)
-        )
+        ).rstrip()
         user = parts["judge_user"].substitute(
             requirements=self._requirements(state), samples=samples
         )
