@@ -12,6 +12,15 @@ value and a trainable node runs the candidate's code). After scoring, the score'
 feedback is attached to the trace's output node; traces with nodes are stored
 with their evaluation and handed to optimizers on :class:`ExampleResult.trace`.
 
+A task's feedback rules tag each failing example with the first rule that matches
+it (its error type) and add the rule's message to its feedback.
+
+Under a :class:`~promptopt.optimizers.base.PairwiseOptimizer` (SPO) the metric is
+never applied on validation: each proposal runs on the validation examples, the
+optimizer's judge compares its answers with the incumbent's (every vote is
+stored), its score is the share of votes it won, and a strict majority makes it
+the incumbent. Labels, if any, only score the seed and the best on test.
+
 Resuming is replay: the engine runs again from the start with the same seed, and
 every LLM request already in the run store is answered from there, so the
 optimizer re-derives the same decisions at no cost and carries on where the
@@ -21,6 +30,7 @@ crashed run stopped. Rows already recorded are not written twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 import time
@@ -29,19 +39,21 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from promptopt.errors import BudgetExceededError, PromptoptError
+from promptopt.errors import BudgetExceededError, ConfigError, PromptoptError
 from promptopt.graph import Trace
 from promptopt.graph.backward import feedback_of
 from promptopt.optimizers.base import (
     Candidate,
     Evaluated,
     ExampleResult,
+    PairwiseOptimizer,
     Proposal,
     RecordFn,
     SearchState,
     gather_all,
 )
 from promptopt.progress import Reporter, SilentReporter
+from promptopt.task.feedback import FeedbackRule, tagged
 from promptopt.task.metrics import Score
 
 if TYPE_CHECKING:
@@ -52,7 +64,9 @@ if TYPE_CHECKING:
     from promptopt.task.metrics import Metric
     from promptopt.task.program import Program
 
-__all__ = ["Engine", "SearchOutcome"]
+__all__ = ["SEED_SHARE", "Engine", "SearchOutcome"]
+
+SEED_SHARE = 0.5  # the seed's validation score under pairwise selection: it challenged nobody
 
 # The keys of the task-model requests answered while one example's program runs (each
 # example runs in its own asyncio task, so each sees its own list).
@@ -83,7 +97,7 @@ class Engine:
         self,
         *,
         program: Program,
-        metric: Metric,
+        metric: Metric | None,
         splits: Splits,
         task_llm: LLM,
         optimizer_llm: LLM,
@@ -95,9 +109,11 @@ class Engine:
         reporter: Reporter | None = None,
         trace_name: str = "",
         sandbox: Any = None,
+        feedback_rules: Sequence[FeedbackRule] = (),
     ) -> None:
         self.program = program
         self.sandbox = sandbox  # runs proposed code of trainable nodes; None: the default one
+        self.feedback_rules = tuple(feedback_rules)
         self.trace_name = trace_name
         self.metric = metric
         self.splits = splits
@@ -131,11 +147,20 @@ class Engine:
         meta: Mapping[str, Any] | None = None,
         llm: LLM | None = None,
         gate: asyncio.Semaphore | None = None,
+        scored: bool = True,
+        record: bool = True,
     ) -> Evaluated:
         """Score one candidate on ``examples``; raises BudgetExceededError if the budget runs out.
 
         ``gate`` bounds the examples in flight; candidates scored together share one.
+        ``scored=False`` runs the program without the metric (every score 0 until
+        the caller sets it); ``record=False`` leaves recording to the caller.
         """
+        if scored and self.metric is None:
+            raise ConfigError(
+                f"the task has no metric, so {split!r} examples cannot be scored; "
+                "give a metric in the task file"
+            )
         candidate = Candidate(dict(params))
         examples = [e for e in examples if not _shown_as_exemplar(e, candidate.params)]
         self.store.add_candidate(
@@ -157,7 +182,7 @@ class Engine:
             async with gate:
                 if budget_hit or self.store.write_error is not None:
                     return ExampleResult(example, None, Score(0.0, valid=False), "skipped")
-                result = await self._score_one(candidate, example, llm)
+                result = await self._score_one(candidate, example, llm, scored=scored)
             if isinstance(result, BudgetExceededError):
                 budget_hit.append(result)
                 return ExampleResult(example, None, Score(0.0, valid=False), "budget")
@@ -172,11 +197,12 @@ class Engine:
         evaluated = Evaluated(
             candidate, split, results, parent_id=parent_id, origin=origin or "seed", step=step
         )
-        self._record(evaluated)
+        if record:
+            self._record(evaluated)
         return evaluated
 
     async def _score_one(
-        self, candidate: Candidate, example: Example, llm: LLM
+        self, candidate: Candidate, example: Example, llm: LLM, *, scored: bool = True
     ) -> ExampleResult | BudgetExceededError:
         run = Trace(
             name=self.trace_name,
@@ -193,15 +219,17 @@ class Engine:
             return exc
         except Exception as exc:  # the user's program code: isolate, never sink the run
             error = str(exc) if isinstance(exc, PromptoptError) else f"{type(exc).__name__}: {exc}"
-            _attach_feedback(run, exc, f"error: {error}")
-            return ExampleResult(
-                example, None, Score(0.0, valid=False, feedback=error), error, _kept(run)
-            )
+            failed = ExampleResult(example, None, Score(0.0, False, error), error, run)
+            result = tagged(failed, self.feedback_rules)
+            _attach_feedback(run, exc, f"error: {result.score.feedback}")
+            return dataclasses.replace(result, trace=_kept(run))
         finally:
             _EXAMPLE_CALLS.reset(noting)
         # the one request an example's answer came from, when it came from one (the export
         # of preference pairs reads its exact messages); a workflow's calls are in its trace
         request_key = keys[0] if len(keys) == 1 else None
+        if not scored or self.metric is None:
+            return ExampleResult(example, output, Score(0.0), None, _kept(run), request_key)
         try:
             score = await self.metric.ascore(output, example, llm=self.judge_llm)
         except BudgetExceededError as exc:
@@ -216,9 +244,14 @@ class Engine:
                 _kept(run),
                 request_key,
             )
-        verdict = f"score {score.value:g}" + (f"; {score.feedback}" if score.feedback else "")
-        _attach_feedback(run, output, verdict)
-        return ExampleResult(example, output, score, None, _kept(run), request_key)
+        result = tagged(
+            ExampleResult(example, output, score, None, run, request_key), self.feedback_rules
+        )
+        feedback = result.score.feedback
+        _attach_feedback(
+            run, output, f"score {score.value:g}" + (f"; {feedback}" if feedback else "")
+        )
+        return dataclasses.replace(result, trace=_kept(run))
 
     def _record(self, evaluated: Evaluated) -> None:
         rows, traces = [], []
@@ -269,9 +302,20 @@ class Engine:
     ) -> SearchOutcome:
         rng = random.Random(self.seed)
         val = self.splits.val
+        pairwise = isinstance(optimizer, PairwiseOptimizer)
+        if self.metric is None and not pairwise:
+            raise ConfigError(
+                f"optimizer {optimizer.name!r} selects candidates by the metric, and the task "
+                "has none; give a metric (or use a pairwise optimizer such as 'spo')"
+            )
         self.reporter.phase("seed on validation", len(val))
         try:
-            seed_eval = await self.evaluate(seed_params, val, split="val", origin="seed")
+            seed_eval = await self.evaluate(
+                seed_params, val, split="val", origin="seed", scored=not pairwise, record=False
+            )
+            if pairwise:
+                seed_eval = seed_eval.rescored(SEED_SHARE, "the seed: the first incumbent")
+            self._record(seed_eval)
         except BudgetExceededError as exc:
             raise BudgetExceededError(
                 f"the budget cannot cover scoring the seed on {len(val)} validation examples "
@@ -288,6 +332,8 @@ class Engine:
             kinds=dict(kinds or {}),
             features=frozenset(features),
             record=self._recorder(optimizer.name, lambda: state.step),
+            rules={rule.name: rule.message for rule in self.feedback_rules},
+            incumbent=seed_eval if pairwise else None,
         )
         self._state = state  # probe evaluations feed its pool too
         self._observe(state, [seed_eval])
@@ -330,7 +376,12 @@ class Engine:
         self.reporter.phase(
             f"step {state.step}: {len(proposals)} candidate(s)", len(proposals) * len(val)
         )
-        results = await self._evaluate_together(proposals, val, state.step, optimizer.name)
+        if isinstance(optimizer, PairwiseOptimizer):  # one after another: each may crown a winner
+            results = [
+                await self._judged(state, optimizer, p, step=state.step, rng=rng) for p in proposals
+            ]
+        else:
+            results = await self._evaluate_together(proposals, val, state.step, optimizer.name)
         self._observe(state, results)
         optimizer.observe(state, results)
         return results
@@ -407,10 +458,42 @@ class Engine:
 
         return record
 
+    async def _judged(
+        self, state: SearchState, optimizer: PairwiseOptimizer, proposal: Proposal, *,
+        step: int, rng: random.Random,
+    ) -> Evaluated:  # fmt: skip
+        """Run ``proposal`` on validation unscored; its score is its vote share against the
+        incumbent, as the optimizer's judge gives it."""
+        challenger = await self.evaluate(
+            proposal.params, self.splits.val, split="val", step=step,
+            parent_id=proposal.parent_id, origin=optimizer.name, meta=proposal.meta,
+            scored=False, record=False,
+        )  # fmt: skip
+        incumbent = state.best
+        assert incumbent is not None
+        verdict = await optimizer.judge(
+            state, incumbent=incumbent, challenger=challenger, llm=self.judge_llm, rng=rng
+        )
+        self.store.add_votes(verdict, step=step)
+        said = (
+            f"judge: won {verdict.wins} of {len(verdict.votes)} votes against "
+            f"{incumbent.candidate.id}" + ("; the new incumbent" if verdict.accepted else "")
+        )
+        challenger = challenger.rescored(verdict.share, said)
+        self._record(challenger)
+        if verdict.accepted:
+            state.incumbent = challenger
+        if proposal.request_key:  # the optimizer reply it was read from (preference export)
+            self.store.add_proposal(
+                candidate_id=challenger.candidate.id, call_key=proposal.request_key, step=step
+            )
+        return challenger
+
     async def score_test(self, outcome: SearchOutcome, *, llm: LLM) -> None:
-        """Score the seed and the best candidate once on the held-out test split."""
+        """Score the seed and the best candidate once on the held-out test split (if any,
+        and if the task has a metric)."""
         test = self.splits.test
-        if not test:
+        if not test or self.metric is None:
             return
         todo = (
             [outcome.seed]

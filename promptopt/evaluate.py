@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from promptopt.errors import StoreError
+from promptopt.errors import ConfigError, StoreError
 from promptopt.session import build_parts
 from promptopt.store import RunStore
 from promptopt.task.loader import load_task
@@ -38,6 +38,8 @@ async def evaluate(
 ) -> EvalReport:
     """Score the task's seed (or ``run``'s best candidate) on ``split``; recorded in a new eval run."""
     spec = load_task(task) if isinstance(task, str | Path) else task
+    if spec.metric is None:
+        raise ConfigError("the task has no metric, so nothing can be scored; give one")
     out_dir = Path(output) if output is not None else Path(spec.output)
     params, label = None, "seed"
     if run is not None:

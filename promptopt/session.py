@@ -25,6 +25,7 @@ from promptopt.llm.pricing import PriceTable
 from promptopt.optimizers import registry
 from promptopt.sandbox import Sandbox
 from promptopt.task.data import Splits, load_splits
+from promptopt.task.feedback import FeedbackRule, make_rules
 from promptopt.task.metrics import Metric, make_metric
 from promptopt.task.program import Program, PromptProgram, make_program
 
@@ -49,7 +50,7 @@ ROLES = ("task", "optimizer", "judge")
 @dataclass
 class RunParts:
     program: Program
-    metric: Metric
+    metric: Metric | None
     splits: Splits
     task_llm: LLM
     optimizer_llm: LLM
@@ -63,6 +64,7 @@ class RunParts:
     backends: list[Any] = field(default_factory=list)
     name: str = ""
     sandbox: Sandbox | None = None
+    feedback_rules: tuple[FeedbackRule, ...] = ()
 
     def optimization_usage(self) -> dict[str, Any]:
         """Calls, cache hits, tokens and dollars of the optimization phase (every role)."""
@@ -86,7 +88,8 @@ class RunParts:
                       task_llm=self.test_llm if scoring_only else self.task_llm,
                       optimizer_llm=self.optimizer_llm, judge_llm=self.judge_llm, store=store,
                       concurrency=self.concurrency, seed=self.seed, reporter=reporter,
-                      trace_name=self.name, sandbox=self.sandbox)  # fmt: skip
+                      trace_name=self.name, sandbox=self.sandbox,
+                      feedback_rules=self.feedback_rules)  # fmt: skip
 
     async def aclose(self) -> None:
         if self.sandbox is not None:
@@ -132,8 +135,11 @@ def build_parts(
     program = make_program(spec.program, base_dir=base_dir)
     sandbox = sandbox or make_sandbox(spec, program)
     splits = load_splits(spec)
-    metric = make_metric(
-        spec.metric, choices=tuple(getattr(spec.program, "choices", None) or ()), base_dir=base_dir
+    choices = tuple(getattr(spec.program, "choices", None) or ())
+    metric = (
+        None
+        if spec.metric is None
+        else make_metric(spec.metric, choices=choices, base_dir=base_dir)
     )
     optimizer = make_optimizer(spec)
     budget = Budget(
@@ -197,6 +203,7 @@ def build_parts(
         backends=unique,
         name=spec.name,
         sandbox=sandbox,
+        feedback_rules=make_rules(getattr(spec, "feedback", ())),
     )
 
 
@@ -304,7 +311,7 @@ def estimate_plan(spec: Any):
     opt_calls = per_example * (n_val + (estimate(n_train=n_train, n_val=n_val) if estimate else 0))
     if spec.budget.max_calls is not None:
         opt_calls = min(opt_calls, spec.budget.max_calls)
-    test_calls = 2 * n_test * per_example
+    test_calls = 2 * n_test * per_example if spec.metric is not None else 0  # nothing to score
     cfg = _role_configs(spec)["task"]
     ref = parse_model(cfg.model)
     from promptopt.llm.types import Usage

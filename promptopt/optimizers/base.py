@@ -3,11 +3,17 @@
 Optimizers only propose. The engine evaluates every proposal, enforces the budget,
 records everything in the run store and checkpoints; an optimizer reads the
 :class:`SearchState` the engine keeps and returns :class:`Proposal` objects.
+
+A :class:`PairwiseOptimizer` (SPO) selects without the metric: the engine runs each
+proposal on the validation examples, then asks the optimizer's ``judge`` for a
+:class:`Verdict` between it and the incumbent, records every :class:`Vote`, and
+makes the challenger the incumbent on a strict majority of the votes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import random
@@ -16,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
+
+_Config = TypeVar("_Config", bound=BaseModel)
 
 if TYPE_CHECKING:
     from promptopt.graph import Trace
@@ -28,9 +36,13 @@ __all__ = [
     "Evaluated",
     "ExampleResult",
     "Optimizer",
+    "PairwiseOptimizer",
     "Proposal",
     "SearchState",
+    "Verdict",
+    "Vote",
     "candidate_id",
+    "config_of",
     "gather_all",
 ]
 
@@ -54,6 +66,11 @@ async def gather_all(*aws: Awaitable[_T]) -> list[_T]:
         if isinstance(outcome, BaseException):
             raise outcome
     return list(outcomes)  # type: ignore[arg-type]
+
+
+def config_of(model: type[_Config], config: _Config | Mapping[str, Any] | None) -> _Config:
+    """An optimizer's config: ``config`` itself if it is a ``model``, else validated into one."""
+    return config if isinstance(config, model) else model.model_validate(dict(config or {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +107,8 @@ class ExampleResult:
     ``graph.backward``-style views of it show an optimizer why the output was wrong.
     ``request_key`` is the key of the one task-model request the output came from,
     when the program made exactly one.
+    ``rule`` names the task's first feedback rule (``feedback:`` in task.yaml) that
+    this failing example matched: its error type.
     """
 
     example: Example
@@ -98,6 +117,12 @@ class ExampleResult:
     error: str | None = None
     trace: Trace | None = field(default=None, compare=False, repr=False)
     request_key: str | None = field(default=None, compare=False, repr=False)
+    rule: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """The program raised, the output was unreadable, or it scored below full marks."""
+        return self.error is not None or not self.score.valid or self.score.value < 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +148,16 @@ class Evaluated:
     def errors(self) -> int:
         return sum(1 for r in self.results if r.error is not None)
 
+    def rescored(self, value: float, feedback: str) -> Evaluated:
+        """A copy with every example's score set to ``value`` (a judged candidate's vote share)."""
+        results = tuple(
+            dataclasses.replace(
+                r, score=dataclasses.replace(r.score, value=value, feedback=feedback)
+            )
+            for r in self.results
+        )
+        return dataclasses.replace(self, results=results)
+
 
 EvaluateFn = Callable[[Mapping[str, Any], Sequence["Example"]], Awaitable[Evaluated]]
 RecordFn = Callable[[str, Mapping[str, Any]], None]
@@ -130,6 +165,48 @@ RecordFn = Callable[[str, Mapping[str, Any]], None]
 
 def _no_record(kind: str, payload: Mapping[str, Any]) -> None:
     """What ``SearchState.record`` does outside the engine: nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """One pairwise judge call: which side the challenger was shown on and who won.
+
+    ``swapped`` is True when the challenger's answers were shown as A (the
+    incumbent's as B); ``choice`` is what the judge picked (``A``, ``B``, or ``""``
+    when its reply was unreadable, which counts as a vote for the incumbent).
+    """
+
+    index: int
+    swapped: bool
+    choice: str
+    reply: str = ""
+    request_key: str = ""
+
+    @property
+    def challenger_won(self) -> bool:
+        return self.choice == ("A" if self.swapped else "B")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The votes of one comparison; the challenger wins on a strict majority (2-2 loses)."""
+
+    incumbent_id: str
+    challenger_id: str
+    votes: tuple[Vote, ...]
+
+    @property
+    def wins(self) -> int:
+        return sum(1 for v in self.votes if v.challenger_won)
+
+    @property
+    def accepted(self) -> bool:
+        return 2 * self.wins > len(self.votes)
+
+    @property
+    def share(self) -> float:
+        """The share of votes the challenger won (0.0 when there were none)."""
+        return self.wins / len(self.votes) if self.votes else 0.0
 
 
 @dataclass
@@ -154,6 +231,10 @@ class SearchState:
     does not write them again. An optimizer with its own final rule sets
     ``chosen`` to the id of a candidate in ``history``; ``best`` is then that
     candidate instead of the highest validation score.
+    ``rules`` names the task's feedback
+    rules in their order, with the message each gives the optimizer.
+    ``incumbent``, set by the engine under pairwise selection, is the latest
+    winner of the judge; it is then the best, whatever the scores say.
     """
 
     seed: Candidate
@@ -171,6 +252,8 @@ class SearchState:
     features: frozenset[str] = frozenset()
     record: RecordFn = _no_record
     chosen: str | None = None
+    rules: dict[str, str] = field(default_factory=dict)
+    incumbent: Evaluated | None = None
 
     def of_kind(self, kind: str) -> list[str]:
         """The trainable parameters of one kind, in order."""
@@ -178,6 +261,8 @@ class SearchState:
 
     @property
     def best(self) -> Evaluated | None:
+        if self.incumbent is not None:
+            return self.incumbent
         if not self.history:
             return None
         if self.chosen is not None:
@@ -204,4 +289,29 @@ class Optimizer(Protocol):
 
     def observe(self, state: SearchState, results: list[Evaluated]) -> None:
         """Bookkeeping after the engine scored this step's proposals."""
+        ...
+
+
+@runtime_checkable
+class PairwiseOptimizer(Optimizer, Protocol):
+    """An optimizer whose candidates are selected by a pairwise judge, not by the metric.
+
+    The engine never applies the metric on validation for it (labels, if any,
+    serve only the final test score). It runs each proposal on the validation
+    examples and calls :meth:`judge` with the incumbent and the challenger
+    (their outputs in ``results``); the verdict's votes are stored, the
+    challenger's validation score is its vote share, and it becomes the
+    incumbent when :attr:`Verdict.accepted`. The seed scores 0.5.
+    """
+
+    async def judge(
+        self,
+        state: SearchState,
+        *,
+        incumbent: Evaluated,
+        challenger: Evaluated,
+        llm: LLM,
+        rng: random.Random,
+    ) -> Verdict:
+        """Compare the two candidates' answers with the judge model (``llm``)."""
         ...

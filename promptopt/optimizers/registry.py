@@ -23,6 +23,8 @@ _SOURCE_TREE_FALLBACK = {
     "mcts": "promptopt.optimizers.mcts:MCTS",
     "opro": "promptopt.optimizers.opro:OPRO",
     "optoprime": "promptopt.optimizers.optoprime:OptoPrime",
+    "promst": "promptopt.optimizers.promst:PROMST",
+    "spo": "promptopt.optimizers.spo:SPO",
 }
 
 

@@ -11,6 +11,9 @@ from rich.table import Table
 __all__ = ["print_eval", "print_plan", "print_runs", "print_summary"]
 
 
+_STAT_NAMES = {"noops": "no-op replies", "noop": "no-op replies"}
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -54,9 +57,9 @@ def print_summary(result: Any, console: Console | None = None) -> None:
     console.print(usage)
     console.print(f"steps: {result.steps} ({result.stopped}); wall time {result.wall_s:.1f} s")
     stats = getattr(result, "optimizer_stats", None) or {}
-    if stats:  # what the optimizer counted: its model's replies, no-ops among them
-        counts = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in stats.items())
-        console.print(f"optimizer: {counts}", soft_wrap=True)
+    if stats:  # what the optimizer counted of its model's replies: no-op replies among them
+        said = ", ".join(f"{_STAT_NAMES.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items())
+        console.print(f"optimizer: {said}", soft_wrap=True)
     console.print(
         f"seed test accuracy: {_fmt(s['seed_test'])}   best test accuracy: {_fmt(s['best_test'])}"
     )

@@ -184,12 +184,31 @@ CREATE INDEX llm_calls_key ON llm_calls (key);
 {_append_only("proposals")}
 """
 
+_V6 = f"""
+CREATE TABLE pairwise_votes (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    step          INTEGER NOT NULL,
+    incumbent_id  TEXT NOT NULL REFERENCES candidates (id),
+    challenger_id TEXT NOT NULL REFERENCES candidates (id),
+    vote          INTEGER NOT NULL,     -- 0-based index within the comparison
+    swapped       INTEGER NOT NULL,     -- 1: the challenger's answers were shown as A
+    choice        TEXT NOT NULL,        -- 'A', 'B', or '' when the reply was unreadable
+    challenger_won INTEGER NOT NULL,
+    reply         TEXT NOT NULL DEFAULT '',
+    request_key   TEXT NOT NULL DEFAULT '',
+    created_at    REAL NOT NULL,
+    UNIQUE (incumbent_id, challenger_id, vote)
+);
+{_append_only("pairwise_votes")}
+"""
+
 MIGRATIONS: list[Migration] = [
     (1, _V1),
     (2, _V2),  # traced graphs: traces, their nodes, edges and feedback
     (3, _V3),  # llm_calls.budgeted
     (4, _V4),  # an optimizer's own records (the MCTS tree)
     (5, _V5),  # which optimizer call proposed which candidate (preference export)
+    (6, _V6),  # the votes of pairwise judges (spo), one row per judge call
 ]
 
 SCHEMA_VERSION: int = MIGRATIONS[-1][0]

@@ -32,6 +32,7 @@ from promptopt.store.migrations import MIGRATIONS, Migration, migrate
 from promptopt.store.records import OptimizerRecordsMixin
 from promptopt.store.runs import RUN_FILE, resolve_run
 from promptopt.store.traces import TraceStoreMixin
+from promptopt.store.votes import VoteStoreMixin
 
 __all__ = ["STATUSES", "RunStore"]
 
@@ -78,7 +79,7 @@ def _connect(db: Path, *, migrations: Sequence[Migration]) -> sqlite3.Connection
     return conn
 
 
-class RunStore(TraceStoreMixin, OptimizerRecordsMixin):
+class RunStore(TraceStoreMixin, OptimizerRecordsMixin, VoteStoreMixin):
     """One run's store; create it with :meth:`create`, reopen it with :meth:`open`."""
 
     root: Path

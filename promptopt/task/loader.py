@@ -6,7 +6,8 @@ raises :class:`~promptopt.errors.TaskFileError` whose ``str`` is one line,
 (the field of the first error, a plain reason, no URLs). Beyond the models'
 own checks it verifies what needs the outside world: data files exist, parse,
 have the mapped columns and enough rows for ``data.split``; the optimizer is
-registered and its ``config`` fits its ``Config`` model.
+registered and its ``config`` fits its ``Config`` model, and a task without a
+metric has an optimizer that selects by a pairwise judge.
 
 YAML is read with 1.2-style booleans (only ``true``/``false``), so ``policy: off``
 and ``choices: [yes, no]`` stay strings, and a key given twice is an error.
@@ -26,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from promptopt.errors import ConfigError, DataError, OptimizerError, TaskFileError
+from promptopt.optimizers.base import PairwiseOptimizer
 from promptopt.task.data import data_files, read_rows, to_examples
 from promptopt.task.spec import PROGRAM_TAGS, PromptProgramSpec, PythonProgramSpec, TaskSpec
 
@@ -181,6 +183,13 @@ def _check_optimizer(spec: TaskSpec, shown: str, optimizers: OptimizerRegistry |
         field, reason = explain_validation_error(exc, model=config_model)
         where = f"optimizer.config.{field}" if field else "optimizer.config"
         raise TaskFileError(shown, where, reason) from None
+    if spec.metric is None and not isinstance(optimizer, PairwiseOptimizer):
+        raise TaskFileError(
+            shown,
+            "metric",
+            f"required by optimizer {name!r}, which selects candidates by the metric "
+            "(only a pairwise optimizer such as 'spo' runs without one)",
+        )
 
 
 # ---------------------------------------------------------------- pydantic errors

@@ -33,11 +33,13 @@ from promptopt.llm.models import DEFAULT_MODEL, ModelConfig, parse_model
 
 __all__ = [
     "METRIC_KINDS",
+    "OTHER_RULE",
     "PROGRAM_TAGS",
     "BudgetSpec",
     "CacheSpec",
     "DataSpec",
     "ExemplarSpec",
+    "FeedbackRuleSpec",
     "FieldIssue",
     "LimitsSpec",
     "MetricSpec",
@@ -92,6 +94,15 @@ def template_fields(template: str) -> tuple[str, ...]:
         if name not in names:
             names.append(name)
     return tuple(names)
+
+
+def _check_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"regex {value!r} does not compile: {exc}") from None
+    return value
 
 
 def _check_ref(value: str) -> str:
@@ -291,12 +302,7 @@ class MetricSpec(_Frozen):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"regex {value!r} does not compile: {exc}") from None
-        return value
+        return _check_regex(value)
 
     @field_validator("function")
     @classmethod
@@ -317,6 +323,68 @@ class MetricSpec(_Frozen):
     @property
     def needs_target(self) -> bool:
         return self.kind in _NEEDS_TARGET
+
+
+_MATCHERS = (
+    "output_matches", "output_lacks", "output_longer_than", "raised", "node_raised",
+    "node_calls_over", "llm_calls_over",
+)  # fmt: skip
+OTHER_RULE = "other"  # the bucket of failures that match no rule
+
+
+class FeedbackRuleSpec(_Frozen):
+    """One feedback rule (PROMST's human feedback): an error type, how to recognise it in a
+    failing example's output or trace, and the message the optimizer is given about it.
+
+    Every matcher given must hold (they combine with AND); give at least one. A
+    failing example belongs to the first rule that matches it, in file order.
+    """
+
+    name: str = Field(
+        description="The error type, e.g. format or loop: lower-case letters, digits, _ and -.",
+        json_schema_extra={"pattern": _NAME_RE.pattern},
+    )
+    message: str = Field(description="What to tell the optimizer about failures of this type.")
+    output_matches: str | None = Field(None, description="Regex found in the output.")
+    output_lacks: str | None = Field(None, description="Regex not found in the output.")
+    output_longer_than: int | None = Field(None, ge=0, description="Output characters above this.")
+    raised: bool | None = Field(None, description="true: the program raised (no output).")
+    node_raised: str | None = Field(None, description="A traced node of this name raised.")
+    node_calls_over: dict[str, int] = Field(
+        default_factory=dict,
+        description="{node name: n}: the node ran more than n times in one example (a loop).",
+    )
+    llm_calls_over: int | None = Field(
+        None, ge=0, description="The example made more than this many model calls."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _rule_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(f"use only lower-case letters, digits, _ and -, got {value!r}")
+        if value == OTHER_RULE:
+            raise ValueError(f"{OTHER_RULE!r} is the bucket of failures that match no rule")
+        return value
+
+    @field_validator("message")
+    @classmethod
+    def _says_something(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a rule needs a message for the optimizer")
+        return value
+
+    @field_validator("output_matches", "output_lacks")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        return _check_regex(value)
+
+    @model_validator(mode="after")
+    def _has_matcher(self) -> FeedbackRuleSpec:
+        if not any(getattr(self, name) not in (None, {}) for name in _MATCHERS):
+            raise FieldIssue("name", f"rule {self.name!r} has no matcher; give one of "
+                             + ", ".join(_MATCHERS))  # fmt: skip
+        return self
 
 
 def _check_model_string(value: str) -> str:
@@ -443,7 +511,14 @@ class TaskSpec(_Frozen):
     seed: int = Field(0, description="Global seed for shuffles and optimizers.")
     program: ProgramSpec = Field(description="A prompt program (system/user) or a Python `entry`.")
     data: DataSpec
-    metric: MetricSpec
+    metric: MetricSpec | None = Field(
+        None,
+        description="How answers are scored. Only an optimizer that selects by a pairwise "
+        "judge (spo) runs without one; then the test split is not scored.",
+    )
+    feedback: tuple[FeedbackRuleSpec, ...] = Field(
+        (), description="Feedback rules: error types of failing examples and their messages."
+    )
     models: ModelsSpec = Field(default_factory=ModelsSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
@@ -480,7 +555,11 @@ class TaskSpec(_Frozen):
                     raise FieldIssue(
                         f"program.exemplars[{i}].inputs", f"{name!r} is not in {known}"
                     )
-        if self.metric.needs_target and self.data.target is None:
+        names = [rule.name for rule in self.feedback]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise FieldIssue(f"feedback[{i}].name", f"rule {name!r} is declared twice")
+        if self.metric is not None and self.metric.needs_target and self.data.target is None:
             raise FieldIssue("data.target", f"required by metric kind {self.metric.kind!r}")
         return self
 

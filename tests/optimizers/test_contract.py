@@ -29,6 +29,11 @@ def guided(number: int) -> str:
     return f"<START>{CAREFUL}, then name the team (version {number}).<END>"
 
 
+def _rewrite(prompt: str, **said: str) -> str:
+    return json.dumps({"analysis": "it guesses", "modification": "read first", **said,
+                       "prompt": prompt})  # fmt: skip
+
+
 # Per optimizer: its config for a short run and the optimizer model's planned replies.
 SCRIPTS: dict[str, tuple[dict, list[str]]] = {
     "exemplars": ({"k": 1, "num_sets": 2, "mutations": 1, "per_step": 2}, []),
@@ -54,6 +59,32 @@ SCRIPTS: dict[str, tuple[dict, list[str]]] = {
                     "suggestion": {"route.code": KEEP_ALL},
                 }
             ),
+        ],
+    ),  # fmt: skip
+    # two rounds, each a rewrite then four judge votes (the judge is the same scripted model)
+    "spo": (
+        {"rounds": 2},
+        [
+            _rewrite(f"{CAREFUL}, then name the team."),
+            "B",
+            "B",
+            "A",
+            "A",
+            _rewrite(f"{CAREFUL}. Name one team."),
+            "A",
+            "A",
+            "A",
+            "B",
+        ],
+    ),  # fmt: skip
+    # one expansion: one summary (every failure is in the 'other' bucket), two children;
+    # the first child makes no error, which ends the search
+    "promst": (
+        {"n_children": 2, "expansions": 2, "predictor": False},
+        [
+            "The model guesses a team without reading the message.",
+            _rewrite(f"{CAREFUL}, then name the team."),
+            _rewrite("Name the team."),
         ],
     ),  # fmt: skip
 }

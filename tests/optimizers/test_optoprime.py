@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import difflib
 import json
-import os
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
+from snapshot import check_snapshot
 
 from promptopt.errors import BadRequestError
 from promptopt.graph import node, op_of, param, trace
@@ -22,7 +20,7 @@ from promptopt.optimizers.registry import get
 from promptopt.task.data import Example
 from promptopt.task.metrics import Score
 
-SNAPSHOT = Path(__file__).parent / "snapshots" / "optoprime_meta_prompt.txt"
+SNAPSHOT = "optoprime_meta_prompt.txt"
 
 
 class Client:
@@ -123,20 +121,7 @@ def test_meta_prompt_snapshot():
     base = state.best
     picked = optimizer._pick(base, rng, set())
     text = _render(optimizer.build_request(state, picked, base=base))
-    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
-        SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
-        SNAPSHOT.write_text(text, encoding="utf-8")
-    expected = SNAPSHOT.read_text(encoding="utf-8")
-    if text != expected:
-        diff = "".join(
-            difflib.unified_diff(
-                expected.splitlines(keepends=True),
-                text.splitlines(keepends=True),
-                "snapshot",
-                "rendered",
-            )
-        )
-        pytest.fail(f"the meta-prompt changed (rerun with UPDATE_SNAPSHOTS=1 if meant):\n{diff}")
+    check_snapshot(SNAPSHOT, text)
     assert len(text) < 5000
     for section in ("#Instruction", "#Code", "#Documentation", "#Variables", "#Constraints",
                     "#Inputs", "#Others", "#Outputs", "#Feedback"):  # fmt: skip
