@@ -18,6 +18,7 @@ from typing import Any
 from promptopt.engine import SearchOutcome
 from promptopt.errors import StoreError
 from promptopt.optimizers.base import Candidate
+from promptopt.preflight import preflight
 from promptopt.progress import Reporter, SilentReporter
 from promptopt.session import RunParts, build_parts, estimate_plan
 from promptopt.store import RunStore
@@ -59,10 +60,17 @@ def optimize(
     output: str | Path | None = None,
     reporter: Reporter | None = None,
     backends: Mapping[str, Any] | None = None,
+    probe: bool = True,
 ) -> OptimizeResult:
-    """Optimize the task's program and return the best candidate, its scores and the run folder."""
+    """Optimize the task's program and return the best candidate, its scores and the run folder.
+
+    Before anything is spent, every model's key variable must be set and (unless
+    ``probe`` is False) every endpoint must answer one free request.
+    """
     return asyncio.run(
-        aoptimize(task, resume=resume, output=output, reporter=reporter, backends=backends)
+        aoptimize(
+            task, resume=resume, output=output, reporter=reporter, backends=backends, probe=probe
+        )
     )
 
 
@@ -73,8 +81,10 @@ async def aoptimize(
     output: str | Path | None = None,
     reporter: Reporter | None = None,
     backends: Mapping[str, Any] | None = None,
+    probe: bool = True,
 ) -> OptimizeResult:
     spec = load_task(task) if isinstance(task, str | Path) else task
+    await preflight(spec, probe=probe, skip=backends or (), task_file=_named_file(task))
     reporter = reporter or SilentReporter()
     out_dir = Path(output) if output is not None else Path(spec.output)
     started = time.perf_counter()
@@ -157,6 +167,11 @@ def _result(
         wall_s=wall,
         optimizer_stats=dict(outcome.extra.get("optimizer_stats") or {}),
     )
+
+
+def _named_file(task: Any) -> str | Path | None:
+    """The task file as the caller named it (errors show it so), if a file was named."""
+    return task if isinstance(task, str | Path) else None
 
 
 def _check_same_task(store: RunStore, spec: Any) -> None:
