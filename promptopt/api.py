@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from promptopt.engine import SearchOutcome
-from promptopt.errors import StoreError
+from promptopt.errors import ConfigError, StoreError, TaskFileError
 from promptopt.optimizers.base import Candidate
 from promptopt.preflight import preflight
 from promptopt.progress import Reporter, SilentReporter
@@ -202,4 +202,11 @@ class Plan:
 
 def plan(task: str | Path | Any) -> Plan:
     spec = load_task(task) if isinstance(task, str | Path) else task
-    return estimate_plan(spec)
+    try:
+        return estimate_plan(spec)
+    except TaskFileError:
+        raise
+    except ConfigError as exc:  # found while building the program (its entry, its template)
+        if not isinstance(task, str | Path):
+            raise
+        raise TaskFileError(str(task), "", str(exc)) from exc
