@@ -190,3 +190,26 @@ def test_without_the_probe_a_refused_key_ends_the_run_and_the_store_keeps_it(
     assert calls and all("HTTP 401" in c["error"] for c in calls)
     assert server.stats.received <= 2  # the requests in flight (concurrency 2), then no more
     store.close()
+
+
+def test_eval_checks_too_and_its_flag_skips_the_probe(write_task, tmp_path, capsys, monkeypatch):
+    from promptopt.cli import main
+
+    monkeypatch.setenv("PO_KEY", "wrong")
+    runs = str(tmp_path / "runs")
+    with OpenAITestServer(api_key="right") as server:
+        path = str(
+            write_task(
+                f"  task: {{model: 'openai:m', base_url: '{server.base_url}', api_key_env: PO_KEY}}"
+            )
+        )
+        assert main(["eval", path, "--output", runs]) == 1
+        probed = capsys.readouterr().err
+        assert not (tmp_path / "runs").exists()
+        assert main(["eval", path, "--output", runs, "--no-probe"]) == 1
+        scored = capsys.readouterr().err
+    for err in (probed, scored):
+        assert err.startswith(f"promptopt: error: model 'openai:m' at '{server.base_url}' ")
+        assert "the API key was refused" in err and len(err.splitlines()) == 1
+    assert "pre-flight probe" in probed and "pre-flight probe" not in scored
+    assert server.stats.received >= 1  # the scoring sent requests; the probe sent none
