@@ -230,6 +230,7 @@ def test_the_shipped_task_files_plan_cleanly(task_copies: Path) -> None:
 @example(case=("reviews", b"? [a, b]\n: c\n"))  # the duplicate-key check hashed a list
 @example(case=("reviews", b"[" * 3000 + b"]" * 3000))  # 10 s in the YAML scanner, then a crash
 @example(case=("triage", SHIPPED["triage"].replace(b"workflow:run", b"workflow:nope")))
+@example(case=("triage", SHIPPED["triage"].replace(b"workflow:run", b"x" * 5000)))
 @example(case=("triage", SHIPPED["triage"].replace(b"workflow:run", b"x" * 300 + b":run")))
 @example(case=("reviews", SHIPPED["reviews"].replace(b"reviews.jsonl", b"x" * 300 + b".jsonl")))
 def test_a_mutated_task_file_plans_or_fails_in_one_clean_line(

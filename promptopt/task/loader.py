@@ -36,6 +36,7 @@ _PROGRAM_BY_TAG = {"prompt program": PromptProgramSpec, "python program": Python
 # Labels pydantic puts in error locations for members of a plain union (``list[str]``, ``str``).
 _UNION_LABEL = re.compile(r"^(str|int|float|bool|none|any|(list|dict|tuple|set)\[.*\])$")
 _PLAIN_KEY = re.compile(r"^[\w.:/+@-]{1,60}$")  # keys shown as written in a field path
+_MAX_REASON = 400  # characters of a reason built from what the file says
 _MAX_FLOW_DEPTH = 64  # brackets nested deeper than this are refused unread (see _too_deep)
 _TYPE_WORDS = {
     "model_type": "a mapping",
@@ -341,7 +342,9 @@ def _shown_input(value: Any) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """``text`` on one line, cut to a length a person reads (a reason may quote a huge value)."""
+    line = " ".join(text.split())
+    return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
 
 
 # ---------------------------------------------------------------- python references
