@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from promptopt.engine import SearchOutcome
-from promptopt.errors import StoreError
+from promptopt.errors import ConfigError, StoreError, TaskFileError
 from promptopt.optimizers.base import Candidate
+from promptopt.preflight import preflight
 from promptopt.progress import Reporter, SilentReporter
 from promptopt.sandbox import Sandbox
 from promptopt.session import RunParts, build_parts, estimate_plan, make_sandbox
@@ -64,11 +65,14 @@ def optimize(
     reporter: Reporter | None = None,
     backends: Mapping[str, Any] | None = None,
     sandbox: Sandbox | None = None,
+    probe: bool = True,
 ) -> OptimizeResult:
     """Optimize the task's program and return the best candidate, its scores and the run folder.
 
-    ``sandbox`` replaces the one the task's ``sandbox`` block describes, for
-    example ``Sandbox(isolation="none")`` to opt out of isolation from Python.
+    Before anything is spent, every model's key variable must be set and (unless
+    ``probe`` is False) every endpoint must answer one free request. ``sandbox``
+    replaces the one the task's ``sandbox`` block describes, for example
+    ``Sandbox(isolation="none")`` to opt out of isolation from Python.
     """
     return asyncio.run(
         aoptimize(
@@ -78,6 +82,7 @@ def optimize(
             reporter=reporter,
             backends=backends,
             sandbox=sandbox,
+            probe=probe,
         )
     )
 
@@ -90,8 +95,10 @@ async def aoptimize(
     reporter: Reporter | None = None,
     backends: Mapping[str, Any] | None = None,
     sandbox: Sandbox | None = None,
+    probe: bool = True,
 ) -> OptimizeResult:
     spec = load_task(task) if isinstance(task, str | Path) else task
+    await preflight(spec, probe=probe, skip=backends or (), task_file=_named_file(task))
     reporter = reporter or SilentReporter()
     out_dir = Path(output) if output is not None else Path(spec.output)
     started = time.perf_counter()
@@ -227,6 +234,11 @@ def _result(
     )
 
 
+def _named_file(task: Any) -> str | Path | None:
+    """The task file as the caller named it (errors show it so), if a file was named."""
+    return task if isinstance(task, str | Path) else None
+
+
 def _check_same_task(store: RunStore, spec: Any) -> None:
     recorded = store.meta().get("task")
     if isinstance(recorded, str):
@@ -255,4 +267,11 @@ class Plan:
 
 def plan(task: str | Path | Any) -> Plan:
     spec = load_task(task) if isinstance(task, str | Path) else task
-    return estimate_plan(spec)
+    try:
+        return estimate_plan(spec)
+    except TaskFileError:
+        raise
+    except ConfigError as exc:  # found while building the program (its entry, its template)
+        if not isinstance(task, str | Path):
+            raise
+        raise TaskFileError(str(task), "", str(exc)) from exc

@@ -25,6 +25,8 @@ from promptopt.errors import (
 
 __all__ = ["main"]
 
+_NO_PROBE_HELP = "do not ask each model endpoint for its model list before starting"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -40,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         help="print the projected calls and cost and spend nothing",
     )
     opt.add_argument("--output", metavar="DIR", help="runs folder (default: the task's output)")
+    opt.add_argument("--no-probe", action="store_true", help=_NO_PROBE_HELP)
     ev = sub.add_parser(
         "eval", help="score the seed program, or a run's best candidate, on a split"
     )
@@ -49,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--output", metavar="DIR")
+    ev.add_argument("--no-probe", action="store_true", help=_NO_PROBE_HELP)
     sub.add_parser("schema", help="print the JSON schema of task.yaml")
     graph = sub.add_parser("graph", help="draw a run's recorded trace as HTML, SVG or DOT")
     graph.add_argument("run", help="run id, prefix, folder, or 'latest'")
@@ -133,7 +137,11 @@ def _optimize(args: argparse.Namespace) -> int:
         print_plan(api.plan(args.task))
         return 0
     result = api.optimize(
-        args.task, resume=args.resume, output=args.output, reporter=ConsoleReporter()
+        args.task,
+        resume=args.resume,
+        output=args.output,
+        reporter=ConsoleReporter(),
+        probe=not args.no_probe,
     )
     print_summary(result)
     return 0
@@ -143,7 +151,15 @@ def _eval(args: argparse.Namespace) -> int:
     from promptopt.evaluate import evaluate
     from promptopt.report.summary import print_eval
 
-    report = asyncio.run(evaluate(args.task, run=args.run, split=args.split, output=args.output))
+    report = asyncio.run(
+        evaluate(
+            args.task,
+            run=args.run,
+            split=args.split,
+            output=args.output,
+            probe=not args.no_probe,
+        )
+    )
     print_eval(report)
     return 0
 

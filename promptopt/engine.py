@@ -6,6 +6,9 @@ The engine owns everything an optimizer does not: scoring candidates on a split
 best so far), the run store (every candidate, per-example evaluation, decision
 and checkpoint) and the final, one-time scoring on the held-out test split.
 
+A :class:`~promptopt.errors.ModelUnusableError` (a model that never answered is
+unreachable, refused the key or does not exist) is not isolated: it ends the run.
+
 Every example runs inside its own :class:`~promptopt.graph.Trace` whose values are
 the candidate's parameters (so a workflow's ``param.value`` reads the candidate's
 value and a trainable node runs the candidate's code). After scoring, the score's
@@ -39,7 +42,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from promptopt.errors import BudgetExceededError, ConfigError, PromptoptError
+from promptopt.errors import BudgetExceededError, ConfigError, ModelUnusableError, PromptoptError
 from promptopt.graph import Trace
 from promptopt.graph.backward import feedback_of
 from promptopt.optimizers.base import (
@@ -217,6 +220,8 @@ class Engine:
                 output = await self.program.run(candidate.params, example, llm=llm)
         except BudgetExceededError as exc:
             return exc
+        except ModelUnusableError:
+            raise  # every example would fail the same way: end the run, not score it 0
         except Exception as exc:  # the user's program code: isolate, never sink the run
             error = str(exc) if isinstance(exc, PromptoptError) else f"{type(exc).__name__}: {exc}"
             failed = ExampleResult(example, None, Score(0.0, False, error), error, run)
@@ -234,6 +239,8 @@ class Engine:
             score = await self.metric.ascore(output, example, llm=self.judge_llm)
         except BudgetExceededError as exc:
             return exc
+        except ModelUnusableError:
+            raise
         except Exception as exc:
             error = f"metric failed: {type(exc).__name__}: {exc}"
             return ExampleResult(

@@ -17,8 +17,10 @@ Only the CLI catches ``PromptoptError``; it prints one line and exits non-zero.
     │   │   └── LLMConnectionError  connection refused, reset or dropped
     │   ├── AuthenticationError     missing or rejected credentials
     │   ├── BadRequestError         the backend refused the request as malformed
+    │   │   └── NotFoundError       HTTP 404: no such model (or no such path on the server)
     │   ├── BackendUnavailableError an optional dependency is not installed
-    │   └── UnplannedCallError      a fake or replay saw a request nobody planned for
+    │   ├── UnplannedCallError      a fake or replay saw a request nobody planned for
+    │   └── ModelUnusableError      a model that never answered cannot be reached or used
     ├── BudgetExceededError         the run's hard budget would be exceeded
     ├── StoreError                  the run store cannot be opened, migrated or resumed
     │   └── RunInUseError           another process holds the run (optimizing or resuming it)
@@ -40,6 +42,8 @@ __all__ = [
     "LLMConnectionError",
     "LLMError",
     "LLMTimeoutError",
+    "ModelUnusableError",
+    "NotFoundError",
     "OptimizerError",
     "PromptoptError",
     "ProposedCodeError",
@@ -82,7 +86,12 @@ class DataError(PromptoptError):
 
 
 class LLMError(PromptoptError):
-    """Talking to a model failed."""
+    """Talking to a model failed.
+
+    ``endpoint`` is the public URL the failure came from, when a backend knows it.
+    """
+
+    endpoint: str | None = None
 
 
 class RetryableError(LLMError):
@@ -130,12 +139,32 @@ class BadRequestError(LLMError):
     """The backend refused the request as malformed (4xx other than 429)."""
 
 
+class NotFoundError(BadRequestError):
+    """The backend answered 404: no such model, or no such path (a wrong ``base_url``)."""
+
+
 class BackendUnavailableError(LLMError):
     """A backend's optional dependency is not installed."""
 
 
 class UnplannedCallError(LLMError):
     """A fake or replay backend received a request nobody planned for."""
+
+
+class ModelUnusableError(LLMError):
+    """A model cannot be used at all: unreachable, its key rejected, or unknown to its server.
+
+    Raised by the pre-flight probe, and by a client whose model failed so before it
+    ever answered; the engine lets it end the run instead of scoring every example 0.
+    ``str(err)`` is one line naming the model, the endpoint and the cause.
+    """
+
+    def __init__(self, *, model: str, endpoint: str | None, cause: str) -> None:
+        self.model = model
+        self.endpoint = endpoint
+        self.cause = cause
+        where = f" at {endpoint!r}" if endpoint else ""
+        super().__init__(f"model {model!r}{where} cannot be used: {cause}")
 
 
 class BudgetExceededError(PromptoptError):

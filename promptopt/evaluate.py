@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from promptopt.errors import ConfigError, StoreError
+from promptopt.preflight import preflight
 from promptopt.session import build_parts
 from promptopt.store import RunStore
 from promptopt.task.loader import load_task
@@ -35,11 +36,21 @@ async def evaluate(
     split: str = "test",
     output: str | Path | None = None,
     backends: dict[str, Any] | None = None,
+    probe: bool = True,
 ) -> EvalReport:
-    """Score the task's seed (or ``run``'s best candidate) on ``split``; recorded in a new eval run."""
+    """Score the task's seed (or ``run``'s best candidate) on ``split``; recorded in a new eval run.
+
+    The pre-flight checks of :func:`promptopt.optimize` run first (``probe=False`` skips the probe).
+    """
     spec = load_task(task) if isinstance(task, str | Path) else task
     if spec.metric is None:
         raise ConfigError("the task has no metric, so nothing can be scored; give one")
+    await preflight(
+        spec,
+        probe=probe,
+        skip=backends or (),
+        task_file=task if isinstance(task, str | Path) else None,
+    )
     out_dir = Path(output) if output is not None else Path(spec.output)
     params, label = None, "seed"
     if run is not None:

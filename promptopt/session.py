@@ -36,12 +36,14 @@ if TYPE_CHECKING:
     from promptopt.store import RunStore
 
 __all__ = [
+    "ROLES",
     "RunParts",
     "build_parts",
     "estimate_plan",
     "make_optimizer",
     "make_sandbox",
     "model_config",
+    "role_configs",
 ]
 
 ROLES = ("task", "optimizer", "judge")
@@ -111,7 +113,8 @@ def model_config(value: Any) -> ModelConfig:
     return ModelConfig(**value.model_dump())
 
 
-def _role_configs(spec: Any) -> dict[str, ModelConfig]:
+def role_configs(spec: Any) -> dict[str, ModelConfig]:
+    """The model of each role; judge defaults to optimizer, optimizer to task."""
     task = model_config(spec.models.task)
     optimizer = model_config(spec.models.optimizer) if spec.models.optimizer else task
     judge = model_config(spec.models.judge) if spec.models.judge else optimizer
@@ -153,7 +156,7 @@ def build_parts(
         else ResponseCache(spec.cache.dir, policy=spec.cache.policy)
     )
     prices = PriceTable(_prices(spec))
-    configs = _role_configs(spec)
+    configs = role_configs(spec)
     shared: dict[str, Any] = {}
     role_backend: dict[str, Any] = {}
     for role in ROLES:
@@ -312,7 +315,7 @@ def estimate_plan(spec: Any):
     if spec.budget.max_calls is not None:
         opt_calls = min(opt_calls, spec.budget.max_calls)
     test_calls = 2 * n_test * per_example if spec.metric is not None else 0  # nothing to score
-    cfg = _role_configs(spec)["task"]
+    cfg = role_configs(spec)["task"]
     ref = parse_model(cfg.model)
     from promptopt.llm.types import Usage
 

@@ -5,7 +5,8 @@ backend should not have to do, in this order for each request:
 
 1. fill in the model name and compute the cache key (hash of the canonical request);
 2. answer from the ``replay`` hook (resume of a crashed run) or the response cache;
-3. reserve the call in the :class:`~promptopt.llm.budget.Budget` (before waiting
+3. refuse it if the model was found unusable (:mod:`promptopt.llm.health`), else
+   reserve the call in the :class:`~promptopt.llm.budget.Budget` (before waiting
    for a concurrency slot, so concurrent requests can never overshoot it);
 4. wait for one of ``max_concurrency`` slots, call the backend, and retry
    retryable failures per the :class:`~promptopt.llm.retry.RetryPolicy`;
@@ -34,6 +35,7 @@ from promptopt.errors import ConfigError, LLMError, PromptoptError, RetryableErr
 from promptopt.llm.base import Backend
 from promptopt.llm.budget import Budget, Reservation
 from promptopt.llm.cache import ResponseCache
+from promptopt.llm.health import Health
 from promptopt.llm.pricing import PriceTable
 from promptopt.llm.retry import RetryPolicy
 from promptopt.llm.types import LLMRequest, LLMResponse, Message
@@ -136,6 +138,7 @@ class LLM:
         self.prices = prices if prices is not None else PriceTable()
         self.replay = replay
         self.stats = UsageStats()
+        self.health = Health(model=f"{provider}:{model}")
         self._listeners: list[Listener] = list(listeners)
         self._rng = rng if rng is not None else random.Random(0)
         self._stats_lock = threading.Lock()
@@ -191,6 +194,7 @@ class LLM:
             self._emit(self._event(request, key, started_at, t0, response=response, cached=True))
             return response
 
+        self.health.check()
         reservation = self._reserve(request)
         tries = _Tries()
         try:
@@ -206,6 +210,9 @@ class LLM:
                 self._emit(
                     self._event(request, key, started_at, t0, error=error, attempts=tries.count)
                 )
+                unusable = self.health.note_failure(exc)
+                if unusable is not None:
+                    raise unusable from exc
             raise
 
         cost = self.prices.cost(self.provider, self.model, response.usage)
@@ -240,6 +247,7 @@ class LLM:
 
     async def _call_with_retries(self, request: LLMRequest, tries: _Tries) -> LLMResponse:
         while True:
+            self.health.check()  # another request found the model unusable: stop retrying
             tries.count += 1
             attempt = tries.count
             t0 = time.perf_counter()
@@ -272,6 +280,7 @@ class LLM:
                     f"backend {type(self.backend).__name__!r} returned "
                     f"{type(response).__name__!r}, not an LLMResponse"
                 )
+            self.health.note_answer()
             if not response.latency_s:
                 response = dataclasses.replace(response, latency_s=time.perf_counter() - t0)
             return response

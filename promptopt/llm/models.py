@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from promptopt.errors import BackendUnavailableError, ConfigError
+from promptopt.llm.backends._http import public_url
 from promptopt.llm.client import LLM, Listener
 
 if TYPE_CHECKING:
@@ -38,7 +39,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MODEL",
+    "HTTP_PROVIDERS",
     "PROVIDERS",
+    "HttpProvider",
     "ModelConfig",
     "ModelRef",
     "make_backend",
@@ -56,9 +59,48 @@ PROVIDERS: dict[str, str] = {
     "fake": "promptopt.llm.fakes:FakeBackend",
 }
 
-# Providers reached over HTTP take base_url, api_key_env and timeout; the key itself is
-# read from the environment by the backend, never stored here.
-_HTTP_KEY_ENV = MappingProxyType({"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"})
+
+@dataclass(frozen=True, slots=True)
+class HttpProvider:
+    """What a provider reached over HTTP needs: its key variable, its endpoint, how it takes a key.
+
+    ``placeholder_key`` goes out when no key is set (local servers ignore it; the
+    SDKs refuse to send nothing). ``models_path`` is the free model-list request the
+    pre-flight probe sends, with ``headers`` and the key in ``key_header`` after ``key_prefix``.
+    """
+
+    key_env: str
+    default_url: str
+    placeholder_key: str
+    models_path: str
+    key_header: str
+    key_prefix: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+# Providers reached over HTTP take base_url, api_key_env and timeout, and are the ones the
+# pre-flight checks look at; the key itself is read from the environment by the backend,
+# never stored here.
+HTTP_PROVIDERS = MappingProxyType(
+    {
+        "openai": HttpProvider(
+            key_env="OPENAI_API_KEY",
+            default_url="https://api.openai.com/v1",
+            placeholder_key="sk-no-key-needed",
+            models_path="/models",
+            key_header="Authorization",
+            key_prefix="Bearer ",
+        ),
+        "anthropic": HttpProvider(
+            key_env="ANTHROPIC_API_KEY",
+            default_url="https://api.anthropic.com",
+            placeholder_key="sk-ant-no-key-needed",
+            models_path="/v1/models",
+            key_header="x-api-key",
+            headers=(("anthropic-version", "2023-06-01"),),
+        ),
+    }
+)
 
 # What to install when a provider's optional dependency is missing.
 _INSTALL_HINT = MappingProxyType(
@@ -129,6 +171,27 @@ class ModelConfig(BaseModel):
     def ref(self) -> ModelRef:
         return parse_model(self.model)
 
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The public URLs this model is reached at; none for in-process providers."""
+        http = HTTP_PROVIDERS.get(self.ref.provider)
+        if http is None:
+            return ()
+        urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url or [])
+        return tuple(public_url(url) for url in urls or [http.default_url])
+
+    @property
+    def key_env(self) -> str | None:
+        """The environment variable that must hold this model's API key; None if it needs none.
+
+        A provider's own endpoint needs its key; a ``base_url`` (a local server that
+        takes any key) needs one only when ``api_key_env`` names it.
+        """
+        http = HTTP_PROVIDERS.get(self.ref.provider)
+        if http is None or (self.base_url and not self.api_key_env):
+            return None
+        return self.api_key_env or http.key_env
+
 
 def _import_backend(ref: ModelRef) -> type[Backend]:
     module_name, _, class_name = PROVIDERS[ref.provider].partition(":")
@@ -161,9 +224,9 @@ def make_backend(ref: ModelRef, config: ModelConfig) -> Backend:
     """Construct the backend for ``ref`` with the settings of ``config``."""
     cls = _import_backend(ref)
     kwargs: dict[str, Any] = {**config.options, "model": ref.name}
-    if ref.provider in _HTTP_KEY_ENV:
+    if ref.provider in HTTP_PROVIDERS:
         kwargs["base_url"] = config.base_url
-        kwargs["api_key_env"] = config.api_key_env or _HTTP_KEY_ENV[ref.provider]
+        kwargs["api_key_env"] = config.api_key_env or HTTP_PROVIDERS[ref.provider].key_env
         kwargs["timeout"] = config.timeout
     try:
         return cls(**kwargs)

@@ -1,11 +1,15 @@
 """Find optimizers by name through the ``promptopt.optimizers`` entry-point group.
 
 Built-in optimizers are registered in ``pyproject.toml`` exactly as a third-party
-package would register its own, so the plugin path is the only path.
+package would register its own, so the plugin path is the only path. The group is
+read once per process (scanning every installed distribution's metadata took
+about 80 ms, three times per task file); a plugin installed later is seen by the
+next process.
 """
 
 from __future__ import annotations
 
+import functools
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
@@ -29,8 +33,13 @@ _SOURCE_TREE_FALLBACK = {
 
 
 def _targets() -> dict[str, str]:
+    return dict(_installed())
+
+
+@functools.cache
+def _installed() -> tuple[tuple[str, str], ...]:
     found = {ep.name: ep.value for ep in entry_points(group=GROUP)}
-    return found or dict(_SOURCE_TREE_FALLBACK)
+    return tuple((found or _SOURCE_TREE_FALLBACK).items())
 
 
 def available() -> list[str]:

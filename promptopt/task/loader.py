@@ -10,7 +10,8 @@ registered and its ``config`` fits its ``Config`` model, and a task without a
 metric has an optimizer that selects by a pairwise judge.
 
 YAML is read with 1.2-style booleans (only ``true``/``false``), so ``policy: off``
-and ``choices: [yes, no]`` stay strings, and a key given twice is an error.
+and ``choices: [yes, no]`` stay strings, and a key given twice is an error; a
+file nested too deeply for the parser is refused in one line too.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ __all__ = ["OptimizerRegistry", "explain_validation_error", "import_ref", "load_
 _PROGRAM_BY_TAG = {"prompt program": PromptProgramSpec, "python program": PythonProgramSpec}
 # Labels pydantic puts in error locations for members of a plain union (``list[str]``, ``str``).
 _UNION_LABEL = re.compile(r"^(str|int|float|bool|none|any|(list|dict|tuple|set)\[.*\])$")
+_PLAIN_KEY = re.compile(r"^[\w.:/+@-]{1,60}$")  # keys shown as written in a field path
+_MAX_REASON = 400  # characters of a reason built from what the file says
+_MAX_FLOW_DEPTH = 64  # brackets nested deeper than this are refused unread (see _too_deep)
 _TYPE_WORDS = {
     "model_type": "a mapping",
     "model_attributes_type": "a mapping",
@@ -69,7 +73,9 @@ class _TaskYamlLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str) and key in seen:
+            if not isinstance(key, str):
+                continue  # a list or mapping as a key is refused by the base class
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
                 )
@@ -114,8 +120,16 @@ def _read_yaml(path: Path, shown: str) -> dict[str, Any]:
         raise TaskFileError(shown, "", "is a folder, not a task file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TaskFileError(shown, "", f"cannot read: {_one_line(str(exc))}") from None
+    deep = _too_deep(text)
+    if deep is not None:
+        reason = f"invalid YAML: brackets nested more than {_MAX_FLOW_DEPTH} deep"
+        raise TaskFileError(shown, f"line {deep}", reason)
     try:
         raw = yaml.load(text, Loader=_TaskYamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise TaskFileError(shown, "", "invalid YAML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise TaskFileError(shown, "", f"invalid YAML: {_one_line(str(exc))}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}" if mark is not None else ""
@@ -131,12 +145,40 @@ def _read_yaml(path: Path, shown: str) -> dict[str, Any]:
     return raw
 
 
+def _too_deep(text: str) -> int | None:
+    """The line where ``[``/``{`` nest deeper than any task needs, or None.
+
+    PyYAML's scanner slows down with the square of the nesting (3,000 levels took
+    10 s before it overflowed the stack), so such files are refused before it reads
+    them. Quotes and comments are skipped roughly: a miss only lets YAML decide.
+    """
+    depth, line, quote, comment = 0, 1, "", False
+    for char in text:
+        if char == "\n":
+            line, comment = line + 1, False
+        elif comment or (quote and char != quote):
+            continue
+        elif quote:
+            quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "#":
+            comment = True
+        elif char in "[{":
+            depth += 1
+            if depth > _MAX_FLOW_DEPTH:
+                return line
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    return None
+
+
 def _check_data(spec: TaskSpec, shown: str) -> None:
     split = spec.data.split
     for name, file in data_files(spec).items():
         field = f"data.{name}"
         written = spec.data.files()[name]
-        if not file.is_file():
+        if not _is_file(file):
             raise TaskFileError(
                 shown, field, f"no such file {written!r} (looked for {str(file)!r})"
             )
@@ -149,9 +191,22 @@ def _check_data(spec: TaskSpec, shown: str) -> None:
             raise TaskFileError(
                 shown,
                 "data.split",
-                f"asks for {split.total} rows (train {split.train} + val {split.val} + "
-                f"test {split.test}) but {written!r} has {len(rows)}",
+                f"asks for {_count(split.total)} rows (train {_count(split.train)} + val "
+                f"{_count(split.val)} + test {_count(split.test)}) but {written!r} has {len(rows)}",
             )
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; False for a name the system cannot even look up (too long)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _count(n: int) -> str:
+    """A row count for a message: huge numbers (a typo, or a fuzzer) are not spelt out."""
+    return str(n) if n.bit_length() <= 64 else "more than 2**64"
 
 
 def _check_optimizer(spec: TaskSpec, shown: str, optimizers: OptimizerRegistry | None) -> None:
@@ -241,6 +296,8 @@ def _dotted(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         elif part in PROGRAM_TAGS or _UNION_LABEL.match(str(part)):
             continue
+        elif not _PLAIN_KEY.match(str(part)):
+            out += f"[{_shown_input(part)}]"  # an odd key, written so it stays on one short line
         else:
             out = f"{out}.{part}" if out else str(part)
     return out
@@ -252,13 +309,14 @@ def _join(prefix: str, field: str) -> str:
 
 def _unknown_key(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
     key = loc[-1] if loc else "?"
+    shown = _shown_input(key)
     allowed = _fields_at(loc[:-1], model)
     if not allowed:
-        return f"unknown key {key!r}"
+        return f"unknown key {shown}"
     hint = difflib.get_close_matches(str(key), allowed, n=1)
     if hint:
-        return f"unknown key {key!r}; did you mean {hint[0]!r}?"
-    return f"unknown key {key!r}; expected one of {', '.join(allowed)}"
+        return f"unknown key {shown}; did you mean {hint[0]!r}?"
+    return f"unknown key {shown}; expected one of {', '.join(allowed)}"
 
 
 def _fields_at(loc: tuple[Any, ...], model: type[BaseModel]) -> list[str]:
@@ -293,7 +351,9 @@ def _shown_input(value: Any) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """``text`` on one line, cut to a length a person reads (a reason may quote a huge value)."""
+    line = " ".join(text.split())
+    return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
 
 
 # ---------------------------------------------------------------- python references

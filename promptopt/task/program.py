@@ -322,7 +322,7 @@ def _import_entry(entry: str, base_dir: Path | None) -> Any:
     try:
         module = _load_module(module_name, base_dir)
         fn = getattr(module, attr)
-    except (ImportError, AttributeError, SyntaxError) as exc:
+    except (ImportError, AttributeError, SyntaxError, OSError) as exc:  # OSError: a name too long
         raise ConfigError(f"program entry {entry!r} cannot be imported: {exc}") from exc
     if not callable(fn):
         raise ConfigError(f"program entry {entry!r} is not callable")

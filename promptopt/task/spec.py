@@ -496,8 +496,8 @@ class SandboxSpec(_Frozen):
 class PriceSpec(_Frozen):
     """USD per million tokens."""
 
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
+    input: float = Field(ge=0, allow_inf_nan=False)
+    output: float = Field(ge=0, allow_inf_nan=False)
 
 
 class TaskSpec(_Frozen):

@@ -1,7 +1,7 @@
 """A loopback server speaking Anthropic's Messages API, for tests, with fault injection.
 
 Serves ``POST /v1/messages`` (checking the ``anthropic-version`` and
-``x-api-key`` headers the SDK sends) with deterministic answers and the same
+``x-api-key`` headers the SDK sends) and ``GET /v1/models`` with deterministic answers and the same
 :class:`~promptopt.testing.faults.FaultPlan` as the OpenAI server; errors come
 in Anthropic's ``{"type": "error", "error": {"type", "message"}}`` shape
 (``rate_limit_error`` for 429, ``overloaded_error`` for 529, ``api_error`` for
@@ -59,7 +59,7 @@ class AnthropicTestServer(LoopbackServer):
         self._ids = itertools.count()
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/messages", self._messages)]
+        return [web.post("/v1/messages", self._messages), web.get("/v1/models", self._models)]
 
     def conversation(self, body: dict[str, Any]) -> list[tuple[str, str]]:
         turns = [("system", _text(body["system"]))] if body.get("system") else []
@@ -90,6 +90,14 @@ class AnthropicTestServer(LoopbackServer):
         if "anthropic-version" not in request.headers:
             return self.error(400, "anthropic-version header is required")
         return await self.serve(request, self._reply)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if not self.authorized(request):
+            return self.error(401, "invalid or missing API key")
+        model = {"type": "model", "id": "loopback", "display_name": "loopback",
+                 "created_at": "2025-01-01T00:00:00Z"}  # fmt: skip
+        body = {"data": [model], "has_more": False, "first_id": "loopback", "last_id": "loopback"}
+        return web.json_response(body)
 
     async def _reply(self, body: dict[str, Any]) -> web.Response:
         messages = body.get("messages")

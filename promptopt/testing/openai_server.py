@@ -1,8 +1,8 @@
 """A loopback OpenAI-compatible server for tests and benchmarks, with fault injection.
 
-Serves ``POST /v1/chat/completions`` and ``GET /v1/models`` with deterministic
-answers (see :class:`~promptopt.testing._loopback.LoopbackServer`), plus
-``GET /_stats``. Use it in-process::
+Serves ``POST /v1/chat/completions`` and ``GET /v1/models`` (both checking the
+key when the server has one) with deterministic answers (see
+:class:`~promptopt.testing._loopback.LoopbackServer`), plus ``GET /_stats``. Use it in-process::
 
     async with OpenAITestServer(latency=0.2, faults=FaultPlan({"429": 0.1})) as srv:
         backend = OpenAIBackend(model="echo", base_url=srv.base_url)
@@ -85,6 +85,8 @@ class OpenAITestServer(LoopbackServer):
         return web.json_response(body, status=status, headers=headers)
 
     async def _models(self, request: web.Request) -> web.Response:
+        if not self.authorized(request):
+            return self.error(401, "invalid or missing API key")
         data = [{"id": self.model, "object": "model", "created": 0, "owned_by": "promptopt"}]
         return web.json_response({"object": "list", "data": data})
 

@@ -135,3 +135,35 @@ def test_union_type_errors_are_merged(tmp_path: Path) -> None:
         load_task(task, optimizers=FakeRegistry())
     assert caught.value.field == "data.inputs"
     assert caught.value.reason == "expected a list or a mapping, got 5"
+
+
+REVIEWS = Path(__file__).resolve().parents[2] / "tasks" / "reviews"
+GOOD = (REVIEWS / "task.yaml").read_text("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        ("? [a, b]\n: c\n", "line 1", ["unhashable"]),
+        ("[" * 3000 + "]" * 3000, "line 1", ["nested more than 64 deep"]),
+        ("- " * 3000 + "x\n", "", ["nested too deeply"]),
+        ("seed: " + "9" * 5000 + "\n", "", ["integer string conversion"]),
+        (GOOD.replace("metric:\n", 'metric:\n  "a\\nb": 1\n'), "metric['a\\nb']", ["unknown"]),
+        (GOOD.replace("metric:\n", "metric:\n  " + "k" * 500 + ": 1\n"), "metric[", ["..."]),
+        (GOOD.replace("path: reviews.jsonl", "path: " + "x" * 300 + ".jsonl"), "data.path", []),
+        (GOOD.replace("split: {train: 40", "split: {train: 1" + "0" * 30), "data.split", ["2**64"]),
+    ],
+    ids=["list-key", "flow-depth", "block-depth", "huge-int", "odd-key", "long-key",
+         "long-path", "huge-split"],
+)  # fmt: skip
+def test_odd_files_found_by_fuzzing_fail_in_one_short_line(tmp_path, text, field, words):
+    path = tmp_path / "reviews" / "task.yaml"
+    path.parent.mkdir()
+    (path.parent / "reviews.jsonl").write_bytes((REVIEWS / "reviews.jsonl").read_bytes())
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(TaskFileError) as caught:
+        load_task(str(path))
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < len(str(path)) + 800, message
+    assert caught.value.field.startswith(field), message
+    assert all(word in message for word in words), message

@@ -28,6 +28,7 @@ from promptopt.errors import (
     LLMConnectionError,
     LLMError,
     LLMTimeoutError,
+    NotFoundError,
     RateLimitError,
     ServerError,
 )
@@ -49,6 +50,7 @@ _REDACTED = "***"
 _STATUS_ERRORS: dict[int, type[LLMError]] = {
     401: AuthenticationError,
     403: AuthenticationError,
+    404: NotFoundError,
     408: LLMTimeoutError,
 }
 
@@ -134,9 +136,17 @@ def translate_sdk_error(
 ) -> LLMError:
     """Map an exception of the ``openai`` or ``anthropic`` SDK (passed as ``sdk``) to promptopt's tree.
 
-    ``where`` names the endpoint (a :func:`public_url`); ``secrets`` are scrubbed from the message.
+    ``where`` names the endpoint (a :func:`public_url`), kept on the error as ``endpoint``;
+    ``secrets`` are scrubbed from the message.
     """
-    secrets = tuple(secrets)
+    error = _translated(exc, sdk=sdk, where=where, secrets=tuple(secrets))
+    error.endpoint = where
+    return error
+
+
+def _translated(
+    exc: BaseException, *, sdk: ModuleType, where: str, secrets: tuple[str | None, ...]
+) -> LLMError:
     if isinstance(exc, sdk.APIStatusError):
         detail = redact(str(getattr(exc, "message", "") or exc), secrets)
         message = f"{where!r} answered HTTP {exc.status_code}: {detail}"

@@ -20,14 +20,15 @@ import anthropic
 
 from promptopt.errors import AuthenticationError
 from promptopt.llm.backends._http import PerLoop, public_url, translate_sdk_error
+from promptopt.llm.models import HTTP_PROVIDERS
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
 
 __all__ = ["AnthropicBackend"]
 
-DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_BASE_URL = HTTP_PROVIDERS["anthropic"].default_url
 DEFAULT_MAX_TOKENS = 1024
 # Loopback servers ignore the key, but the SDK refuses to send a request without one.
-_PLACEHOLDER_KEY = "sk-ant-no-key-needed"
+_PLACEHOLDER_KEY = HTTP_PROVIDERS["anthropic"].placeholder_key
 # Recent SDKs dropped sampling parameters from messages.create; send temperature where it exists.
 _TAKES_TEMPERATURE = (
     "temperature" in inspect.signature(anthropic.resources.AsyncMessages.create).parameters

@@ -28,13 +28,14 @@ import openai
 from promptopt.errors import AuthenticationError, ConfigError
 from promptopt.llm.backends._grammar import choices_grammar
 from promptopt.llm.backends._http import PerLoop, public_url, translate_sdk_error
+from promptopt.llm.models import HTTP_PROVIDERS
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
 
 __all__ = ["OpenAIBackend"]
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_BASE_URL = HTTP_PROVIDERS["openai"].default_url
 # Local servers ignore the key, but the SDK refuses to send a request without one.
-_PLACEHOLDER_KEY = "sk-no-key-needed"
+_PLACEHOLDER_KEY = HTTP_PROVIDERS["openai"].placeholder_key
 
 
 @dataclass(slots=True)

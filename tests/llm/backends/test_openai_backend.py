@@ -15,6 +15,7 @@ from promptopt.errors import (
     LLMConnectionError,
     LLMError,
     LLMTimeoutError,
+    NotFoundError,
     RateLimitError,
     ServerError,
 )
@@ -152,7 +153,7 @@ async def test_choices_become_a_grammar_only_when_asked(grammar_choices: bool) -
         ("503", ServerError, 0.25),
         ("drop", LLMConnectionError, None),
         ("timeout", LLMTimeoutError, None),
-        ("404", BadRequestError, None),
+        ("404", NotFoundError, None),
         ("422", BadRequestError, None),
         ("403", AuthenticationError, None),
     ],
@@ -172,6 +173,7 @@ async def test_faults_map_to_promptopt_errors(
     if error is ServerError:
         assert caught.value.status == int(fault)  # type: ignore[attr-defined]
     assert server.base_url in str(caught.value)
+    assert caught.value.endpoint == server.base_url
     assert server.stats.faulted == {fault: 1} and server.stats.answered == 0
 
 
