@@ -18,6 +18,7 @@ Only the CLI catches ``PromptoptError``; it prints one line and exits non-zero.
     │   ├── AuthenticationError     missing or rejected credentials
     │   ├── BadRequestError         the backend refused the request as malformed
     │   ├── BackendUnavailableError an optional dependency is not installed
+    │   │   └── ModelFileError      a pinned model file fails its size or SHA-256 check
     │   └── UnplannedCallError      a fake or replay saw a request nobody planned for
     ├── BudgetExceededError         the run's hard budget would be exceeded
     ├── StoreError                  the run store cannot be opened, migrated or resumed
@@ -39,6 +40,7 @@ __all__ = [
     "LLMConnectionError",
     "LLMError",
     "LLMTimeoutError",
+    "ModelFileError",
     "OptimizerError",
     "PromptoptError",
     "ProposedCodeError",
@@ -130,6 +132,10 @@ class BadRequestError(LLMError):
 
 class BackendUnavailableError(LLMError):
     """A backend's optional dependency is not installed."""
+
+
+class ModelFileError(BackendUnavailableError):
+    """A pinned model file (assembled from package parts) fails its size or SHA-256 check."""
 
 
 class UnplannedCallError(LLMError):
