@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import sys
 import threading
 import time
@@ -216,6 +217,20 @@ async def test_loads_lazily_once_with_its_settings(fake_llama_cpp: Path) -> None
     }
     await backend.aclose()
     assert llama.closed
+
+
+@pytest.mark.parametrize("user_value", [None, "active"])
+async def test_openmp_waits_passively_unless_the_user_chose(
+    fake_llama_cpp: Path, monkeypatch: pytest.MonkeyPatch, user_value: str | None
+) -> None:
+    if user_value is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", user_value)
+    backend = LocalBackend(model_path=fake_llama_cpp)
+    await backend.agenerate(ask("x"))
+    assert os.environ["OMP_WAIT_POLICY"] == (user_value or "passive")
+    await backend.aclose()
 
 
 async def test_request_fields_reach_llama(fake_llama_cpp: Path) -> None:
