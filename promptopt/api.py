@@ -39,7 +39,9 @@ class OptimizeResult:
     accuracies (test entries are None when the task has no test split);
     ``usage`` holds the optimization phase's calls, cache hits, tokens and cost;
     ``optimizer_stats`` what the optimizer counted about its model's replies
-    (OptoPrime: replies, unparseable, repaired, ...), empty if it counts nothing.
+    (OptoPrime: replies, unparseable, repaired, ...), empty if it counts nothing;
+    ``optimizer_usage`` the optimizer model's share of ``usage`` (calls, prompt and
+    completion tokens: what a slow local optimizer model spends its time on).
     """
 
     best: Candidate
@@ -55,6 +57,7 @@ class OptimizeResult:
     stopped: str
     wall_s: float
     optimizer_stats: Mapping[str, Any] = field(default_factory=dict)
+    optimizer_usage: Mapping[str, Any] = field(default_factory=dict)
 
 
 def optimize(
@@ -231,6 +234,7 @@ def _result(
         stopped=outcome.stopped,
         wall_s=wall,
         optimizer_stats=dict(outcome.extra.get("optimizer_stats") or {}),
+        optimizer_usage=parts.optimizer_llm.stats.snapshot(),
     )
 
 

@@ -19,6 +19,7 @@ Only the CLI catches ``PromptoptError``; it prints one line and exits non-zero.
     │   ├── BadRequestError         the backend refused the request as malformed
     │   │   └── NotFoundError       HTTP 404: no such model (or no such path on the server)
     │   ├── BackendUnavailableError an optional dependency is not installed
+    │   │   └── ModelFileError      a pinned model file fails its size or SHA-256 check
     │   ├── UnplannedCallError      a fake or replay saw a request nobody planned for
     │   └── ModelUnusableError      a model that never answered cannot be reached or used
     ├── BudgetExceededError         the run's hard budget would be exceeded
@@ -42,6 +43,7 @@ __all__ = [
     "LLMConnectionError",
     "LLMError",
     "LLMTimeoutError",
+    "ModelFileError",
     "ModelUnusableError",
     "NotFoundError",
     "OptimizerError",
@@ -145,6 +147,10 @@ class NotFoundError(BadRequestError):
 
 class BackendUnavailableError(LLMError):
     """A backend's optional dependency is not installed."""
+
+
+class ModelFileError(BackendUnavailableError):
+    """A pinned model file (assembled from package parts) fails its size or SHA-256 check."""
 
 
 class UnplannedCallError(LLMError):

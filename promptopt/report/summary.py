@@ -53,6 +53,13 @@ def print_summary(result: Any, console: Console | None = None) -> None:
         str(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)),
         str(t.get("prompt_tokens", 0) + t.get("completion_tokens", 0)),
     )
+    o = result.optimizer_usage
+    usage.add_row("optimizer model calls", str(o.get("calls", 0)), "-")
+    usage.add_row(
+        "optimizer tokens (prompt + completion)",
+        f"{o.get('prompt_tokens', 0)} + {o.get('completion_tokens', 0)}",
+        "-",
+    )
     usage.add_row("cost (USD)", f"{u.get('cost_usd', 0.0):.4f}", f"{t.get('cost_usd', 0.0):.4f}")
     console.print(usage)
     console.print(f"steps: {result.steps} ({result.stopped}); wall time {result.wall_s:.1f} s")

@@ -73,6 +73,12 @@ async def test_scripted_optoprime_fixes_the_instruction_then_the_code(triage_tas
     stats = result.optimizer_stats
     counted = ("calls", "repair_calls", "unparseable", "repaired", "proposals", "failed_steps")
     assert [stats[k] for k in counted] == [3, 1, 1, 1, 2, 0]
+    # the optimizer model's own calls and tokens (fakes count words) are in the result
+    spent = result.optimizer_usage
+    asked = sum(len(m.content.split()) for r in optimizer_model.requests for m in r.messages)
+    assert (spent["calls"], spent["prompt_tokens"]) == (3, asked)
+    assert spent["completion_tokens"] == sum(len(reply.split()) for reply in REPLIES)
+    assert result.usage["calls"] > spent["calls"]  # the task model's calls come on top
     with RunStore.open(result.run_dir) as store:
         steps = [c for c in store.candidates() if c["origin"] == "optoprime"]
         assert [c["meta"]["updated"] for c in steps] == [["route.code"], ["instruction"]]

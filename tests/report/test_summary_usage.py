@@ -1,0 +1,37 @@
+"""The end-of-run summary shows what the optimizer model spent, apart from the task model."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from types import SimpleNamespace
+
+from rich.console import Console
+
+from promptopt.report.summary import print_summary
+
+
+def test_summary_counts_optimizer_calls_and_tokens() -> None:
+    usage = {"calls": 40, "cache_hits": 2, "prompt_tokens": 9000, "completion_tokens": 300}
+    result = SimpleNamespace(
+        run_id="r1",
+        scores={"seed_val": 0.5, "best_val": 0.7, "seed_test": 0.4, "best_test": 0.6},
+        invalid={"seed_test": 0, "best_test": 0},
+        usage=usage,
+        test_usage={"calls": 10},
+        optimizer_usage={"calls": 4, "prompt_tokens": 2100, "completion_tokens": 250},
+        steps=4,
+        stopped="max_steps",
+        wall_s=12.0,
+        best_prompt_path=Path("traces/r1/best_prompt.txt"),
+    )
+    out = io.StringIO()
+    print_summary(result, Console(file=out, width=120))
+    rows = {
+        cells[0]: cells[1:]
+        for line in out.getvalue().splitlines()
+        if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 3
+    }
+    assert rows["optimizer model calls"] == ["4", "-"]
+    assert rows["optimizer tokens (prompt + completion)"] == ["2100 + 250", "-"]
+    assert rows["tokens"] == ["9300", "0"]  # every role's tokens, as before
