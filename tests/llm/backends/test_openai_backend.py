@@ -18,7 +18,7 @@ from promptopt.errors import (
     RateLimitError,
     ServerError,
 )
-from promptopt.llm.backends._http import parse_retry_after, public_url
+from promptopt.llm.backends._http import parse_retry_after, public_url, status_error
 from promptopt.llm.backends.openai import OpenAIBackend
 from promptopt.llm.base import Backend
 from promptopt.llm.client import LLM
@@ -206,6 +206,25 @@ async def test_refused_connection_is_a_connection_error() -> None:
     with pytest.raises(LLMConnectionError, match="127.0.0.1"):
         await backend.agenerate(ask("hi"))
     await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "error"),
+    [
+        (500, "Error code: 500 - 2 validation errors:\n  {'type': 'missing', ...}", BadRequestError),
+        (500, "1 validation error for CreateChatCompletionRequest", BadRequestError),
+        # older FastAPI wrote the list of errors alone
+        (500, "[{'type': 'missing', 'loc': ('body', 'messages'), 'msg': 'Field required'}]", BadRequestError),
+        (500, "Error code: 500 - llama_decode returned -3", ServerError),
+        (503, "validation of the cluster state is pending", ServerError),
+        (409, "Error code: 409 - lock timeout", ConflictError),
+        (418, "I'm a teapot", BadRequestError),
+    ],
+)  # fmt: skip
+def test_status_error_tells_a_refused_request_from_a_passing_failure(
+    status: int, message: str, error: type[LLMError]
+) -> None:
+    assert type(status_error(status, message)) is error
 
 
 @pytest.mark.parametrize(
