@@ -121,6 +121,7 @@ async def test_llamacpp_server_constrains_through_response_format(
         model=llamacpp_server.model,
         base_url=llamacpp_server.base_url,
         schema_format="json_object",  # how llama.cpp's Python server takes a schema
+        timeout=240.0,  # only guards a hang: at load 11 on two cores this reply took over 60 s
     )
     try:
         response = await backend.agenerate(request(json_schema=json.dumps(SCHEMA)))

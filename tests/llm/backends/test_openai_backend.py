@@ -355,10 +355,20 @@ async def test_requests_go_to_the_endpoint_with_fewest_in_flight() -> None:
 # -- the real llama.cpp server with SmolLM2 ------------------------------------------------------
 
 
+# Only guards a hang: at load 11 on two cores one reply took over a minute.
+REAL_TIMEOUT = 240.0
+
+
+def real_backend(server: LlamaCppServer, **options: Any) -> OpenAIBackend:
+    return OpenAIBackend(
+        model=server.model, base_url=server.base_url, timeout=REAL_TIMEOUT, **options
+    )
+
+
 @pytest.mark.real
 class TestRealLlamaCpp:
     async def test_completion(self, llamacpp_server: LlamaCppServer) -> None:
-        backend = OpenAIBackend(model=llamacpp_server.model, base_url=llamacpp_server.base_url)
+        backend = real_backend(llamacpp_server)
         response = await backend.agenerate(ask("What is the capital of France?", max_tokens=16))
         await backend.aclose()
         assert response.text.strip()
@@ -381,7 +391,7 @@ class TestRealLlamaCpp:
         (the prompt's first tokens, as computed once, and the same 1-token batch on top) and
         must answer alike, word for word.
         """
-        backend = OpenAIBackend(model=llamacpp_server.model, base_url=llamacpp_server.base_url)
+        backend = real_backend(llamacpp_server)
         request = ask("Name a colour.", temperature=0.0, max_tokens=8)
         answers = [(await backend.agenerate(request)).text for _ in range(4)]
         await backend.aclose()
@@ -393,9 +403,7 @@ class TestRealLlamaCpp:
     ) -> None:
         """llama.cpp's server answers a body that fails validation with HTTP 500; the same
         body would fail again, so it is a BadRequestError and the client sends it once."""
-        backend = OpenAIBackend(
-            model=llamacpp_server.model, base_url=llamacpp_server.base_url, top_k="many"
-        )
+        backend = real_backend(llamacpp_server, top_k="many")
         llm = LLM(backend, provider="openai", model=llamacpp_server.model, retry=RetryPolicy())
         with pytest.raises(BadRequestError, match="validation error") as caught:
             await llm.acomplete(ask("hi", max_tokens=2))
@@ -404,9 +412,7 @@ class TestRealLlamaCpp:
         assert (llm.stats.retries, llm.stats.failures) == (0, 1)
 
     async def test_grammar_choices(self, llamacpp_server: LlamaCppServer) -> None:
-        backend = OpenAIBackend(
-            model=llamacpp_server.model, base_url=llamacpp_server.base_url, grammar_choices=True
-        )
+        backend = real_backend(llamacpp_server, grammar_choices=True)
         choices = ("positive", "negative", "neutral")
         request = ask("Sentiment of 'I love it!'? Answer in one word.", choices=choices)
         response = await backend.agenerate(request)
@@ -414,7 +420,7 @@ class TestRealLlamaCpp:
         assert response.text in choices
 
     async def test_n_two(self, llamacpp_server: LlamaCppServer) -> None:
-        backend = OpenAIBackend(model=llamacpp_server.model, base_url=llamacpp_server.base_url)
+        backend = real_backend(llamacpp_server)
         response = await backend.agenerate(ask("Say hi.", n=2, max_tokens=8, temperature=0.0))
         await backend.aclose()
         assert len(response.texts) == 2 and all(text.strip() for text in response.texts)
