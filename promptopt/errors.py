@@ -12,11 +12,12 @@ Only the CLI catches ``PromptoptError``; it prints one line and exits non-zero.
     ├── LLMError                    anything that went wrong talking to a model
     │   ├── RetryableError          worth trying again after a pause
     │   │   ├── RateLimitError      HTTP 429; carries retry_after seconds if given
-    │   │   ├── ServerError         HTTP 5xx
-    │   │   ├── LLMTimeoutError     no answer in time
-    │   │   └── LLMConnectionError  connection refused, reset or dropped
+    │   │   ├── ServerError         HTTP 5xx (not a validation failure)
+    │   │   ├── LLMTimeoutError     no answer in time (or HTTP 408)
+    │   │   ├── LLMConnectionError  connection refused, reset or dropped
+    │   │   └── ConflictError       HTTP 409: the request met a conflict (a lock)
     │   ├── AuthenticationError     missing or rejected credentials
-    │   ├── BadRequestError         the backend refused the request as malformed
+    │   ├── BadRequestError         the request itself was refused (4xx, validation 5xx)
     │   │   └── NotFoundError       HTTP 404: no such model (or no such path on the server)
     │   ├── BackendUnavailableError an optional dependency is not installed
     │   │   └── ModelFileError      a pinned model file fails its size or SHA-256 check
@@ -39,6 +40,7 @@ __all__ = [
     "BadRequestError",
     "BudgetExceededError",
     "ConfigError",
+    "ConflictError",
     "DataError",
     "LLMConnectionError",
     "LLMError",
@@ -133,12 +135,17 @@ class LLMConnectionError(RetryableError):
     """The connection was refused, reset or dropped."""
 
 
+class ConflictError(RetryableError):
+    """The backend answered 409: the request collided with another one (a lock); try again."""
+
+
 class AuthenticationError(LLMError):
     """Credentials are missing or were rejected."""
 
 
 class BadRequestError(LLMError):
-    """The backend refused the request as malformed (4xx other than 429)."""
+    """The backend refused the request as malformed: a 4xx other than 408, 409 and 429, or a
+    5xx whose message names a request-validation failure (llama-cpp-python's server)."""
 
 
 class NotFoundError(BadRequestError):

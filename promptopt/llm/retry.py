@@ -1,8 +1,11 @@
 """Retry policy: which failures are retried, and how long to wait between attempts.
 
-Only :class:`promptopt.errors.RetryableError` (429, 5xx, timeouts, dropped
-connections) is retried. The wait grows exponentially with jitter, except when
-the backend said how long to wait (``Retry-After``): then exactly that, capped.
+Only :class:`promptopt.errors.RetryableError` (429, 408, 409, 5xx, timeouts,
+dropped connections) is retried; a request the backend refused (any other 4xx,
+or a 5xx naming a validation failure: a ``BadRequestError``) would fail the same
+way again, and is raised at once. The wait grows exponentially with jitter,
+except when the backend said how long to wait (``Retry-After``): then exactly
+that, capped.
 Randomness comes in as an ``rng`` so waits are reproducible in tests.
 """
 

@@ -257,6 +257,8 @@ class LoopbackServer:
             if transport is not None:
                 transport.abort()
             raise asyncio.CancelledError
+        if fault == "validation":
+            return self.error(500, _validation_failure(request.method, request.path))
         status = int(fault)
         headers: dict[str, str] = {}
         retry_after = self.faults.retry_after
@@ -270,6 +272,21 @@ class LoopbackServer:
     async def _reset(self, request: web.Request) -> web.Response:
         self.reset_stats()
         return web.json_response(self.stats.to_dict())
+
+
+def _validation_failure(method: str, path: str) -> str:
+    """What llama-cpp-python's server says, with HTTP 500, of a body that fails validation.
+
+    Its route handler wraps every exception as an internal server error whose message is
+    ``str(exc)``; for FastAPI's ``RequestValidationError`` that is this text.
+    """
+    error = {
+        "type": "float_parsing",
+        "loc": ("body", "temperature"),
+        "msg": "Input should be a valid number, unable to parse string as a number",
+        "input": "hot",
+    }
+    return f"1 validation error:\n  {error}\n\n  {method} {path}"
 
 
 def run_cli(server_class: type[LoopbackServer], argv: Sequence[str] | None = None) -> None:

@@ -2,7 +2,9 @@
 
 A :class:`FaultPlan` maps fault kinds to rates: an HTTP status (``"429"``,
 ``"500"``, ``"529"``), ``"timeout"`` (the server sleeps past the client's
-timeout) or ``"drop"`` (the server closes the connection without answering).
+timeout), ``"drop"`` (the server closes the connection without answering) or
+``"validation"`` (HTTP 500 whose message is a request-validation failure, the
+way llama-cpp-python's server refuses a body it cannot validate).
 Whether a request fails, and how, is a pure function of the seed, the request's
 canonical body and how many times that same body was seen before: the same
 workload meets the same faults whatever order concurrency delivers it in, and
@@ -21,7 +23,7 @@ from promptopt.errors import ConfigError
 
 __all__ = ["FaultPlan", "request_key"]
 
-_NAMED_KINDS = frozenset({"timeout", "drop"})
+_NAMED_KINDS = frozenset({"timeout", "drop", "validation"})
 
 
 def _check_kind(kind: str) -> None:
@@ -30,7 +32,8 @@ def _check_kind(kind: str) -> None:
     if kind.isdigit() and 400 <= int(kind) <= 599:
         return
     raise ConfigError(
-        f"unknown fault kind {kind!r}: use an HTTP status 400-599, 'timeout' or 'drop'"
+        f"unknown fault kind {kind!r}: use an HTTP status 400-599, 'timeout', 'drop' "
+        "or 'validation'"
     )
 
 

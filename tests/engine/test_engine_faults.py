@@ -16,8 +16,15 @@ from promptopt.api import aoptimize
 from promptopt.testing.faults import FaultPlan
 from promptopt.testing.openai_server import OpenAITestServer
 
+# A hung request ends when the client gives up on it (the server cancels it on disconnect).
 FAULTS = FaultPlan({"429": 0.15, "500": 0.1, "timeout": 0.03, "drop": 0.08}, seed=5,
-                   retry_after=0.05, hang_s=3.0, max_per_request=2)  # fmt: skip
+                   retry_after=0.05, hang_s=60.0, max_per_request=2)  # fmt: skip
+# A request that times out although the server answered it (a loaded machine) is answered
+# twice. That changes no result, only the server's count: a server that counts gets a timeout
+# with a wide margin (requests took up to 2 s here under load), one that never hangs none.
+CLIENT_TIMEOUT = 1.5
+COUNTED_TIMEOUT = 4.0
+NO_HANGS_TIMEOUT = 60.0
 
 TASK = """\
 name: faulty-sentiment
@@ -30,7 +37,7 @@ program:
 data: {{path: rows.jsonl, inputs: [text], target: label, split: {{train: 16, val: 24, test: 24}}}}
 metric: {{kind: exact}}
 models:
-  task: {{model: "openai:loopback", base_url: "{url}", max_concurrency: 16, timeout: 1.5}}
+  task: {{model: "openai:loopback", base_url: "{url}", max_concurrency: 16, timeout: {timeout}}}
 optimizer: {{name: exemplars, config: {{k: 2, num_sets: 3, mutations: 1, per_step: 2}}}}
 budget: {{max_calls: {max_calls}}}
 concurrency: 16
@@ -39,12 +46,14 @@ output: {out}
 """
 
 
-def write_task(folder: Path, url: str, *, max_calls: int) -> Path:
+def write_task(folder: Path, url: str, *, max_calls: int, timeout: float = CLIENT_TIMEOUT) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows(64)))
     path = folder / "task.yaml"
     path.write_text(
-        TASK.format(url=url, max_calls=max_calls, out=json.dumps(str(folder / "traces")))
+        TASK.format(
+            url=url, max_calls=max_calls, timeout=timeout, out=json.dumps(str(folder / "traces"))
+        )
     )
     return path
 
@@ -54,7 +63,10 @@ async def test_a_faulty_server_changes_nothing_in_the_result(tmp_path):
         OpenAITestServer(handler=picky_wire) as clean,
         OpenAITestServer(handler=picky_wire, faults=FAULTS) as faulty,
     ):
-        expected = await aoptimize(write_task(tmp_path / "clean", clean.base_url, max_calls=500))
+        clean_task = write_task(
+            tmp_path / "clean", clean.base_url, max_calls=500, timeout=NO_HANGS_TIMEOUT
+        )
+        expected = await aoptimize(clean_task)
         got = await aoptimize(write_task(tmp_path / "faulty", faulty.base_url, max_calls=500))
     assert faulty.stats.faulted_total > 10  # the faults really happened
     assert got.best.params == expected.best.params
@@ -66,7 +78,8 @@ async def test_a_faulty_server_changes_nothing_in_the_result(tmp_path):
 
 async def test_the_budget_caps_what_a_faulty_server_answers_at_concurrency_16(tmp_path):
     async with OpenAITestServer(handler=picky_wire, faults=FAULTS, latency=0.02) as server:
-        result = await aoptimize(write_task(tmp_path, server.base_url, max_calls=60))
+        task = write_task(tmp_path, server.base_url, max_calls=60, timeout=COUNTED_TIMEOUT)
+        result = await aoptimize(task)
         answered_in_search = server.stats.answered - result.test_usage["calls"]
     assert result.usage["calls"] <= 60
     assert answered_in_search <= 60

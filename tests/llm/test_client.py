@@ -224,11 +224,16 @@ def test_sync_calls_from_threads_share_the_concurrency_limit() -> None:
 
     in_flight = 0
     peak = 0
+    two_in = asyncio.Event()  # used only on the client's private loop
 
     async def slow(request: LLMRequest) -> str:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
+        if in_flight == 2:
+            two_in.set()
+        # the first call waits for a second one (however late its thread starts), then all go
+        await asyncio.wait_for(two_in.wait(), 60)
         await asyncio.sleep(0.01)
         in_flight -= 1
         return "ok"

@@ -1,9 +1,17 @@
-"""Retry policy: backoff, Retry-After, what is retried, and the client's retry loop."""
+"""Retry policy: backoff, Retry-After, what is retried, and the client's retry loop.
+
+The last tests send through the whole stack (LLM, the real SDK backends) to the loopback
+fault servers and count what the server received: a request refused for what it is goes
+out exactly once, a failure that may pass is tried again.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
-import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -11,12 +19,19 @@ from promptopt.errors import (
     AuthenticationError,
     BadRequestError,
     ConfigError,
+    ConflictError,
     LLMConnectionError,
+    LLMError,
     LLMTimeoutError,
     RateLimitError,
     ServerError,
 )
-from promptopt.llm import LLMRequest, Message, RetryPolicy, scripted_llm
+from promptopt.llm import LLM, LLMRequest, Message, RetryPolicy, scripted_llm
+from promptopt.llm.backends.anthropic import AnthropicBackend
+from promptopt.llm.backends.openai import OpenAIBackend
+from promptopt.testing.anthropic_server import AnthropicTestServer
+from promptopt.testing.faults import FaultPlan
+from promptopt.testing.openai_server import OpenAITestServer
 
 REQUEST = LLMRequest(messages=(Message("user", "q"),))
 
@@ -46,7 +61,8 @@ def test_retry_after_is_honoured_exactly_and_capped() -> None:
 
 def test_only_retryable_errors_are_retried() -> None:
     policy = RetryPolicy(max_attempts=3)
-    for error in (RateLimitError(), ServerError(), LLMTimeoutError(), LLMConnectionError()):
+    retryable = (RateLimitError(), ServerError(), LLMTimeoutError(), LLMConnectionError())
+    for error in (*retryable, ConflictError("409")):
         assert policy.should_retry(error, attempt=1)
         assert not policy.should_retry(error, attempt=3)
     for error in (BadRequestError("x"), AuthenticationError("x"), ValueError("x")):
@@ -60,18 +76,24 @@ def test_invalid_policy() -> None:
         RetryPolicy(jitter=2)
 
 
-async def test_client_waits_retry_after_then_succeeds() -> None:
+async def test_client_waits_retry_after_then_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded_sleep(delay: float, *args: Any) -> Any:
+        waits.append(delay)
+        return await real_sleep(delay, *args)
+
+    monkeypatch.setattr(asyncio, "sleep", recorded_sleep)
     llm = scripted_llm(
         RateLimitError(retry_after=0.05),
-        RateLimitError(retry_after=0.05),
+        RateLimitError(retry_after=0.07),
         "ok",
         retry=RetryPolicy(base_delay=0.0),
     )
-    start = time.perf_counter()
     response = await llm.acomplete(REQUEST)
-    elapsed = time.perf_counter() - start
     assert response.text == "ok"
-    assert 0.1 <= elapsed < 1.0
+    assert waits == [0.05, 0.07]  # each Retry-After, exactly, before the next attempt
     assert len(llm.backend.requests) == 3
     assert (llm.stats.retries, llm.stats.calls, llm.stats.failures) == (2, 1, 0)
 
@@ -95,3 +117,68 @@ async def test_gives_up_after_max_attempts() -> None:
     assert len(llm.backend.requests) == 3
     assert llm.backend.pending == 1
     assert (llm.stats.retries, llm.stats.failures, llm.stats.calls) == (2, 1, 0)
+
+
+# -- the whole stack against the loopback fault servers -----------------------------------------
+
+STACKS = {
+    "openai": (OpenAITestServer, OpenAIBackend),
+    "anthropic": (AnthropicTestServer, AnthropicBackend),
+}
+
+
+@pytest.fixture(params=sorted(STACKS))
+def stack(request: pytest.FixtureRequest) -> Any:
+    """Makes ``(server, llm)`` for a fault plan, over one provider's loopback server and backend."""
+    server_class, backend_class = STACKS[request.param]
+
+    @contextlib.asynccontextmanager
+    async def make(plan: FaultPlan) -> AsyncIterator[tuple[Any, LLM]]:
+        async with server_class(faults=plan) as server:
+            backend = backend_class(model="m", base_url=server.base_url, timeout=30.0)
+            llm = LLM(
+                backend,
+                provider=request.param,
+                model="m",
+                retry=RetryPolicy(max_attempts=5, base_delay=0.0, jitter=0.0),
+            )
+            try:
+                yield server, llm
+            finally:
+                await llm.aclose()
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ("400", BadRequestError),
+        ("404", BadRequestError),
+        ("413", BadRequestError),
+        ("422", BadRequestError),
+        ("401", AuthenticationError),
+        ("403", AuthenticationError),
+        ("validation", BadRequestError),  # HTTP 500 naming a validation failure (llama.cpp)
+    ],
+)
+async def test_a_refused_request_is_sent_once(
+    stack: Any, fault: str, error: type[LLMError]
+) -> None:
+    async with stack(FaultPlan({fault: 1.0})) as (server, llm):
+        with pytest.raises(error) as caught:
+            await llm.acomplete(REQUEST)
+    assert type(caught.value) is error
+    assert server.stats.received == 1 and server.stats.faulted == {fault: 1}
+    assert (llm.stats.retries, llm.stats.failures, llm.stats.calls) == (0, 1, 0)
+
+
+@pytest.mark.parametrize("fault", ["408", "409", "429", "500", "502", "503", "529"])
+async def test_a_failure_that_may_pass_is_tried_again(stack: Any, fault: str) -> None:
+    plan = FaultPlan({fault: 1.0}, retry_after=0.0, max_per_request=2)
+    async with stack(plan) as (server, llm):
+        response = await llm.acomplete(REQUEST)
+    assert response.text == "q"
+    assert server.stats.received == 3 and server.stats.faulted == {fault: 2}
+    assert server.stats.answered == 1
+    assert (llm.stats.retries, llm.stats.failures, llm.stats.calls) == (2, 0, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -48,8 +49,22 @@ def test_early_exit_reports_the_server_output() -> None:
     assert server.process is not None and server.process.returncode == 3
 
 
+class SlowToSpeak(StandIn):
+    """Starts the launcher's clock only once its script has said something.
+
+    Its interpreter alone can take seconds to start on a loaded machine; the test is
+    about what the launcher does when the server never answers, not about that race.
+    """
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while "still loading" not in self.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        super()._wait_ready()
+
+
 def test_start_up_timeout_stops_the_process() -> None:
-    server = StandIn("import time; print('still loading', flush=True); time.sleep(60)")
+    server = SlowToSpeak("import time; print('still loading', flush=True); time.sleep(60)")
     server.startup_timeout = 1.0
     with pytest.raises(LLMError, match="(?s)within 1.0 s.*still loading"):
         server.start()

@@ -5,7 +5,10 @@ The ``openai`` and ``anthropic`` SDKs raise exceptions of the same shape
 (``APIStatusError`` with a ``status_code`` and a ``response``,
 ``APITimeoutError`` under ``APIConnectionError``). :func:`translate_sdk_error`
 maps them onto :mod:`promptopt.errors` by HTTP status, using one table, and
-scrubs the API key out of every message it builds. :class:`PerLoop` keeps one
+scrubs the API key out of every message it builds. Only failures that may pass
+become retryable errors (429, 408, 409, 5xx); every other 4xx, and a 5xx whose
+message names a request-validation failure, is a ``BadRequestError``: sending
+the same request again would fail the same way. :class:`PerLoop` keeps one
 SDK client per event loop, because an async HTTP client's connections belong to
 the loop that opened them (``LLM.complete`` runs a fresh loop per call).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import threading
 import time
 import weakref
@@ -25,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 from promptopt.errors import (
     AuthenticationError,
     BadRequestError,
+    ConflictError,
     LLMConnectionError,
     LLMError,
     LLMTimeoutError,
@@ -52,7 +57,12 @@ _STATUS_ERRORS: dict[int, type[LLMError]] = {
     403: AuthenticationError,
     404: NotFoundError,
     408: LLMTimeoutError,
+    409: ConflictError,
 }
+# llama-cpp-python's server answers a body that fails its validation with HTTP 500 and
+# FastAPI's text as the message: "1 validation error:\n  {'type': 'float_parsing', 'loc':
+# ('body', 'temperature'), ...}" (older FastAPI: the list of errors alone).
+_VALIDATION_FAILURE = re.compile(r"\b\d+ validation errors?\b|'loc': \('body'")
 
 
 def parse_retry_after(
@@ -113,11 +123,16 @@ def status_error(
     *,
     headers: Mapping[str, str] | None = None,
 ) -> LLMError:
-    """The promptopt error for an HTTP error ``status`` (429, 5xx, 401/403, other 4xx)."""
+    """The promptopt error for an HTTP error ``status`` (429, 5xx, 401/403, other 4xx).
+
+    A 5xx whose ``message`` names a request-validation failure is a ``BadRequestError``.
+    """
     retry_after = parse_retry_after(headers)
     if status == 429:
         return RateLimitError(message, retry_after=retry_after)
     if status >= 500:
+        if _VALIDATION_FAILURE.search(message):
+            return BadRequestError(message)
         return ServerError(message, status=status, retry_after=retry_after)
     error_class = _STATUS_ERRORS.get(status)
     if error_class is not None:

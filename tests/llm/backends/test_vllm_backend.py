@@ -39,10 +39,15 @@ class FakeOutput:
 
 @dataclass
 class FakeEngine:
-    """Mimics ``vllm.LLM.chat``: one output per conversation, in order; records every batch."""
+    """Mimics ``vllm.LLM.chat``: one output per conversation, in order; records every batch.
+
+    With a ``gate``, each call sets ``entered`` and then waits until the gate opens.
+    """
 
     delay_s: float = 0.0
     error: Exception | None = None
+    gate: threading.Event | None = None
+    entered: threading.Event = field(default_factory=threading.Event)
     batches: list[tuple[list[list[dict[str, str]]], list[dict[str, Any]]]] = field(
         default_factory=list
     )
@@ -58,6 +63,9 @@ class FakeEngine:
             self.max_active = max(self.max_active, self.active)
         try:
             self.batches.append((conversations, sampling_params))
+            self.entered.set()
+            if self.gate is not None:
+                assert self.gate.wait(60), "the test never opened the gate"
             time.sleep(self.delay_s)
             if self.error is not None:
                 raise self.error
@@ -122,25 +130,31 @@ async def test_concurrent_calls_become_one_batch_in_order() -> None:
 
 
 async def test_max_batch_caps_each_engine_call() -> None:
+    """Full batches go at once; a partial one waits (here: for ever) until it fills up."""
     engine = FakeEngine()
-    backend = make(engine, max_batch=8, batch_window_s=1.0)
-    start = time.perf_counter()
-    responses = await asyncio.gather(*(backend.agenerate(ask(f"q{i}")) for i in range(20)))
-    assert [r.text for r in responses] == [f"echo q{i} #0" for i in range(20)]
-    assert [len(convs) for convs, _ in engine.batches] == [8, 8, 4]
-    # full batches go at once; only the last, partial one waits out the 1 s window
-    assert time.perf_counter() - start < 1.9
+    backend = make(engine, max_batch=8, batch_window_s=3600.0)
+    calls = [asyncio.ensure_future(backend.agenerate(ask(f"q{i}"))) for i in range(20)]
+    await asyncio.wait(calls[:16])
+    assert [len(convs) for convs, _ in engine.batches] == [8, 8]
+    assert not any(call.done() for call in calls[16:])
+    calls += [asyncio.ensure_future(backend.agenerate(ask(f"q{i}"))) for i in range(20, 24)]
+    responses = await asyncio.gather(*calls)
+    assert [r.text for r in responses] == [f"echo q{i} #0" for i in range(24)]
+    assert [len(convs) for convs, _ in engine.batches] == [8, 8, 8]
 
 
 async def test_calls_arriving_during_a_batch_form_the_next_one() -> None:
-    engine = FakeEngine(delay_s=0.3)
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate)
     backend = make(engine, batch_window_s=0.0)
     first = asyncio.ensure_future(backend.agenerate(ask("first")))
-    await asyncio.sleep(0.1)  # the first batch is now inside the engine
-    later = [backend.agenerate(ask(f"later{i}")) for i in range(5)]
+    assert await asyncio.to_thread(engine.entered.wait, 60)  # the first batch is in the engine
+    later = [asyncio.ensure_future(backend.agenerate(ask(f"later{i}"))) for i in range(5)]
+    await asyncio.sleep(0)  # each later call has queued itself
+    gate.set()
     results = await asyncio.gather(first, *later)
     assert [len(convs) for convs, _ in engine.batches] == [1, 5]
-    assert results[0].text == "echo first #0"
+    assert [r.text for r in results] == ["echo first #0"] + [f"echo later{i} #0" for i in range(5)]
     assert engine.max_active == 1  # never two engine calls at once
 
 
