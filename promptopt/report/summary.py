@@ -53,7 +53,7 @@ def print_summary(result: Any, console: Console | None = None) -> None:
         str(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)),
         str(t.get("prompt_tokens", 0) + t.get("completion_tokens", 0)),
     )
-    o = result.optimizer_usage
+    o = getattr(result, "optimizer_usage", None) or {}
     usage.add_row("optimizer model calls", str(o.get("calls", 0)), "-")
     usage.add_row(
         "optimizer tokens (prompt + completion)",
