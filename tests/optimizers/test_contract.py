@@ -5,7 +5,9 @@ model is a deterministic fake, the optimizer model a scripted queue planned per
 optimizer. A newly registered optimizer fails here until its script is added, so
 every optimizer is held to the same checks: it finishes, proposes at least one
 candidate over the discovered parameters, never makes the best worse than the
-seed, spends its whole script, and leaves traces in the run store.
+seed, spends its whole script, and leaves traces in the run store. One composition
+(OPRO, then exemplar selection on its winner) is held to the same checks, each stage
+proposing from the previous stage's best.
 """
 
 from __future__ import annotations
@@ -90,14 +92,15 @@ SCRIPTS: dict[str, tuple[dict, list[str]]] = {
 }
 
 
-@pytest.mark.parametrize("name", registry.available())
+@pytest.mark.parametrize("name", [*registry.available(), "opro+exemplars"])
 async def test_every_optimizer_runs_on_the_example_workflow(name, triage_task):
-    assert name in SCRIPTS, f"optimizer {name!r} is registered but has no script in this test"
-    config, replies = SCRIPTS[name]
-    optimizer_model = ScriptedBackend(replies)
+    stages = name.split("+")
+    for stage in stages:
+        assert stage in SCRIPTS, f"optimizer {stage!r} is registered but has no script in this test"
+    optimizer_model = ScriptedBackend([reply for stage in stages for reply in SCRIPTS[stage][1]])
     task_model = FakeBackend(triage_model)
     result = await aoptimize(
-        triage_task(optimizer=name, config=config),
+        triage_task(optimizer=[{"name": s, "config": SCRIPTS[s][0]} for s in stages]),
         backends={"task": task_model, "optimizer": optimizer_model, "judge": optimizer_model},
     )
     assert optimizer_model.pending == 0
@@ -106,9 +109,16 @@ async def test_every_optimizer_runs_on_the_example_workflow(name, triage_task):
     assert result.scores["best_val"] >= result.scores["seed_val"]
     assert result.scores["best_test"] is not None
     with RunStore.open(result.run_dir) as store:
-        proposed = [c for c in store.candidates() if c["origin"] == name]
-        assert proposed, f"{name} proposed nothing"
-        assert all(set(c["params"]) == set(result.best.params) for c in proposed)
+        starts = [store.candidates()[0]["id"]] + [
+            d["payload"]["seed"] for d in store.decisions() if d["kind"] == "stage"
+        ]
+        assert len(starts) == len(stages)
+        for stage, start in zip(stages, starts, strict=True):
+            proposed = [c for c in store.candidates() if c["origin"] == stage]
+            assert proposed, f"{stage} proposed nothing"
+            assert all(set(c["params"]) == set(result.best.params) for c in proposed)
+            # each stage builds on its own seed: the previous stage's best
+            assert {c["parent_id"] for c in proposed} <= {start} | {c["id"] for c in proposed}
         rows = store.trace_rows()
         # probes of training batches (MCTS's error batches) leave traces too
         assert {"val", "test"} <= {r["split"] for r in rows} <= {"train", "val", "test"}
