@@ -55,6 +55,7 @@ from promptopt.optimizers.base import (
     SearchState,
     gather_all,
 )
+from promptopt.optimizers.stages import merged_stats, stages_of
 from promptopt.progress import Reporter, SilentReporter
 from promptopt.task.feedback import FeedbackRule, tagged
 from promptopt.task.metrics import Score
@@ -317,7 +318,7 @@ class Engine:
         later one do their free work (see :meth:`_free_step`), then ends the search.
         The result is the last stage's best.
         """
-        stages = _stages(optimizer)
+        stages = stages_of(optimizer)
         pairwise = isinstance(stages[0], PairwiseOptimizer)
         if self.metric is None and not pairwise:
             raise ConfigError(
@@ -382,7 +383,7 @@ class Engine:
             steps=step,
             stopped=stopped,
         )
-        stats = _stats(stages)
+        stats = merged_stats(stages)
         if stats:
             outcome.extra["optimizer_stats"] = stats
         self._checkpoint(state, step, stopped=stopped, extra=outcome.extra)
@@ -623,36 +624,6 @@ class Engine:
                 **dict(extra or {}),
             },
         )
-
-
-def _stages(optimizer: Optimizer | Sequence[Optimizer]) -> tuple[Optimizer, ...]:
-    """The stages of a search: one optimizer, or several that select the same way."""
-    stages = tuple(optimizer) if isinstance(optimizer, Sequence) else (optimizer,)
-    if not stages:
-        raise ConfigError("a search needs at least one optimizer")
-    kinds = {isinstance(stage, PairwiseOptimizer) for stage in stages}
-    if len(kinds) > 1:
-        raise ConfigError(
-            "a pairwise optimizer (such as 'spo') selects by its judge and the others by the "
-            f"metric, so they cannot be stages of one search: {[s.name for s in stages]!r}"
-        )
-    return stages
-
-
-def _stats(stages: Sequence[Optimizer]) -> dict[str, Any]:
-    """What the optimizers counted of their models' replies; a stage's keys are prefixed with
-    its name (and its index, for an optimizer that runs twice) when there are several."""
-    names = [stage.name for stage in stages]
-    merged: dict[str, Any] = {}
-    for index, stage in enumerate(stages):
-        stats = getattr(stage, "stats", None)  # counted by optimizers that count
-        if not isinstance(stats, Mapping):
-            continue
-        prefix = "" if len(stages) == 1 else (
-            f"{stage.name} " if names.count(stage.name) == 1 else f"{stage.name}#{index} "
-        )  # fmt: skip
-        merged.update({f"{prefix}{key}": value for key, value in stats.items()})
-    return merged
 
 
 def _kept(run: Trace) -> Trace | None:

@@ -16,9 +16,13 @@ import pytest
 from ladder_fixture import label, ladder_task
 
 from promptopt.api import aoptimize
-from promptopt.errors import TaskFileError
+from promptopt.errors import ConfigError, TaskFileError
 from promptopt.llm.fakes import FakeBackend, ScriptedBackend
 from promptopt.llm.types import LLMRequest, LLMResponse
+from promptopt.optimizers.exemplars import Exemplars
+from promptopt.optimizers.opro import OPRO as OPROOptimizer
+from promptopt.optimizers.spo import SPO
+from promptopt.optimizers.stages import merged_stats, stages_of
 from promptopt.store import RunStore
 from promptopt.task.loader import load_task
 
@@ -183,3 +187,15 @@ def test_a_single_name_or_mapping_is_one_stage(tmp_path):
     assert one.optimizer.config == {"steps": 1}
     both = load_task(composed_task(tmp_path / "c", max_calls=10))
     assert [(s.name, s.config.get("k")) for s in both.stages] == [("opro", None), ("exemplars", 1)]
+
+
+def test_the_engine_refuses_stages_that_select_differently_and_prefixes_their_counts():
+    with pytest.raises(ConfigError, match="pairwise"):
+        stages_of([OPROOptimizer(), SPO()])
+    with pytest.raises(ConfigError, match="at least one"):
+        stages_of([])
+    one = OPROOptimizer()
+    assert stages_of(one) == (one,)
+    assert "steps" in merged_stats([one])  # one stage: its own keys, as before
+    twice = merged_stats([OPROOptimizer(), Exemplars(), OPROOptimizer()])
+    assert "opro#0 steps" in twice and "opro#2 steps" in twice and "opro steps" not in twice
