@@ -15,7 +15,7 @@ import re
 import pytest
 from ladder_fixture import label, ladder_task
 
-from promptopt.api import aoptimize
+from promptopt.api import aoptimize, plan
 from promptopt.errors import ConfigError, TaskFileError
 from promptopt.llm.fakes import FakeBackend, ScriptedBackend
 from promptopt.llm.types import LLMRequest, LLMResponse
@@ -23,6 +23,7 @@ from promptopt.optimizers.exemplars import Exemplars
 from promptopt.optimizers.opro import OPRO as OPROOptimizer
 from promptopt.optimizers.spo import SPO
 from promptopt.optimizers.stages import merged_stats, stages_of
+from promptopt.report.facts import RunFacts
 from promptopt.store import RunStore
 from promptopt.task.loader import load_task
 
@@ -97,6 +98,7 @@ async def test_two_stages_run_in_order_in_one_budget_and_one_store(tmp_path):
         handover = store.decisions()[2]["payload"]
         assert handover["optimizer"] == "exemplars" and handover["seed"] == winner_id
         assert handover["seed_val"] == pytest.approx(0.6)
+        assert RunFacts.load(store).optimizer == "opro -> exemplars"
         last = store.latest_checkpoint()[1]
         assert (last["stage"], last["optimizer"], last["best_id"]) == (
             1,
@@ -199,3 +201,10 @@ def test_the_engine_refuses_stages_that_select_differently_and_prefixes_their_co
     assert "steps" in merged_stats([one])  # one stage: its own keys, as before
     twice = merged_stats([OPROOptimizer(), Exemplars(), OPROOptimizer()])
     assert "opro#0 steps" in twice and "opro#2 steps" in twice and "opro steps" not in twice
+
+
+def test_the_dry_run_adds_up_the_stages(tmp_path):
+    # OPRO: 2 steps x 1 version x 10 val; exemplars: 2 sets x 10 val; plus the seed's 10
+    estimate = plan(composed_task(tmp_path, max_calls=1000))
+    assert estimate.optimization_calls == 10 + 20 + 20
+    assert ("optimizer", "opro -> exemplars") in estimate.rows
