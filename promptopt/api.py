@@ -183,7 +183,7 @@ def _set_failed(store: RunStore, exc: BaseException) -> None:
 async def _run(parts: RunParts, store: RunStore, reporter: Reporter) -> SearchOutcome:
     engine = parts.engine(store, reporter=reporter)
     outcome = await engine.search(
-        parts.optimizer,
+        parts.optimizers,
         parts.program.seed_params(),
         trainable=parts.program.trainable,
         description=parts.description,

@@ -37,7 +37,7 @@ import dataclasses
 import itertools
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,6 +55,7 @@ from promptopt.optimizers.base import (
     SearchState,
     gather_all,
 )
+from promptopt.optimizers.stages import merged_stats, stages_of
 from promptopt.progress import Reporter, SilentReporter
 from promptopt.task.feedback import FeedbackRule, tagged
 from promptopt.task.metrics import Score
@@ -134,6 +135,7 @@ class Engine:
         checkpoint = store.latest_checkpoint()
         self._resumed_through = checkpoint[0] if checkpoint else -1
         self._state: SearchState | None = None
+        self._stage: tuple[int, str] = (0, "")  # the running stage: its index and optimizer
         self._noting: list[LLM] = []  # clients that tell _note_call their answered requests
 
     # -- evaluation ---------------------------------------------------------
@@ -298,7 +300,7 @@ class Engine:
 
     async def search(
         self,
-        optimizer: Optimizer,
+        optimizer: Optimizer | Sequence[Optimizer],
         seed_params: Mapping[str, Any],
         *,
         trainable: Sequence[str],
@@ -307,14 +309,23 @@ class Engine:
         kinds: Mapping[str, str] | None = None,
         features: frozenset[str] = frozenset(),
     ) -> SearchOutcome:
-        rng = random.Random(self.seed)
-        val = self.splits.val
-        pairwise = isinstance(optimizer, PairwiseOptimizer)
+        """Run ``optimizer``, or each optimizer of a sequence (the stages) in order, in one run.
+
+        A later stage starts from the earlier one's best candidate (its chosen one,
+        if it chooses), reusing its evaluation as its own scored seed; the model's
+        correct answers gathered so far carry over, the history does not. Steps
+        are numbered across stages. A budget stop lets the stopped stage and every
+        later one do their free work (see :meth:`_free_step`), then ends the search.
+        The result is the last stage's best.
+        """
+        stages = stages_of(optimizer)
+        pairwise = isinstance(stages[0], PairwiseOptimizer)
         if self.metric is None and not pairwise:
             raise ConfigError(
-                f"optimizer {optimizer.name!r} selects candidates by the metric, and the task "
+                f"optimizer {stages[0].name!r} selects candidates by the metric, and the task "
                 "has none; give a metric (or use a pairwise optimizer such as 'spo')"
             )
+        val = self.splits.val
         self.reporter.phase("seed on validation", len(val))
         try:
             seed_eval = await self.evaluate(
@@ -328,49 +339,76 @@ class Engine:
                 f"the budget cannot cover scoring the seed on {len(val)} validation examples "
                 f"({exc}); raise budget.max_calls or shrink data.split.val"
             ) from exc
-        state = SearchState(
-            seed=seed_eval.candidate,
-            trainable=tuple(trainable),
-            train=tuple(self.splits.train),
-            val=tuple(val),
-            program_description=description,
-            evaluate=self._optimizer_evaluate,
-            choices=tuple(choices),
-            kinds=dict(kinds or {}),
-            features=frozenset(features),
-            record=self._recorder(optimizer.name, lambda: state.step),
-            rules={rule.name: rule.message for rule in self.feedback_rules},
-            incumbent=seed_eval if pairwise else None,
-        )
-        self._state = state  # probe evaluations feed its pool too
-        self._observe(state, [seed_eval])
+        records = itertools.count()  # one numbering of optimizer records across the stages
+
+        def state_for(index: int, start: Evaluated, pool: Sequence[Any]) -> SearchState:
+            state = SearchState(
+                seed=start.candidate, trainable=tuple(trainable), train=tuple(self.splits.train),
+                val=tuple(val), program_description=description,
+                evaluate=self._optimizer_evaluate, choices=tuple(choices),
+                kinds=dict(kinds or {}), features=frozenset(features),
+                record=self._recorder(stages[index].name, lambda: state.step, records),
+                rules={rule.name: rule.message for rule in self.feedback_rules},
+                incumbent=start if pairwise else None, pool=list(pool),
+            )  # fmt: skip
+            self._state, self._stage = state, (index, stages[index].name)  # probes feed its pool
+            state.history.append(start)
+            return state
+
+        state = state_for(0, seed_eval, [])
+        self._gather(state, [seed_eval])
         self._checkpoint(state, 0, stopped="")
-        stopped, step = "max_steps", 0
-        for step in range(1, self.max_steps + 1):
+        histories, stopped, step, used = [state.history], "", 0, 0
+        for index, stage in enumerate(stages):
+            rng = random.Random(self.seed if index == 0 else f"{self.seed}:{index}")
+            if index:
+                start = state.best
+                assert start is not None
+                state = state_for(index, start, state.pool)
+                histories.append(state.history[1:])  # its seed is the previous stage's
+                self._decide(used + 1, "stage", {"optimizer": stage.name, "seed": start.candidate.id,
+                                                 "seed_val": start.score})  # fmt: skip
+            if stopped.startswith("budget"):  # the search is over: only free work is left
+                used += 1
+                await self._free_step(stage, state, rng, step=used)
+                continue
+            stopped, step = await self._run_stage(stage, state, rng, first=used + 1)
+            used = step + 1 if stopped.startswith("budget") else step
+        best = state.best
+        assert best is not None
+        outcome = SearchOutcome(
+            seed=seed_eval,
+            best=best,
+            history=[e for history in histories for e in history],
+            steps=step,
+            stopped=stopped,
+        )
+        stats = merged_stats(stages)
+        if stats:
+            outcome.extra["optimizer_stats"] = stats
+        self._checkpoint(state, step, stopped=stopped, extra=outcome.extra)
+        return outcome
+
+    async def _run_stage(
+        self, optimizer: Optimizer, state: SearchState, rng: random.Random, *, first: int
+    ) -> tuple[str, int]:
+        """The steps of one optimizer from step ``first`` on: why it stopped, and its last step."""
+        step = first - 1
+        for step in range(first, first + self.max_steps):
             state.step = step
             state.remaining_calls = self._remaining_calls()
             try:
                 results = await self._step(optimizer, state, rng)
                 if not results:
-                    stopped, step = "optimizer finished", step - 1
-                    break
+                    return "optimizer finished", step - 1
             except BudgetExceededError as exc:
                 stopped = f"budget: {exc}"
                 self._decide(step, "stop", {"reason": stopped})
                 await self._free_step(optimizer, state, rng, step=step + 1)
-                break
+                return stopped, step
             self._after_step(state, step, results)
             self._checkpoint(state, step, stopped="")
-        best = state.best
-        assert best is not None
-        outcome = SearchOutcome(
-            seed=seed_eval, best=best, history=state.history, steps=step, stopped=stopped
-        )
-        stats = getattr(optimizer, "stats", None)  # how the optimizer model did, if it counts
-        if isinstance(stats, Mapping):
-            outcome.extra["optimizer_stats"] = dict(stats)
-        self._checkpoint(state, step, stopped=stopped, extra=outcome.extra)
-        return outcome
+        return "max_steps", step
 
     async def _step(
         self, optimizer: Optimizer, state: SearchState, rng: random.Random
@@ -454,9 +492,11 @@ class Engine:
                 )
         return results
 
-    def _recorder(self, optimizer: str, step: Callable[[], int]) -> RecordFn:
-        """``SearchState.record`` for ``optimizer``: numbered records, each stored once."""
-        counter = itertools.count()
+    def _recorder(
+        self, optimizer: str, step: Callable[[], int], counter: Iterator[int]
+    ) -> RecordFn:
+        """``SearchState.record`` for ``optimizer``: records numbered by ``counter`` (shared by
+        the stages of a run), each stored once."""
 
         def record(kind: str, payload: Mapping[str, Any]) -> None:
             self.store.add_optimizer_record(
@@ -554,7 +594,9 @@ class Engine:
 
     def _decide(self, step: int, kind: str, payload: Mapping[str, Any]) -> None:
         if step > self._resumed_through:
-            self.store.add_decision(step=step, kind=kind, payload=dict(payload))
+            self.store.add_decision(
+                step=step, kind=kind, payload={**dict(payload), "stage": self._stage[0]}
+            )
 
     def _checkpoint(
         self,
@@ -576,6 +618,8 @@ class Engine:
                 "best_id": best.candidate.id if best else None,
                 "best_val": best.score if best else None,
                 "pool": len(state.pool),
+                "stage": self._stage[0],
+                "optimizer": self._stage[1],
                 "at": time.time(),
                 **dict(extra or {}),
             },

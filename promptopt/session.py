@@ -40,7 +40,7 @@ __all__ = [
     "RunParts",
     "build_parts",
     "estimate_plan",
-    "make_optimizer",
+    "make_optimizers",
     "make_sandbox",
     "model_config",
     "role_configs",
@@ -58,7 +58,7 @@ class RunParts:
     optimizer_llm: LLM
     judge_llm: LLM
     test_llm: LLM
-    optimizer: Any
+    optimizers: tuple[Any, ...]  # the stages, in the order they run
     budget: Budget
     concurrency: int
     seed: int
@@ -144,7 +144,7 @@ def build_parts(
         if spec.metric is None
         else make_metric(spec.metric, choices=choices, base_dir=base_dir)
     )
-    optimizer = make_optimizer(spec)
+    optimizers = make_optimizers(spec)
     budget = Budget(
         max_calls=spec.budget.max_calls,
         max_tokens=spec.budget.max_tokens,
@@ -198,7 +198,7 @@ def build_parts(
         optimizer_llm=optimizer_llm,
         judge_llm=judge_llm,
         test_llm=test_llm,
-        optimizer=optimizer,
+        optimizers=optimizers,
         budget=budget,
         concurrency=spec.concurrency,
         seed=spec.seed,
@@ -238,10 +238,13 @@ def _base_dir(spec: Any) -> Path:
     return Path(getattr(spec, "base_dir", None) or ".")
 
 
-def make_optimizer(spec: Any) -> Any:
-    """The task's optimizer, found in the registry and configured from its block."""
-    optimizer_cls = registry.get(spec.optimizer.name)
-    return optimizer_cls(optimizer_cls.Config.model_validate(dict(spec.optimizer.config or {})))
+def make_optimizers(spec: Any) -> tuple[Any, ...]:
+    """The task's optimizers, one per stage, each found in the registry and configured."""
+    made = []
+    for stage in spec.stages:
+        optimizer_cls = registry.get(stage.name)
+        made.append(optimizer_cls(optimizer_cls.Config.model_validate(dict(stage.config or {}))))
+    return tuple(made)
 
 
 def _prices(spec: Any) -> dict[str, Any]:
@@ -307,11 +310,14 @@ def estimate_plan(spec: Any):
 
     program = make_program(spec.program, base_dir=_base_dir(spec))
     splits = load_splits(spec)
-    optimizer = make_optimizer(spec)
+    optimizers = make_optimizers(spec)
     n_val, n_train, n_test = len(splits.val), len(splits.train), len(splits.test)
-    estimate = getattr(optimizer, "estimate_calls", None)
     per_example, tokens = _per_example(program, splits)
-    opt_calls = per_example * (n_val + (estimate(n_train=n_train, n_val=n_val) if estimate else 0))
+    searched = 0  # every stage's own estimate; a stage's seed is the previous stage's best
+    for optimizer in optimizers:
+        estimate = getattr(optimizer, "estimate_calls", None)
+        searched += estimate(n_train=n_train, n_val=n_val) if estimate else 0
+    opt_calls = per_example * (n_val + searched)
     if spec.budget.max_calls is not None:
         opt_calls = min(opt_calls, spec.budget.max_calls)
     test_calls = 2 * n_test * per_example if spec.metric is not None else 0  # nothing to score
@@ -326,7 +332,7 @@ def estimate_plan(spec: Any):
     cost = per_call * (opt_calls + test_calls)
     rows = (
         ("task model", cfg.model),
-        ("optimizer", spec.optimizer.name),
+        ("optimizer", " -> ".join(stage.name for stage in spec.stages)),
         ("train / val / test", f"{n_train} / {n_val} / {n_test}"),
         ("model calls per example", str(per_example)),
         ("optimization calls (at most)", str(opt_calls)),

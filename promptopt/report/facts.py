@@ -130,7 +130,7 @@ class RunFacts:
             task_name=str(meta.get("task_name") or task.get("name") or ""),
             status=str(meta.get("status", "")),
             created_at=str(meta.get("created_at", "")),
-            optimizer=str((task.get("optimizer") or {}).get("name", "")),
+            optimizer=_optimizer_names(task.get("optimizer")),
             models=dict(task.get("models") or {}),
             candidates=candidates,
             seed_id=seed_id,
@@ -186,3 +186,9 @@ def _costs(calls: list[dict[str, Any]]) -> list[ModelCost]:
             )
         )  # fmt: skip
     return costs
+
+
+def _optimizer_names(recorded: Any) -> str:
+    """The task's optimizer as recorded (one mapping, or a list of stages): ``opro -> exemplars``."""
+    stages = recorded if isinstance(recorded, list) else [recorded or {}]
+    return " -> ".join(str(s.get("name", "")) for s in stages if isinstance(s, dict))

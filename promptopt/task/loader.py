@@ -30,7 +30,13 @@ from pydantic import BaseModel, ValidationError
 from promptopt.errors import ConfigError, DataError, OptimizerError, TaskFileError
 from promptopt.optimizers.base import PairwiseOptimizer
 from promptopt.task.data import data_files, read_rows, to_examples
-from promptopt.task.spec import PROGRAM_TAGS, PromptProgramSpec, PythonProgramSpec, TaskSpec
+from promptopt.task.spec import (
+    OPTIMIZER_TAGS,
+    PROGRAM_TAGS,
+    PromptProgramSpec,
+    PythonProgramSpec,
+    TaskSpec,
+)
 
 __all__ = ["OptimizerRegistry", "explain_validation_error", "import_ref", "load_task"]
 
@@ -210,41 +216,59 @@ def _count(n: int) -> str:
 
 
 def _check_optimizer(spec: TaskSpec, shown: str, optimizers: OptimizerRegistry | None) -> None:
+    """Every stage is registered and its config fits; the stages select the same way (all by
+    the metric, or all by a pairwise judge); a task without a metric has only pairwise ones."""
     if optimizers is None:
         from promptopt.optimizers import registry
 
         optimizers = registry
-    name = spec.optimizer.name
+    staged = isinstance(spec.optimizer, tuple)
+    pairwise: dict[str, bool] = {}
+    for i, stage in enumerate(spec.stages):
+        where = f"optimizer[{i}]" if staged else "optimizer"
+        optimizer = _registered(stage.name, f"{where}.name", shown, optimizers)
+        try:
+            optimizer.Config.model_validate(stage.config)
+        except ValidationError as exc:
+            field, reason = explain_validation_error(exc, model=optimizer.Config)
+            raise TaskFileError(shown, _join(f"{where}.config", field), reason) from None
+        pairwise[where] = isinstance(optimizer, PairwiseOptimizer)
+    if len(set(pairwise.values())) > 1:
+        odd = next(w for w, p in pairwise.items() if p != next(iter(pairwise.values())))
+        raise TaskFileError(
+            shown,
+            f"{odd}.name",
+            "a pairwise optimizer (such as 'spo') selects by its judge and the others by the "
+            "metric; their scores do not compare, so they cannot be stages of one run",
+        )
+    if spec.metric is None and not all(pairwise.values()):
+        names = ", ".join(repr(stage.name) for stage in spec.stages)
+        raise TaskFileError(
+            shown,
+            "metric",
+            f"required by {'optimizers' if staged else 'optimizer'} {names}, which selects candidates by the metric "
+            "(only a pairwise optimizer such as 'spo' runs without one)",
+        )
+
+
+def _registered(name: str, where: str, shown: str, optimizers: OptimizerRegistry) -> Any:
+    """The optimizer class registered as ``name``, with a pydantic ``Config``."""
     known = optimizers.available()
     if name not in known:
         hint = difflib.get_close_matches(name, known, n=1)
         guess = f"did you mean {hint[0]!r}? " if hint else ""
         listed = ", ".join(known) or "none"
         raise TaskFileError(
-            shown, "optimizer.name", f"unknown optimizer {name!r}; {guess}registered: {listed}"
+            shown, where, f"unknown optimizer {name!r}; {guess}registered: {listed}"
         )
     try:
         optimizer = optimizers.get(name)
     except OptimizerError as exc:
-        raise TaskFileError(shown, "optimizer.name", _one_line(str(exc))) from None
+        raise TaskFileError(shown, where, _one_line(str(exc))) from None
     config_model = getattr(optimizer, "Config", None)
     if not (isinstance(config_model, type) and issubclass(config_model, BaseModel)):
-        raise TaskFileError(
-            shown, "optimizer.name", f"optimizer {name!r} has no pydantic Config class"
-        )
-    try:
-        config_model.model_validate(spec.optimizer.config)
-    except ValidationError as exc:
-        field, reason = explain_validation_error(exc, model=config_model)
-        where = f"optimizer.config.{field}" if field else "optimizer.config"
-        raise TaskFileError(shown, where, reason) from None
-    if spec.metric is None and not isinstance(optimizer, PairwiseOptimizer):
-        raise TaskFileError(
-            shown,
-            "metric",
-            f"required by optimizer {name!r}, which selects candidates by the metric "
-            "(only a pairwise optimizer such as 'spo' runs without one)",
-        )
+        raise TaskFileError(shown, where, f"optimizer {name!r} has no pydantic Config class")
+    return optimizer
 
 
 # ---------------------------------------------------------------- pydantic errors
@@ -294,7 +318,7 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in PROGRAM_TAGS or _UNION_LABEL.match(str(part)):
+        elif part in PROGRAM_TAGS or part in OPTIMIZER_TAGS or _UNION_LABEL.match(str(part)):
             continue
         elif not _PLAIN_KEY.match(str(part)):
             out += f"[{_shown_input(part)}]"  # an odd key, written so it stays on one short line

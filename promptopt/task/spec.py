@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -33,6 +34,7 @@ from promptopt.llm.models import DEFAULT_MODEL, ModelConfig, parse_model
 
 __all__ = [
     "METRIC_KINDS",
+    "OPTIMIZER_TAGS",
     "OTHER_RULE",
     "PROGRAM_TAGS",
     "BudgetSpec",
@@ -61,6 +63,7 @@ _NEEDS_TARGET = frozenset({"contains", "exact", "f1", "numeric", "regex"})
 _OPTION_OWNER = dict(pattern="regex", tolerance="numeric", function="python", rubric="judge")
 # Tags of the program union; they show up in pydantic error locations and the loader drops them.
 PROGRAM_TAGS = frozenset({"prompt program", "python program"})
+OPTIMIZER_TAGS = frozenset({"one optimizer", "optimizer stages"})  # likewise, of `optimizer`
 
 _NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 _MODEL_RE = re.compile(r"^\s*[A-Za-z][A-Za-z0-9_-]*:\S.*$")
@@ -463,6 +466,46 @@ class OptimizerSpec(_Frozen):
     config: dict[str, Any] = Field(default_factory=dict, description="Checked by its Config.")
 
 
+def _named(value: Any) -> Any:
+    """An optimizer given by its name alone (``mcts``) is that optimizer with its default config."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+def _stage(value: Any) -> Any:
+    """One stage of a list: a name, or a mapping that names its optimizer."""
+    if isinstance(value, dict) and set(value) <= {"config"}:  # other keys: reported as unknown
+        raise FieldIssue("name", "a stage names its optimizer")
+    if not isinstance(value, str | dict | OptimizerSpec):
+        raise ValueError(f"expected an optimizer name or {{name, config}}, got {value!r:.60}")
+    return _named(value)
+
+
+def _some_stages(value: Any) -> Any:
+    if isinstance(value, list | tuple) and not value:
+        raise ValueError("list at least one optimizer")
+    return value
+
+
+def _optimizer_tag(value: Any) -> str:
+    return "optimizer stages" if isinstance(value, list | tuple) else "one optimizer"
+
+
+_AS_WRITTEN = str | OptimizerSpec  # what the schema offers editors for one optimizer
+# One optimizer, or stages run in order in one run and one budget (each starts from the
+# previous stage's best candidate).
+OptimizerStages = Annotated[
+    Annotated[OptimizerSpec, BeforeValidator(_named, json_schema_input_type=_AS_WRITTEN),
+              Tag("one optimizer")]
+    | Annotated[
+        tuple[Annotated[OptimizerSpec,
+                        BeforeValidator(_stage, json_schema_input_type=_AS_WRITTEN)], ...],
+        BeforeValidator(_some_stages, json_schema_input_type=list[_AS_WRITTEN]),
+        Tag("optimizer stages"),
+    ],
+    Discriminator(_optimizer_tag),
+]  # fmt: skip
+
+
 class BudgetSpec(_Frozen):
     """Hard limits for the whole run (task, optimizer and judge calls together)."""
 
@@ -520,7 +563,11 @@ class TaskSpec(_Frozen):
         (), description="Feedback rules: error types of failing examples and their messages."
     )
     models: ModelsSpec = Field(default_factory=ModelsSpec)
-    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    optimizer: OptimizerStages = Field(
+        default_factory=OptimizerSpec,
+        description="An optimizer (a name or {name, config}), or a list of them: stages run in "
+        "order in one run and one budget, each starting from the previous stage's best.",
+    )
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     concurrency: int = Field(8, ge=1, description="Examples evaluated at once.")
     sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
@@ -562,6 +609,11 @@ class TaskSpec(_Frozen):
         if self.metric is not None and self.metric.needs_target and self.data.target is None:
             raise FieldIssue("data.target", f"required by metric kind {self.metric.kind!r}")
         return self
+
+    @property
+    def stages(self) -> tuple[OptimizerSpec, ...]:
+        """The optimizers in the order they run (one, unless ``optimizer`` is a list)."""
+        return self.optimizer if isinstance(self.optimizer, tuple) else (self.optimizer,)
 
     @property
     def path(self) -> Path | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +64,17 @@ def rewriting_model(suffixes: str = "ab") -> Callable[[LLMRequest], str]:
 def ladder_task(
     root: Path,
     *,
-    optimizer: str,
-    config: Mapping[str, Any],
+    optimizer: str | list[Any],
+    config: Mapping[str, Any] | None = None,
     max_calls: int = 1000,
     n_train: int = 10,
     seed_prompt: str = "P",
+    trainable: Sequence[str] = ("system",),
 ) -> Path:
-    """Write the task and its data under ``root``; returns the task file."""
+    """Write the task and its data under ``root``; returns the task file.
+
+    ``optimizer`` is a name (configured by ``config``) or a list of stages as a task
+    file writes them."""
     root.mkdir(parents=True, exist_ok=True)
     items = {"train": range(100, 100 + n_train), "val": range(10), "test": range(200, 210)}
     for split, numbers in items.items():
@@ -82,7 +86,7 @@ def ladder_task(
         "program": {
             "system": seed_prompt,
             "user": "{text}",
-            "trainable": ["system"],
+            "trainable": list(trainable),
             "choices": list(LABELS),
             "max_tokens": 4,
         },
@@ -95,7 +99,11 @@ def ladder_task(
         },
         "metric": {"kind": "exact"},
         "models": {"task": "fake:ladder"},
-        "optimizer": {"name": optimizer, "config": dict(config)},
+        "optimizer": (
+            optimizer
+            if isinstance(optimizer, list)
+            else {"name": optimizer, "config": dict(config or {})}
+        ),
         "budget": {"max_calls": max_calls},
         "concurrency": 4,
         "cache": {"policy": "off"},

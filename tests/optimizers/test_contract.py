@@ -12,6 +12,8 @@ shown, or told to read carefully) and leans to one team otherwise; each script
 guides it. So the seed scores below 1 and a proposal strictly better exists: the
 best must be a proposal, not the seed (``best_val >= seed_val`` would hold even
 for an optimizer that never found anything, the seed being in the history).
+One composition (OPRO, then exemplar selection on its winner) is held to the same
+checks, each stage proposing from the previous stage's best.
 """
 
 from __future__ import annotations
@@ -96,14 +98,15 @@ SCRIPTS: dict[str, tuple[dict, list[str]]] = {
 }
 
 
-@pytest.mark.parametrize("name", registry.available())
+@pytest.mark.parametrize("name", [*registry.available(), "opro+exemplars"])
 async def test_every_optimizer_runs_on_the_example_workflow(name, triage_task):
-    assert name in SCRIPTS, f"optimizer {name!r} is registered but has no script in this test"
-    config, replies = SCRIPTS[name]
-    optimizer_model = ScriptedBackend(replies)
+    stages = name.split("+")
+    for stage in stages:
+        assert stage in SCRIPTS, f"optimizer {stage!r} is registered but has no script in this test"
+    optimizer_model = ScriptedBackend([reply for stage in stages for reply in SCRIPTS[stage][1]])
     task_model = FakeBackend(triage_model)
     result = await aoptimize(
-        triage_task(optimizer=name, config=config),
+        triage_task(optimizer=[{"name": s, "config": SCRIPTS[s][0]} for s in stages]),
         backends={"task": task_model, "optimizer": optimizer_model, "judge": optimizer_model},
     )
     assert optimizer_model.pending == 0
@@ -114,10 +117,18 @@ async def test_every_optimizer_runs_on_the_example_workflow(name, triage_task):
     assert result.best.params != result.seed.params
     assert result.scores["best_test"] is not None
     with RunStore.open(result.run_dir) as store:
-        proposed = [c for c in store.candidates() if c["origin"] == name]
-        assert proposed, f"{name} proposed nothing"
-        assert all(set(c["params"]) == set(result.best.params) for c in proposed)
-        assert result.best.id in {c["id"] for c in proposed}
+        starts = [store.candidates()[0]["id"]] + [
+            d["payload"]["seed"] for d in store.decisions() if d["kind"] == "stage"
+        ]
+        assert len(starts) == len(stages)
+        for stage, start in zip(stages, starts, strict=True):
+            proposed = [c for c in store.candidates() if c["origin"] == stage]
+            assert proposed, f"{stage} proposed nothing"
+            assert all(set(c["params"]) == set(result.best.params) for c in proposed)
+            # each stage builds on its own seed: the previous stage's best
+            assert {c["parent_id"] for c in proposed} <= {start} | {c["id"] for c in proposed}
+        all_proposed = {c["id"] for c in store.candidates() if c["origin"] in stages}
+        assert result.best.id in all_proposed  # the best is a proposal, not the seed
         rows = store.trace_rows()
         # probes of training batches (MCTS's error batches) leave traces too
         assert {"val", "test"} <= {r["split"] for r in rows} <= {"train", "val", "test"}

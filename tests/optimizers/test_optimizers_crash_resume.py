@@ -1,6 +1,7 @@
-"""Crash safety of the rewriting optimizers: a run killed with SIGKILL at 10 random points,
-resumed after each, ends as an uninterrupted run with the same seed does, and no model
-request is answered twice by the backend.
+"""Crash safety of the rewriting optimizers, and of a composition (OPRO, then exemplar
+selection on its winner): a run killed with SIGKILL at 10 random points, resumed after
+each, ends as an uninterrupted run with the same seed does, and no model request is
+answered twice by the backend.
 
 Every run is a real subprocess (``RUN`` below) on the ladder task with fake models
 that answer each request as a function of it alone (so the order in which
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 from ladder_fixture import ladder_task
 
+from promptopt.llm.types import LLMRequest
 from promptopt.store import RunStore
 
 HERE = Path(__file__).resolve().parent
@@ -55,8 +57,9 @@ def logged(role, handler):
         return text
     return answer
 
-def task_model(request):
-    level = int(digest(request.messages[0].content), 16) % 11
+def task_model(request):  # the system text and the exemplars shown set the level
+    shown = " | ".join(m.content for m in request.messages[:-1])
+    level = int(digest(shown), 16) % 11
     i = int(request.messages[-1].content.split()[1])
     return label(i) if i % 10 < level else label(i + 1)
 
@@ -73,9 +76,17 @@ print(json.dumps({{"run": str(result.run_dir), "best": result.best.params, "scor
 """
 
 CONFIGS = {
-    "mcts": {"iterations": 4, "expand_width": 2, "depth_limit": 3, "min_depth": 1,
-             "batch_size": 2},
-    "opro": {"steps": 4, "per_step": 2},
+    "mcts": {"optimizer": "mcts",
+             "config": {"iterations": 4, "expand_width": 2, "depth_limit": 3, "min_depth": 1,
+                        "batch_size": 2}},
+    "opro": {"optimizer": "opro", "config": {"steps": 4, "per_step": 2}},
+    # calibration at the end replays every scored candidate's answers from the run
+    "opro+exemplars": {
+        "optimizer": [{"name": "opro", "config": {"steps": 2, "per_step": 2}},
+                      {"name": "exemplars", "config": {"k": 2, "num_sets": 4, "mutations": 2,
+                                                       "per_step": 2, "calibrate_top": 2}}],
+        "trainable": ("system", "exemplars"),
+    },
 }  # fmt: skip
 
 
@@ -105,12 +116,20 @@ def store_view(run_dir: str) -> dict:
         }
 
 
+def first_with_exemplars(run_dir: str, log: Path) -> int:
+    """The place in the answer log of the first request that shows exemplars (stage 2's)."""
+    with RunStore.open(run_dir) as store:
+        requests = [LLMRequest.from_canonical(c["request"]) for c in store.llm_calls()]
+    key = next(r.key() for r in requests if len(r.messages) > 2)
+    return [line.split()[1] for line in answers(log)].index(key) + 1
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_a_run_killed_at_ten_points_and_resumed_ends_as_an_uninterrupted_one(name, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(RUN.format(here=str(HERE)), encoding="utf-8")
     # a budget that never binds: a resumed run's budget does not count replayed calls
-    task = ladder_task(tmp_path / "task", optimizer=name, config=CONFIGS[name], max_calls=100_000)
+    task = ladder_task(tmp_path / "task", **CONFIGS[name], max_calls=100_000)
 
     reference = run(script, task, tmp_path / "reference.log")
     assert reference.returncode == 0, reference.stderr
@@ -141,3 +160,8 @@ def test_a_run_killed_at_ten_points_and_resumed_ends_as_an_uninterrupted_one(nam
     if name == "mcts":
         kinds = Counter(kind for _, kind, _ in store_view(run_dir)["records"])
         assert kinds["backup"] == 4 and kinds["choice"] == 1
+    if name == "opro+exemplars":  # both stages ran, and the run was killed in both
+        origins = Counter(origin for _, _, origin in store_view(run_dir)["candidates"])
+        assert origins["opro"] == 4 and origins["exemplars"] > 6
+        assert points[0] < first_with_exemplars(expected["run"], tmp_path / "reference.log")
+        assert points[-1] > first_with_exemplars(expected["run"], tmp_path / "reference.log")

@@ -68,7 +68,7 @@ def triage_task(tmp_path: Path) -> Callable[..., Path]:
 
     def make(
         *,
-        optimizer: str = "exemplars",
+        optimizer: str | list[Any] = "exemplars",
         config: dict[str, Any] | None = None,
         split: dict[str, int] | None = None,
         models: dict[str, Any] | None = None,
@@ -79,7 +79,11 @@ def triage_task(tmp_path: Path) -> Callable[..., Path]:
         shutil.copytree(TASKS / "tickets", root / "tickets")
         path = root / "triage" / "task.yaml"
         spec = yaml.safe_load(path.read_text())
-        spec["optimizer"] = {"name": optimizer, "config": config or {}}
+        spec["optimizer"] = (  # a list: the stages of a composition, as a task file lists them
+            optimizer
+            if isinstance(optimizer, list)
+            else {"name": optimizer, "config": config or {}}
+        )
         spec["data"]["split"] = split or {"train": 8, "val": 8, "test": 4, "seed": 0}
         spec["models"] = models or {"task": "fake:triage"}
         spec["cache"] = {"policy": "off"}
