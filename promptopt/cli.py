@@ -91,8 +91,11 @@ def _export_parser(export: argparse.ArgumentParser) -> None:
         p.add_argument("runs", nargs="+", metavar="RUN", help="run ids, folders, or runs folders")
         p.add_argument("-o", "--out", required=True, metavar="FILE", help="the .jsonl to write")
         p.add_argument("--format", choices=["trl", "kto", "listwise"], default=fmt)
-        p.add_argument("--level", choices=["output", "node", "optimizer", "all"])
+        p.add_argument("--level", choices=["output", "node", "optimizer", "judge", "all"])
         p.add_argument("--margin", type=float, help="least score difference (default 0.5)")
+        p.add_argument(
+            "--min-confidence", type=float, help="judge level: least vote share of the winner"
+        )
         p.add_argument("--max-per-input", type=int, help="pairs per input, 0: all (default 10)")
         p.add_argument("--test-fraction", type=float, help="share of inputs for FILE.test.jsonl")
         p.add_argument("--split-seed", type=int)

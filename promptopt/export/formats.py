@@ -13,7 +13,9 @@ Every row holds chat messages as TRL's conversational format does:
   meta-prompt), best first, each with its prompt, completion, score and rank.
 
 Metadata has the same shape on every row and level (strings, floats, booleans), so
-``datasets`` loads any mix of files; ``metadata.input`` is the input as JSON text.
+``datasets`` loads any mix of files; ``metadata.input`` is the input as JSON text;
+``metadata.confidence`` is the share of a judge's votes the chosen side won at the
+judge level, and 1.0 where a metric scored both sides.
 Every row comes with the number the curriculum order sorts by: a pair's margin
 (for a list, the best score minus the worst).
 """
@@ -48,14 +50,15 @@ def side(item: Item) -> dict[str, Any]:
             "model": _call(item).model, "score": float(item.score)}  # fmt: skip
 
 
-def _about(level: str, task: str, node: str, inputs: str) -> dict[str, Any]:
-    return {"level": level, "task": task, "node": node, "input": inputs}
+def _about(level: str, task: str, node: str, inputs: str, confidence: float) -> dict[str, Any]:
+    return {"level": level, "task": task, "node": node, "input": inputs,
+            "confidence": float(confidence)}  # fmt: skip
 
 
 def trl_rows(pairs: Iterable[Pair], *, task: str, inputs: str) -> Iterator[Row]:
     for pair in pairs:
         shown, other = _call(pair.rejected), _call(pair.chosen)
-        meta = _about(pair.level, task, pair.chosen.node, inputs) | {
+        meta = _about(pair.level, task, pair.chosen.node, inputs, pair.confidence) | {
             "margin": float(pair.margin),
             "same_prompt": shown.messages == other.messages,
             "chosen": side(pair.chosen),
@@ -75,7 +78,8 @@ def kto_rows(pairs: Iterable[Pair], *, task: str, inputs: str) -> Iterator[Row]:
             key = (call.messages, item.completion)
             labels.setdefault(key, set()).add(label)
             if key not in rows:
-                meta = _about(pair.level, task, item.node, inputs) | {"response": side(item)}
+                meta = _about(pair.level, task, item.node, inputs, pair.confidence)
+                meta["response"] = side(item)
                 row = {"prompt": call.chat(), "completion": _assistant(item.completion),
                        "label": label, "metadata": meta}  # fmt: skip
                 rows[key] = (row, pair.margin)
@@ -98,7 +102,7 @@ def listwise_rows(items: Iterable[Item], *, level: str, task: str, inputs: str) 
          "score": float(item.score), "rank": rank, "metadata": side(item)}
         for rank, item in enumerate(ranked, 1)
     ]  # fmt: skip
-    row = {"responses": responses, "metadata": _about(level, task, "", inputs)}
+    row = {"responses": responses, "metadata": _about(level, task, "", inputs, 1.0)}
     yield row, ranked[0].score - ranked[-1].score
 
 

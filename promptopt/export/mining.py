@@ -3,7 +3,7 @@
 Every response read from a run is an :class:`Item`: who answered (run, candidate,
 example, trace), the key of the request it answered, its text and the score it
 earned. A :class:`Pair` is a better and a worse item whose scores differ by at
-least the margin.
+least the margin (or, at the judge level, that a judge's majority preferred).
 
 Pairs come out largest margin first, so a cap on pairs per input keeps the clearest
 ones (the first pair of a group is always its best against its worst, as in
@@ -23,6 +23,13 @@ so a capped group costs about ``cap * log`` steps however many responses it hold
   node, same occurrence). Later calls that differ ran on inputs that already
   differed, so they get no pair; a pair of traces whose LLM replies are all equal
   (only code differed) gives none.
+- :func:`mine_judged` (pairwise judge verdicts, SPO): a :class:`Judgment` is one
+  judged comparison seen on one input both candidates answered. The side that won
+  a strict majority of all the comparison's votes is chosen, with its vote share
+  as the pair's confidence; an unreadable vote counts for neither side (it is no
+  preference), so 2-2, or 2-1 with one unreadable, gives no pair. Pairs come most
+  confident first; equal answers give none, and no two repeat (prompt, chosen,
+  rejected).
 """
 
 from __future__ import annotations
@@ -32,7 +39,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Item", "Pair", "TraceItem", "by_margin", "mine", "mine_traces"]
+__all__ = [
+    "Item",
+    "Judgment",
+    "Pair",
+    "TraceItem",
+    "by_margin",
+    "mine",
+    "mine_judged",
+    "mine_traces",
+]
 
 
 @dataclass(slots=True, eq=False)  # not frozen: a million of them are made per export
@@ -58,11 +74,13 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class Pair:
-    """A chosen and a rejected response of one group, at one level."""
+    """A chosen and a rejected response of one group, at one level; ``confidence`` is the
+    share of a judge's votes the chosen side won (1.0 where a metric scored both)."""
 
     level: str
     chosen: Item
     rejected: Item
+    confidence: float = 1.0
 
     @property
     def margin(self) -> float:
@@ -85,6 +103,33 @@ class TraceItem:
 
     def order(self) -> tuple[str, ...]:
         return (self.run, self.candidate, self.split, self.example, self.trace)
+
+
+@dataclass(frozen=True, slots=True)
+class Judgment:
+    """One judged comparison on one input: both sides' answers, each ``Item.score`` the
+    share of all ``votes`` that side won; ``wins`` is (incumbent's, challenger's) votes."""
+
+    incumbent: Item
+    challenger: Item
+    wins: tuple[int, int]
+    votes: int
+
+    @property
+    def source(self) -> Any:
+        """The run it was read from."""
+        return self.incumbent.source
+
+    def verdict(self) -> tuple[Item, Item, float] | None:
+        """(winner, loser, winner's vote share), or None without a strict majority."""
+        for (winner, loser), won in zip(
+            ((self.incumbent, self.challenger), (self.challenger, self.incumbent)),
+            self.wins,
+            strict=True,
+        ):
+            if 2 * won > self.votes:
+                return winner, loser, won / self.votes
+        return None
 
 
 def by_margin(
@@ -159,21 +204,17 @@ def mine_traces(
     ordered = sorted(traces, key=TraceItem.order)
     better = sorted(ordered, key=lambda t: -t.score)  # stable: ties stay in order
     worse = sorted(ordered, key=lambda t: t.score)
-    seen: set[tuple[str, str, str, str]] = set()
-    kept = 0
-    for i, j in by_margin([t.score for t in better], [t.score for t in worse], margin):
-        pair = _credited(better[i], worse[j], text_of)
-        if pair is None:
-            continue
-        key = (pair.chosen.node, pair.rejected.prompt_key, pair.chosen.completion,
-               pair.rejected.completion)  # fmt: skip
-        if key in seen or not accept(pair):
-            continue
-        seen.add(key)
-        yield pair
-        kept += 1
-        if kept == cap:
-            return
+    credited = (
+        _credited(better[i], worse[j], text_of)
+        for i, j in by_margin([t.score for t in better], [t.score for t in worse], margin)
+    )
+    yield from _distinct(
+        (pair for pair in credited if pair is not None),
+        key=lambda p: (p.chosen.node, p.rejected.prompt_key, p.chosen.completion,
+                       p.rejected.completion),
+        accept=accept,
+        cap=cap,
+    )  # fmt: skip
 
 
 def _credited(
@@ -198,3 +239,50 @@ def _item(trace: TraceItem, node: str, key: str, text: str) -> Item:
     return Item(source=trace.source, run=trace.run, candidate=trace.candidate, score=trace.score,
                 completion=text, prompt_key=key, split=trace.split, example=trace.example,
                 trace=trace.trace, node=node)  # fmt: skip
+
+
+def mine_judged(
+    judgments: Iterable[Judgment],
+    *,
+    min_confidence: float,
+    cap: int,
+    accept: Callable[[Pair], bool] = lambda pair: True,
+) -> Iterator[Pair]:
+    """The judge-level pairs of one group, most confident first, at most ``cap`` (0: all)."""
+    found = []
+    for judgment in judgments:
+        verdict = judgment.verdict()
+        if verdict is None:
+            continue  # a tie, or no majority of the votes: no preference
+        chosen, rejected, confidence = verdict
+        if confidence >= min_confidence and chosen.completion != rejected.completion:
+            found.append(Pair("judge", chosen, rejected, confidence))
+    found.sort(key=lambda p: (-p.confidence, p.chosen.order(), p.rejected.order()))
+    yield from _distinct(
+        found,
+        key=lambda p: (p.rejected.prompt_key, p.chosen.completion, p.rejected.completion),
+        accept=accept,
+        cap=cap,
+    )
+
+
+def _distinct(
+    pairs: Iterable[Pair],
+    *,
+    key: Callable[[Pair], tuple[str, ...]],
+    accept: Callable[[Pair], bool],
+    cap: int,
+) -> Iterator[Pair]:
+    """The pairs whose ``key`` is new and that ``accept`` passes, in order, at most ``cap``
+    (0: all)."""
+    seen: set[tuple[str, ...]] = set()
+    kept = 0
+    for pair in pairs:
+        found = key(pair)
+        if found in seen or not accept(pair):
+            continue
+        seen.add(found)
+        yield pair
+        kept += 1
+        if kept == cap:
+            return

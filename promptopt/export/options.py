@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["LEVELS", "ExportOptions", "ExportReport"]
 
-LEVELS = ("output", "node", "optimizer")
+LEVELS = ("output", "node", "optimizer", "judge")
 
 
 class ExportOptions(BaseModel):
@@ -21,15 +21,26 @@ class ExportOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    level: Literal["output", "node", "optimizer", "all"] = Field(
+    level: Literal["output", "node", "optimizer", "judge", "all"] = Field(
         "all",
-        description="Which pairs: a program's outputs, LLM nodes of traces, optimizer replies.",
+        description="Which pairs: a program's outputs, LLM nodes of traces, optimizer replies, "
+        "outputs a pairwise judge preferred (SPO).",
     )
     format: Literal["trl", "kto", "listwise"] = Field(
         "trl", description="TRL preference pairs, unpaired KTO rows, or ranked lists per input."
     )
     margin: float = Field(
-        0.5, gt=0, description="The chosen side scores at least this much above the rejected."
+        0.5,
+        gt=0,
+        description="The chosen side scores at least this much above the rejected "
+        "(not the judge level).",
+    )
+    min_confidence: float = Field(
+        0.5,
+        ge=0.5,
+        le=1,
+        description="Judge level: the chosen side won at least this share of the votes; a "
+        "pair needs a strict majority anyway, so the default keeps every majority.",
     )
     max_per_input: int = Field(
         10,

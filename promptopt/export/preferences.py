@@ -1,12 +1,12 @@
 """``export_preferences``: preference data from run stores, level by level, group by group.
 
-For each level asked for (outputs, LLM nodes, optimizer replies) the runs' sorted
-streams are merged, each group (one input, or one meta-prompt) is mined for pairs
-(:mod:`promptopt.export.mining`), the filters applied, the rows built in the
-chosen format (:mod:`promptopt.export.formats`) and written to the group's side of
-the split (:mod:`promptopt.export.splitting`). Only one group is in memory at a
-time. Nothing but the run stores is read: no environment variable, no clock, so
-the same runs and options give byte-identical files.
+For each level asked for (outputs, LLM nodes, optimizer replies, judge verdicts)
+the runs' sorted streams are merged, each group (one input, or one meta-prompt) is
+mined for pairs (:mod:`promptopt.export.mining`), the filters applied, the rows
+built in the chosen format (:mod:`promptopt.export.formats`) and written to the
+group's side of the split (:mod:`promptopt.export.splitting`). Only one group is
+in memory at a time. Nothing but the run stores is read: no environment variable,
+no clock, so the same runs and options give byte-identical files.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from typing import Any
 
 from promptopt.errors import ConfigError
 from promptopt.export.formats import PAIR_FORMATS, Row, input_text, listwise_rows
-from promptopt.export.mining import Pair, mine, mine_traces
+from promptopt.export.mining import Pair, mine, mine_judged, mine_traces
 from promptopt.export.options import ExportOptions, ExportReport
 from promptopt.export.sources import (
     RunSource,
     find_runs,
     grouped,
+    judge_items,
     keep_run,
     merged,
     optimizer_items,
@@ -38,7 +39,30 @@ _STREAMS: dict[str, Callable[[RunSource], Iterator[tuple[str, Any]]]] = {
     "output": output_items,
     "node": trace_items,
     "optimizer": optimizer_items,
+    "judge": judge_items,
 }
+
+Accept = Callable[[Pair], bool]
+# each level's miner: one group's items -> its pairs, filtered by ``accept``
+_MINERS: dict[str, Callable[[list[Any], ExportOptions, Accept], Iterable[Pair]]] = {
+    "output": lambda items, options, accept: mine(
+        items, level="output", margin=options.margin, cap=options.max_per_input, accept=accept
+    ),
+    "optimizer": lambda items, options, accept: mine(
+        items, level="optimizer", margin=options.margin, cap=options.max_per_input, accept=accept
+    ),
+    "node": lambda items, options, accept: mine_traces(
+        items,
+        margin=options.margin,
+        cap=options.max_per_input,
+        accept=accept,
+        text_of=lambda source, key: source.text_of(key),
+    ),
+    "judge": lambda items, options, accept: mine_judged(
+        items, min_confidence=options.min_confidence, cap=options.max_per_input, accept=accept
+    ),
+}
+_LISTED = ("output", "optimizer")  # levels with ranked lists: whole outputs, optimizer replies
 
 
 def export_preferences(
@@ -88,22 +112,14 @@ def export_preferences(
 def _rows(level: str, group: str, items: list[Any], options: ExportOptions) -> Iterable[Row]:
     task, inputs = items[0].source.task, input_text(group)
     if options.format == "listwise":
-        if level == "node":
-            return ()  # ranked lists are of whole outputs and of optimizer replies
+        if level not in _LISTED:
+            return ()  # ranked lists are of scored outputs and optimizer replies
         return listwise_rows(items, level=level, task=task, inputs=inputs)
-    accept = _acceptor(options)
-    if level == "node":
-        pairs: Iterable[Pair] = mine_traces(
-            items, margin=options.margin, cap=options.max_per_input, accept=accept,
-            text_of=lambda source, key: source.text_of(key),
-        )  # fmt: skip
-    else:
-        pairs = mine(items, level=level, margin=options.margin, cap=options.max_per_input,
-                     accept=accept)  # fmt: skip
+    pairs = _MINERS[level](items, options, _acceptor(options))
     return PAIR_FORMATS[options.format](pairs, task=task, inputs=inputs)
 
 
-def _acceptor(options: ExportOptions) -> Callable[[Pair], bool]:
+def _acceptor(options: ExportOptions) -> Accept:
     """The pair filters: chosen score, node, model, same prompt, both requests recorded."""
 
     def accept(pair: Pair) -> bool:

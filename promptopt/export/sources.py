@@ -1,7 +1,7 @@
 """Reading run stores for export: read-only, streamed, each level sorted by its group key.
 
 A :class:`RunSource` is one ``run.sqlite`` opened without migrating or writing it.
-Its three streams yield ``(group, item)`` in ascending group order, so the streams
+Its four streams yield ``(group, item)`` in ascending group order, so the streams
 of several runs merge into one sorted stream (:func:`merged`) and a group is read,
 mined and forgotten before the next one, whatever the size of the runs:
 
@@ -10,7 +10,10 @@ mined and forgotten before the next one, whatever the size of the runs:
 - :func:`trace_items`: every stored trace with its evaluation's score and its LLM
   calls in order, grouped by task and input (the same groups as outputs);
 - :func:`optimizer_items`: every optimizer reply that proposed a candidate, scored
-  by that candidate's mean validation score, grouped by the exact meta-prompt.
+  by that candidate's mean validation score, grouped by the exact meta-prompt;
+- :func:`judge_items`: every judged comparison (``pairwise_votes``, SPO) with both
+  candidates' answers to one validation input and the votes each side won,
+  grouped by task and input.
 
 A request is looked up by key (:meth:`RunSource.call`): the exact messages the
 model was sent, the model, and the reply text, from the ``llm_calls`` table.
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from promptopt.errors import StoreError
-from promptopt.export.mining import Item, TraceItem
+from promptopt.export.mining import Item, Judgment, TraceItem
 from promptopt.store.runs import RUN_FILE, read_only, resolve_run
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "RunSource",
     "find_runs",
     "grouped",
+    "judge_items",
     "keep_run",
     "merged",
     "optimizer_items",
@@ -211,6 +215,37 @@ def optimizer_items(source: RunSource) -> Iterator[tuple[str, Item]]:
         found.append((group, item))
     found.sort(key=lambda pair: (pair[0], pair[1].order()))
     yield from found
+
+
+_JUDGED = """
+SELECT i.inputs, v.incumbent_id, v.challenger_id, v.n, v.incumbent_won, v.challenger_won,
+       i.example_id, i.output, i.request_key, c.output, c.request_key
+FROM (SELECT incumbent_id, challenger_id, count(*) AS n,
+             total(choice != '' AND challenger_won = 0) AS incumbent_won,
+             total(challenger_won) AS challenger_won
+      FROM pairwise_votes GROUP BY incumbent_id, challenger_id) v
+JOIN evaluations i ON i.candidate_id = v.incumbent_id AND i.split = 'val'
+JOIN evaluations c ON c.candidate_id = v.challenger_id AND c.split = 'val'
+     AND c.example_id = i.example_id
+WHERE i.output IS NOT NULL AND i.error IS NULL AND i.request_key IS NOT NULL
+  AND c.output IS NOT NULL AND c.error IS NULL AND c.request_key IS NOT NULL
+ORDER BY i.inputs, v.incumbent_id, v.challenger_id, i.example_id
+"""
+
+
+def judge_items(source: RunSource) -> Iterator[tuple[str, Judgment]]:
+    """Judged comparisons on each validation input both sides answered, sorted by group."""
+    if "pairwise_votes" not in source.tables:
+        return
+    for inputs, old, new, n, old_won, new_won, example, *answers in source.conn.execute(_JUDGED):
+        sides = [
+            Item(source=source, run=source.run_id, candidate=candidate, score=won / n,
+                 completion=output, prompt_key=key, split="val", example=example)
+            for candidate, won, (output, key) in
+            ((old, old_won, answers[:2]), (new, new_won, answers[2:]))
+        ]  # fmt: skip
+        judgment = Judgment(sides[0], sides[1], wins=(int(old_won), int(new_won)), votes=int(n))
+        yield _group(source.task, inputs), judgment
 
 
 def merged(streams: Iterable[Iterator[tuple[str, Any]]]) -> Iterator[tuple[str, Any]]:

@@ -4,7 +4,9 @@
   variant of ``c2`` (the same requests, other answers);
 - :func:`triage_runs`: traced workflow runs (LLM nodes ``topic`` and ``classify``,
   code node ``route``); one trace in a second run sampled the topic differently;
-- :func:`optimizer_run`: two optimizer replies to one meta-prompt and one to another.
+- :func:`optimizer_run`: two optimizer replies to one meta-prompt and one to another;
+- :func:`judged_run`: pairwise judge comparisons (SPO's votes) on two inputs: a 3-1
+  win, a 2-2 tie, a 4-0 win, a 2-1 split with an unreadable vote, an incumbent's 3-0.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from promptopt.graph import Trace
 from promptopt.llm.client import CallEvent
 from promptopt.llm.types import LLMRequest, LLMResponse, Message
+from promptopt.optimizers.base import Verdict, Vote
 from promptopt.store import RunStore
 
 GOOD, BAD = {"text": "good"}, {"text": "bad"}
@@ -136,3 +139,34 @@ def optimizer_run(root: Path) -> None:
             store.add_proposal(candidate_id=candidate, call_key=key, step=1)
             for n, score in enumerate(scores):
                 evaluate(store, candidate, {"text": f"x{n}"}, "y", score, None)
+
+
+Q1, Q2 = {"question": "q1"}, {"question": "q2"}
+# each candidate's answers to Q1 and Q2 (None: that example failed); c repeats a's Q2 answer
+JUDGED_ANSWERS = {"s": ("s1", "s2"), "a": ("a1", "a2"), "b": ("b1", "b2"), "c": ("c1", "a2"),
+                  "d": ("d1", "d2"), "e": ("e1", None)}  # fmt: skip
+# (incumbent, challenger, choices): never swapped, so B is the challenger's; "-" unreadable
+COMPARISONS = (("s", "a", "BBBA"), ("a", "b", "ABAB"), ("a", "c", "BBBB"), ("c", "d", "AAB-"),
+               ("c", "e", "AA-A"))  # fmt: skip
+
+
+def judged_run(root: Path, *, run_id: str = "r6", only: tuple[str, ...] = ()) -> None:
+    """``run_id``: candidates answering Q1 and Q2 with system ``S<name>``, judged as in
+    ``COMPARISONS`` (``only``: just the comparisons whose challenger is named, on Q1)."""
+    comparisons = [c for c in COMPARISONS if not only or c[1] in only]
+    names = sorted({name for c in comparisons for name in c[:2]})
+    with RunStore.create(root, task={"name": "notes"}, run_id=run_id) as store:
+        for name in names:
+            store.add_candidate(name, {"system": f"S{name}"}, parent_id=None, step=0,
+                                origin="seed")  # fmt: skip
+            shown = (Q1,) if only else (Q1, Q2)
+            for inputs, answer in zip(shown, JUDGED_ANSWERS[name][: len(shown)], strict=True):
+                messages = (("system", f"S{name}"), ("user", inputs["question"]))
+                key = None if answer is None else call(store, messages, answer, model="fake:notes")
+                store.add_evaluation(candidate_id=name, split="val", example_id=inputs_id(inputs),
+                                     inputs=inputs, target="", output=answer, score=0.5,
+                                     valid=answer is not None, request_key=key,
+                                     error=None if answer else "the model failed")  # fmt: skip
+        for step, (incumbent, challenger, choices) in enumerate(comparisons, 1):
+            votes = tuple(Vote(i, False, "" if c == "-" else c) for i, c in enumerate(choices))
+            store.add_votes(Verdict(incumbent, challenger, votes), step=step)

@@ -1,4 +1,5 @@
-"""``promptopt export dpo|kto|listwise|traces`` and what an export never holds: secrets."""
+"""``promptopt export dpo|kto|listwise|traces`` and what an export, the report and ``promptopt
+show`` never hold: secrets."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from promptopt.api import aoptimize
 from promptopt.cli import main
 from promptopt.export import ExportOptions, export_preferences
 from promptopt.llm.fakes import FakeBackend
+from promptopt.report.html import write_report
 
 PLANTED = "sk-test-PLANTED-0123456789abcdef"
 CUSTOM = "custom-PLANTED-key-9876543210"
@@ -118,9 +120,17 @@ async def test_no_export_or_report_holds_a_key_from_the_environment(
         assert main([*args, "--test-fraction", "0.3"]) == 0
     assert main(["export", "traces", result.run_id, "-o", str(out / "t.jsonl"),
                  "--graphml", str(out / "g"), *runs]) == 0  # fmt: skip
+    # the same run's HTML report (by the API and by the CLI) and what `promptopt show` prints
+    write_report(result.run_id, out=out / "report.html", output_dir=tmp_path / "runs")
+    assert main(["report", result.run_id, "-o", str(out / "cli-report.html"), *runs]) == 0
+    said = capsys.readouterr().out  # what the export and report commands printed
+    assert main(["show", result.run_id, *runs]) == 0
+    shown = capsys.readouterr().out
+    assert result.run_id in shown and "cost" in shown  # it printed the run, not an error
     files = [p for p in out.rglob("*") if p.is_file()]
-    assert len(files) >= 7 and (out / "dpo.jsonl").stat().st_size > 0
-    written = [p.read_text(encoding="utf-8") for p in files] + [capsys.readouterr().out]
+    assert len(files) >= 9 and (out / "dpo.jsonl").stat().st_size > 0
+    assert "<html" in (out / "report.html").read_text(encoding="utf-8").lower()
+    written = [p.read_text(encoding="utf-8") for p in files] + [said, shown]
     for text in written:
         assert PLANTED not in text and CUSTOM not in text
         assert "PLANTED" not in text
