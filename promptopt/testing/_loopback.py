@@ -272,8 +272,17 @@ class LoopbackServer:
         return web.json_response(self.stats.to_dict())
 
 
-def run_cli(server_class: type[LoopbackServer], argv: Sequence[str] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; the first stdout line is the base URL for the SDK."""
+def run_cli(
+    server_class: type[LoopbackServer],
+    argv: Sequence[str] | None = None,
+    *,
+    handler: Handler | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM; the first stdout line is the base URL for the SDK.
+
+    ``handler`` answers every request (see :class:`LoopbackServer`): a benchmark
+    that needs replies of its own shape serves them from its own process this way.
+    """
     parser = argparse.ArgumentParser(description=f"Loopback {server_class.name} test server.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -300,6 +309,7 @@ def run_cli(server_class: type[LoopbackServer], argv: Sequence[str] | None = Non
         faults=plan,
         choices=args.choice,
         api_key=args.api_key,
+        handler=handler,
     )
     asyncio.run(_serve_forever(server))
 
