@@ -43,6 +43,8 @@ from typing import Any
 from promptopt.api import optimize
 from promptopt.optimizers import registry
 from promptopt.store import RunStore
+from promptopt.testing._loopback import run_cli, spawn
+from promptopt.testing.openai_server import OpenAITestServer
 
 LABELS = ("positive", "negative")
 
@@ -118,24 +120,11 @@ def _filled(schema: dict[str, Any], text: str) -> dict[str, Any]:
 
 
 def serve(argv: Sequence[str]) -> None:
-    from promptopt.testing._loopback import run_cli
-    from promptopt.testing.openai_server import OpenAITestServer
-
     run_cli(OpenAITestServer, argv, handler=fake_reply)
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--port", "0", "--latency", str(latency)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    if not url.startswith("http"):
-        proc.kill()
-        raise SystemExit(f"the loopback server did not start: {url!r}")
-    return proc, url
+    return spawn([sys.executable, __file__, "--serve", "--port", "0", "--latency", str(latency)])
 
 
 # -- measuring ---------------------------------------------------------------------------

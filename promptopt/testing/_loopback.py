@@ -17,6 +17,7 @@ import hashlib
 import inspect
 import json
 import signal
+import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from aiohttp import web
 from promptopt.aio import LoopThread
 from promptopt.testing.faults import FaultPlan, request_key
 
-__all__ = ["Answer", "Handler", "LoopbackServer", "ServerStats", "run_cli"]
+__all__ = ["Answer", "Handler", "LoopbackServer", "ServerStats", "run_cli", "spawn"]
 
 Handler = Callable[[dict[str, Any]], "str | Awaitable[str]"]
 _RETRY_AFTER_STATUSES = frozenset({429, 503, 529})
@@ -312,6 +313,19 @@ def run_cli(
         handler=handler,
     )
     asyncio.run(_serve_forever(server))
+
+
+def spawn(command: Sequence[str]) -> tuple[subprocess.Popen[str], str]:
+    """Start a server's command line (one that ends in :func:`run_cli`) as a subprocess;
+    returns the process and the base URL it printed first. The caller terminates it."""
+    proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http"):
+        proc.kill()
+        proc.wait(timeout=10)
+        raise RuntimeError(f"the loopback server did not start: {url!r}")
+    return proc, url
 
 
 async def _serve_forever(server: LoopbackServer) -> None:
