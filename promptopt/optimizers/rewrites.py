@@ -80,14 +80,15 @@ def read_rewrite(reply: str, *, key: str, old: Any, name: str) -> str:
 
 def noop(
     state: SearchState, params: Mapping[str, Any], *, base: Mapping[str, Any],
-    proposed: Collection[str] = (),
+    proposed: Collection[str] = (), what: str = "prompt",
 ) -> str:  # fmt: skip
-    """Why ``params`` change nothing ("" if they do): equal to ``base``, or already tried."""
+    """Why ``params`` change nothing ("" if they do): equal to ``base``, or already tried;
+    ``what`` names the thing suggested in the reason."""
     if dict(params) == dict(base):
-        return "suggested the current prompt unchanged."
+        return f"suggested the current {what} unchanged."
     cid = candidate_id(params)
     if cid in state.evaluated_ids() or cid in proposed:
-        return "suggested a prompt that was already tried."
+        return f"suggested a {what} that was already tried."
     return ""
 
 
