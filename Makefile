@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TASK ?= tasks/reviews/task.yaml
 
-.PHONY: install install-dev demo test check lint format bench-throughput bench-quality bench-trace bench-export clean
+.PHONY: install install-dev demo test check lint format bench-throughput bench-quality bench-trace bench-export bench-latency clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench-trace: install-dev
 
 bench-export: install-dev
 	$(BIN)/python benchmarks/export.py
+
+bench-latency: install-dev
+	$(BIN)/python benchmarks/latency_bound.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
