@@ -11,7 +11,10 @@ JSON ``{"reasoning", "answer", "suggestion": {name: new value}}``; the reply is
 read tolerantly (:mod:`promptopt.optimizers.replies`), each suggested value is
 checked for its parameter's kind, and one repair call names the exact problem
 when nothing usable came back. A step whose repair fails too is spent, and the
-next one tries other examples, so a bad reply never ends the search.
+next one tries other examples, so a bad reply never ends the search. Values equal
+to the current ones, or to a candidate already scored, are a no-op
+(:func:`~promptopt.optimizers.rewrites.noop`, counted in ``stats["noops"]``): the
+repair call says so, and the next step's request is sampled, never repeated.
 
 What each example shows, value clipping and the reply schema live in
 :mod:`promptopt.optimizers.optoprime_views`. The meta-prompt lives in
