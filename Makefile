@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TASK ?= tasks/reviews/task.yaml
 
-.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local clean
+.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-latency clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -54,6 +54,9 @@ bench-export: install-dev
 
 bench-local: install-qwen
 	$(BIN)/python benchmarks/local_models.py
+
+bench-latency: install-dev
+	$(BIN)/python benchmarks/latency_bound.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -29,6 +29,7 @@ from promptopt.engine import Engine
 from promptopt.session import build_parts
 from promptopt.store import RunStore
 from promptopt.task.loader import load_task
+from promptopt.testing._loopback import spawn
 
 TASK = """\
 name: throughput
@@ -48,7 +49,7 @@ output: {out}
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
+    return spawn(
         [
             sys.executable,
             "-m",
@@ -57,16 +58,8 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
             "0",
             "--latency",
             str(latency),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+        ]
     )
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    if not url.startswith("http"):
-        proc.kill()
-        raise SystemExit(f"the loopback server did not start: {url!r}")
-    return proc, url
 
 
 async def raw_client(url: str, requests: list, concurrency: int) -> float:

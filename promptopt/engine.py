@@ -548,10 +548,11 @@ class Engine:
             else [outcome.seed, outcome.best]
         )
         self.reporter.phase("test split (seed and best)", len(todo) * len(test))
-        scored = [
-            await self.evaluate(e.candidate.params, test, split="test", origin="test", llm=llm)
-            for e in todo
-        ]
+        gate = asyncio.Semaphore(self.concurrency)  # both at once: neither depends on the other
+        scored = await gather_all(
+            *(self.evaluate(e.candidate.params, test, split="test", origin="test", llm=llm,
+                            gate=gate) for e in todo)
+        )  # fmt: skip
         outcome.seed_test = scored[0]
         outcome.best_test = scored[-1]
 

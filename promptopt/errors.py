@@ -28,6 +28,7 @@ Only the CLI catches ``PromptoptError``; it prints one line and exits non-zero.
     │   └── RunInUseError           another process holds the run (optimizing or resuming it)
     ├── OptimizerError              an optimizer is unknown or misconfigured
     │   └── ReplyParseError         an optimizer model's reply cannot be read (bad JSON)
+    │       └── UnchangedValueError a reply's value is the parameter's current one (a no-op)
     ├── SandboxError                the sandbox for proposed code cannot run here at all
     └── ProposedCodeError           proposed code failed, timed out or was killed in the sandbox
 """
@@ -59,6 +60,7 @@ __all__ = [
     "ServerError",
     "StoreError",
     "TaskFileError",
+    "UnchangedValueError",
     "UnplannedCallError",
 ]
 
@@ -201,6 +203,10 @@ class ReplyParseError(OptimizerError):
 
     Optimizers catch it, ask once for a repair, and never let it end a run.
     """
+
+
+class UnchangedValueError(ReplyParseError):
+    """A reply's new value is the parameter's current one: readable, but a no-op."""
 
 
 class SandboxError(PromptoptError):

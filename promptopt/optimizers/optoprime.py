@@ -11,7 +11,10 @@ JSON ``{"reasoning", "answer", "suggestion": {name: new value}}``; the reply is
 read tolerantly (:mod:`promptopt.optimizers.replies`), each suggested value is
 checked for its parameter's kind, and one repair call names the exact problem
 when nothing usable came back. A step whose repair fails too is spent, and the
-next one tries other examples, so a bad reply never ends the search.
+next one tries other examples, so a bad reply never ends the search. Values equal
+to the current ones, or to a candidate already scored, are a no-op
+(:func:`~promptopt.optimizers.rewrites.noop`, counted in ``stats["noops"]``): the
+repair call says so, and the next step's request is sampled, never repeated.
 
 What each example shows, value clipping and the reply schema live in
 :mod:`promptopt.optimizers.optoprime_views`. The meta-prompt lives in
@@ -47,9 +50,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptopt.errors import BadRequestError, ReplyParseError
+from promptopt.errors import BadRequestError, ReplyParseError, UnchangedValueError
 from promptopt.llm.types import LLMRequest, Message
-from promptopt.optimizers.base import Evaluated, ExampleResult, Proposal, SearchState, candidate_id
+from promptopt.optimizers.base import Evaluated, ExampleResult, Proposal, SearchState
 from promptopt.optimizers.meta_prompts import template_parts
 from promptopt.optimizers.optoprime_views import (
     View,
@@ -63,6 +66,7 @@ from promptopt.optimizers.optoprime_views import (
     view_of,
 )
 from promptopt.optimizers.replies import check_value, match_name, parse_json_reply, placeholders
+from promptopt.optimizers.rewrites import noop
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM
@@ -72,7 +76,7 @@ __all__ = ["OptoPrime", "OptoPrimeConfig"]
 _RESAMPLE_TEMPERATURE = 0.7
 _REPLY_KEYS = frozenset({"reasoning", "answer", "suggestion"})
 _STATS = ("calls", "replies", "unparseable", "repair_calls", "repaired", "rejected", "accepted",
-          "duplicates", "resampled", "request_errors", "failed_steps", "proposals")  # fmt: skip
+          "noops", "resampled", "request_errors", "failed_steps", "proposals")  # fmt: skip
 
 
 class OptoPrimeConfig(BaseModel):
@@ -122,6 +126,7 @@ class OptoPrime:
         self._steps_used = 0
         self._examples_cap = self.config.examples_per_step
         self._sent: set[str] = set()
+        self._after_noop = False  # the last reply was a no-op: sample the next request
 
     # -- the protocol --------------------------------------------------------
 
@@ -181,7 +186,7 @@ class OptoPrime:
         self, state: SearchState, base: Evaluated, picked: Sequence[ExampleResult], llm: LLM
     ) -> Proposal | None:
         request = self.build_request(state, picked, base=base)
-        answer = await self._ask(llm, request)
+        answer = await self._ask(llm, request, sample=self._after_noop)
         if answer is None:
             return None
         reply, key = answer
@@ -207,7 +212,7 @@ class OptoPrime:
                 tag="optimizer",
             )
             self.stats["repair_calls"] += 1
-            second = await self._ask(llm, retry)
+            second = await self._ask(llm, retry)  # changed: the reply and the note
             if second is None:
                 return None
             updated, _ = self._read(state, base, second[0])
@@ -224,12 +229,16 @@ class OptoPrime:
             request_key=key,
         )
 
-    async def _ask(self, llm: LLM, request: LLMRequest) -> tuple[str, str] | None:
-        """The reply's text and the request's key (``LLM.key``), or None on a request error."""
+    async def _ask(
+        self, llm: LLM, request: LLMRequest, *, sample: bool = False
+    ) -> tuple[str, str] | None:
+        """The reply's text and the request's key (``LLM.key``), or None on a request error.
+
+        ``sample``: send it sampled, seeded, even when it is new (after a no-op reply)."""
         key = request.key()
-        if key in self._sent:
-            # the same prompt again (same base, same examples, nothing new in the history):
-            # at temperature 0 it would get the same unusable reply, so sample, seeded
+        if sample or key in self._sent:
+            # the same prompt again (same base, same examples, nothing new in the history),
+            # or one after a no-op: at temperature 0 it could get the same reply, so sample
             request = dataclasses.replace(
                 request,
                 temperature=max(request.temperature, _RESAMPLE_TEMPERATURE),
@@ -249,7 +258,12 @@ class OptoPrime:
         return response.text, llm.key(request)
 
     def _read(self, state: SearchState, base: Evaluated, reply: str) -> tuple[dict[str, Any], str]:
-        """The valid suggested values by parameter (in trainable order), or why there are none."""
+        """The valid suggested values by parameter (in trainable order), or why there are none.
+
+        Values that change nothing (the current ones, or a candidate already scored) are a
+        no-op: counted, and the next request changes (the note, sampled) instead of repeating.
+        """
+        self._after_noop = False
         try:
             data = parse_json_reply(reply)
         except ReplyParseError as exc:
@@ -266,10 +280,12 @@ class OptoPrime:
         params = base.candidate.params
         found: dict[str, Any] = {}
         problems = []
+        refused = False
         for key, value in suggestion.items():
             name = match_name(key, state.trainable)
             if name is None:
                 self.stats["rejected"] += 1
+                refused = True
                 problems.append(f"{key!r} is not a variable")
                 continue
             try:
@@ -280,16 +296,22 @@ class OptoPrime:
                     name=name,
                     fields=input_fields(state),
                 )
+            except UnchangedValueError as exc:
+                found[name] = params.get(name)  # no change: a no-op unless others change
+                problems.append(str(exc))
             except ReplyParseError as exc:
                 self.stats["rejected"] += 1
+                refused = True
                 problems.append(str(exc))
-        self.stats["accepted"] += len(found)
-        if not found:
-            return {}, "; ".join(problems) + "."
         ordered = {n: found[n] for n in state.trainable if n in found}
-        if candidate_id({**params, **ordered}) in state.evaluated_ids():
-            self.stats["duplicates"] += 1
-            return {}, "those exact values were tried already; suggest a different change."
+        if refused and all(params.get(n) == v for n, v in ordered.items()):
+            return {}, "; ".join(problems) + "."
+        self.stats["accepted"] += sum(params.get(n) != v for n, v in ordered.items())
+        why = noop(state, {**params, **ordered}, base=params, what="value")
+        if why:
+            self.stats["noops"] += 1
+            self._after_noop = True
+            return {}, f"it {why[:-1]}; suggest a different change."
         return ordered, ""
 
     # -- rendering ---------------------------------------------------------

@@ -6,10 +6,10 @@ example with its error type (the engine does it, see
 :mod:`promptopt.task.feedback`); failures that match no rule form the ``other``
 bucket. Expanding a parent (one step):
 
-1. one optimizer-model **summary call per non-empty bucket**: the rule's message,
+1. one optimizer-model **summary call per non-empty bucket** (all at once): the rule's message,
    the parent's prompt and up to ``examples_per_rule`` of its failures of that
    type, answered in plain text;
-2. **write calls**, one per child: the parent's prompt, the summaries and the
+2. **write calls**, one per child, all at once: the parent's prompt, the summaries and the
    trajectory from the seed to the parent with their scores; the reply is JSON
    ``{"reasoning", "prompt"}``. A rewrite equal to the parent's prompt or to one
    already tried is a no-op (counted in ``stats["noops"]``) and the next request
@@ -52,6 +52,7 @@ from promptopt.optimizers.base import (
     SearchState,
     candidate_id,
     config_of,
+    gather_all,
 )
 from promptopt.optimizers.meta_prompts import template_parts
 from promptopt.optimizers.optoprime_views import clip_text
@@ -188,27 +189,33 @@ class PROMST:
         by_id: Mapping[str, Evaluated],
     ) -> list[Proposal]:
         buckets = self.buckets(state, parent)
-        errors = []
-        for rule, failures in buckets.items():
-            summary = await self._summarize(state, parent, target, rule, failures, llm)
-            errors.append((rule, len(failures), summary))
+        summaries = await gather_all(*(  # one per error type, at once
+            self._summarize(state, parent, target, rule, failures, llm)
+            for rule, failures in buckets.items()
+        ))  # fmt: skip
+        errors = [
+            (rule, len(failures), summary)
+            for (rule, failures), summary in zip(buckets.items(), summaries, strict=True)
+        ]
         ranking = self.config.predictor and self.predictor.pairs >= self.config.predictor_min_pairs
         wanted = self.config.n_children + (self.config.surplus if ranking else 0)
         trajectory = self._trajectory(parent, target, by_id)
         assert self._rewriter is not None
-        children: list[Proposal] = []
         depth = self._depth.get(parent.candidate.id, 0) + 1
-        for _ in range(wanted):
-            answer = await self._rewriter.ask(
-                state,
-                llm,
-                parent.candidate.params,
-                lambda problem: self.write_request(target, parent, errors, trajectory, problem),
-            )
-            if answer is not None:
-                children.append(Proposal(params=answer[0], parent_id=parent.candidate.id,
-                                         meta={"kind": "promst", "depth": depth,
-                                               "errors": list(buckets)}))  # fmt: skip
+        answers = await self._rewriter.ask_many(  # the children do not depend on each other
+            state,
+            llm,
+            parent.candidate.params,
+            lambda problem, seed: self.write_request(
+                target, parent, errors, trajectory, problem, seed=seed
+            ),
+            count=wanted,
+        )
+        children = [
+            Proposal(params=params, parent_id=parent.candidate.id,
+                     meta={"kind": "promst", "depth": depth, "errors": list(buckets)})
+            for params, _ in answers
+        ]  # fmt: skip
         if ranking and len(children) > self.config.n_children:
             children = self.rank(children, target)
         return children
@@ -308,6 +315,8 @@ class PROMST:
         errors: Sequence[tuple[str, int, str]],
         trajectory: str,
         problem: str = "",
+        *,
+        seed: int | None = None,
     ) -> LLMRequest:
         """One write call: the parent's prompt, the error summaries and the trajectory."""
         parts = template_parts("promst")
@@ -327,7 +336,8 @@ class PROMST:
                       Message("user", user.strip())),
             temperature=self.config.temperature,
             max_tokens=self.config.max_tokens,
-            seed=self.stats["calls"],  # one seed per request sent: every child a new sample
+            # one seed per request sent: every child a new sample
+            seed=self.stats["calls"] if seed is None else seed,
             json_schema=schema if self.config.json_schema else "",
             tag="optimizer",
         )  # fmt: skip

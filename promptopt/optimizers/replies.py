@@ -27,7 +27,7 @@ import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from promptopt.errors import ReplyParseError
+from promptopt.errors import ReplyParseError, UnchangedValueError
 
 __all__ = ["check_value", "marked_texts", "match_name", "parse_json_reply", "placeholders"]
 
@@ -189,7 +189,7 @@ def check_value(kind: str, new: Any, old: Any, *, name: str, fields: Sequence[st
         raise ReplyParseError(f"{name!r} has kind {kind!r}, which cannot be edited")
     value, same = checker(new, old, name, fields)
     if same:
-        raise ReplyParseError(f"{name!r} is unchanged")
+        raise UnchangedValueError(f"{name!r} is unchanged")
     return value
 
 

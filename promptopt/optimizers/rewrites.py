@@ -6,10 +6,10 @@ takes the new prompt out of a JSON reply and checks it keeps the old one's
 ``{placeholders}``; :func:`noop` says why a rewrite changes nothing (equal to
 the current value, or to a candidate already scored or proposed).
 :class:`Rewriter` asks until a reply is new: after an unreadable reply or a
-no-op it changes the next request (the caller's builder gets the problem to show,
-and its seed moves on with the call count) instead of repeating it, and counts
-what happened in the optimizer's stats. :func:`reply_schema` is the JSON schema
-of a reply with the given string keys.
+no-op it changes the next request (the caller's builder gets the problem to show
+and a fresh seed) instead of repeating it, and counts what happened in the
+optimizer's stats; :meth:`Rewriter.ask_many` sends several such asks at once.
+:func:`reply_schema` is the JSON schema of a reply with the given string keys.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from promptopt.errors import BadRequestError, OptimizerError, ReplyParseError
 from promptopt.llm.types import LLMRequest
-from promptopt.optimizers.base import SearchState, candidate_id
+from promptopt.optimizers.base import SearchState, candidate_id, gather_all
 from promptopt.optimizers.optoprime_views import clip_text
 from promptopt.optimizers.replies import check_value, parse_json_reply
 
@@ -80,14 +80,15 @@ def read_rewrite(reply: str, *, key: str, old: Any, name: str) -> str:
 
 def noop(
     state: SearchState, params: Mapping[str, Any], *, base: Mapping[str, Any],
-    proposed: Collection[str] = (),
+    proposed: Collection[str] = (), what: str = "prompt",
 ) -> str:  # fmt: skip
-    """Why ``params`` change nothing ("" if they do): equal to ``base``, or already tried."""
+    """Why ``params`` change nothing ("" if they do): equal to ``base``, or already tried;
+    ``what`` names the thing suggested in the reason."""
     if dict(params) == dict(base):
-        return "suggested the current prompt unchanged."
+        return f"suggested the current {what} unchanged."
     cid = candidate_id(params)
     if cid in state.evaluated_ids() or cid in proposed:
-        return "suggested a prompt that was already tried."
+        return f"suggested a {what} that was already tried."
     return ""
 
 
@@ -116,7 +117,9 @@ class Rewriter:
 
     ``stats`` is the optimizer's counter dict (the keys of ``REWRITE_STATS`` are
     incremented); ``problem`` is why the last reply was unusable, shown in the next
-    request (it persists across :meth:`ask` calls until a reply is used).
+    request (it persists across calls until a reply is used). ``build(problem, seed)``
+    makes a request; every request sent gets its own seed, counted from 0 in the
+    order the requests are made, so a replayed run sends the same ones.
     """
 
     target: str
@@ -124,24 +127,77 @@ class Rewriter:
     retries: int = 1
     problem: str = ""
     proposed: set[str] = field(default_factory=set)
+    seeds: int = 0  # seeds handed out so far
 
     async def ask(
         self,
         state: SearchState,
         llm: LLM,
         base: Mapping[str, Any],
-        build: Callable[[str], LLMRequest],
+        build: Callable[[str, int], LLMRequest],
     ) -> tuple[dict[str, Any], str] | None:
         """New params (``base`` with ``target`` rewritten) and the reply, or None after
         ``1 + retries`` unusable replies (or a request the model refused)."""
-        for _ in range(1 + self.retries):
-            request = build(self.problem)
+        answer, self.problem, used = await self._attempts(
+            state, llm, base, build, seeds=range(self.seeds, self.seeds + 1 + self.retries)
+        )
+        self.seeds += used
+        if answer is not None:
+            self.proposed.add(candidate_id(answer[0]))
+        return answer
+
+    async def ask_many(
+        self,
+        state: SearchState,
+        llm: LLM,
+        base: Mapping[str, Any],
+        build: Callable[[str, int], LLMRequest],
+        *,
+        count: int,
+    ) -> list[tuple[dict[str, Any], str]]:
+        """``count`` rewrites asked at once (none depends on another), each as :meth:`ask`;
+        a rewrite equal to an earlier one of the same batch is a no-op, not proposed."""
+        per = 1 + self.retries
+        first, self.seeds = self.seeds, self.seeds + count * per  # drawn before they start
+        outcomes = await gather_all(*(
+            self._attempts(state, llm, base, build,
+                           seeds=range(first + i * per, first + (i + 1) * per))
+            for i in range(count)
+        ))  # fmt: skip
+        found = []
+        for answer, problem, _ in outcomes:
+            if answer is None:
+                self.problem = problem
+                continue
+            cid = candidate_id(answer[0])
+            if cid in self.proposed:
+                self.stats["noops"] += 1
+                continue
+            self.proposed.add(cid)
+            found.append(answer)
+        if found:
+            self.problem = ""
+        return found
+
+    async def _attempts(
+        self,
+        state: SearchState,
+        llm: LLM,
+        base: Mapping[str, Any],
+        build: Callable[[str, int], LLMRequest],
+        *,
+        seeds: range,
+    ) -> tuple[tuple[dict[str, Any], str] | None, str, int]:
+        """The first usable answer (or None), the problem to show next, the seeds used."""
+        problem = self.problem
+        for used, seed in enumerate(seeds, 1):
+            request = build(problem, seed)
             self.stats["calls"] += 1
             try:
                 reply = (await llm.acomplete(request)).text
             except BadRequestError:
                 self.stats["request_errors"] += 1
-                return None
+                return None, problem, used
             self.stats["replies"] += 1
             try:
                 value = read_rewrite(
@@ -149,15 +205,13 @@ class Rewriter:
                 )
             except ReplyParseError as exc:
                 self.stats["unparseable"] += 1
-                self.problem = str(exc)
+                problem = str(exc)
                 continue
             params = {**base, self.target: value}
             why = noop(state, params, base=base, proposed=self.proposed)
             if why:
                 self.stats["noops"] += 1
-                self.problem = why
+                problem = why
                 continue
-            self.problem = ""
-            self.proposed.add(candidate_id(params))
-            return params, reply
-        return None
+            return (params, reply), "", used
+        return None, problem, len(seeds)

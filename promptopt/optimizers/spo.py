@@ -167,8 +167,9 @@ class SPO:
     # -- requests ----------------------------------------------------------
 
     def rewrite_request(
-        self, state: SearchState, base: Evaluated, target: str, *, problem: str = ""
-    ) -> LLMRequest:
+        self, state: SearchState, base: Evaluated, target: str, *, problem: str = "",
+        seed: int | None = None,
+    ) -> LLMRequest:  # fmt: skip
         """The optimizer-model request: requirements, the incumbent's prompt and answers, and
         why the previous reply was unusable (``problem``), if it was."""
         parts = template_parts("spo")
@@ -194,7 +195,7 @@ class SPO:
             temperature=self.config.temperature,
             max_tokens=self.config.max_tokens,
             # one seed per request sent: the same incumbent asked again is a new sample
-            seed=self.stats["calls"],
+            seed=self.stats["calls"] if seed is None else seed,
             json_schema=self._schema() if self.config.json_schema else "",
             tag="optimizer",
         )
@@ -247,7 +248,9 @@ class SPO:
             state,
             llm,
             base.candidate.params,
-            lambda problem: self.rewrite_request(state, base, target, problem=problem),
+            lambda problem, seed: self.rewrite_request(
+                state, base, target, problem=problem, seed=seed
+            ),
         )
         if answer is None:
             return None

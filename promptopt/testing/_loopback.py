@@ -17,6 +17,7 @@ import hashlib
 import inspect
 import json
 import signal
+import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from aiohttp import web
 from promptopt.aio import LoopThread
 from promptopt.testing.faults import FaultPlan, request_key
 
-__all__ = ["Answer", "Handler", "LoopbackServer", "ServerStats", "run_cli"]
+__all__ = ["Answer", "Handler", "LoopbackServer", "ServerStats", "run_cli", "spawn"]
 
 Handler = Callable[[dict[str, Any]], "str | Awaitable[str]"]
 _RETRY_AFTER_STATUSES = frozenset({429, 503, 529})
@@ -289,8 +290,17 @@ def _validation_failure(method: str, path: str) -> str:
     return f"1 validation error:\n  {error}\n\n  {method} {path}"
 
 
-def run_cli(server_class: type[LoopbackServer], argv: Sequence[str] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; the first stdout line is the base URL for the SDK."""
+def run_cli(
+    server_class: type[LoopbackServer],
+    argv: Sequence[str] | None = None,
+    *,
+    handler: Handler | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM; the first stdout line is the base URL for the SDK.
+
+    ``handler`` answers every request (see :class:`LoopbackServer`): a benchmark
+    that needs replies of its own shape serves them from its own process this way.
+    """
     parser = argparse.ArgumentParser(description=f"Loopback {server_class.name} test server.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -317,8 +327,22 @@ def run_cli(server_class: type[LoopbackServer], argv: Sequence[str] | None = Non
         faults=plan,
         choices=args.choice,
         api_key=args.api_key,
+        handler=handler,
     )
     asyncio.run(_serve_forever(server))
+
+
+def spawn(command: Sequence[str]) -> tuple[subprocess.Popen[str], str]:
+    """Start a server's command line (one that ends in :func:`run_cli`) as a subprocess;
+    returns the process and the base URL it printed first. The caller terminates it."""
+    proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http"):
+        proc.kill()
+        proc.wait(timeout=10)
+        raise RuntimeError(f"the loopback server did not start: {url!r}")
+    return proc, url
 
 
 async def _serve_forever(server: LoopbackServer) -> None:

@@ -15,6 +15,7 @@ from promptopt.graph import node, op_of, param, trace
 from promptopt.graph.backward import backward
 from promptopt.llm.fakes import scripted_llm
 from promptopt.optimizers.base import Candidate, Evaluated, ExampleResult, SearchState
+from promptopt.optimizers.meta_prompts import template_parts
 from promptopt.optimizers.optoprime import OptoPrime, OptoPrimeConfig
 from promptopt.optimizers.registry import get
 from promptopt.task.data import Example
@@ -253,7 +254,8 @@ async def test_rejected_values_are_counted():
     llm = scripted_llm(bad, wrong_function, GOOD)
     optimizer = OptoPrime()
     [proposal] = await optimizer.propose(state, llm=llm, rng=random.Random(0))
-    assert optimizer.stats["rejected"] == 4
+    # the unchanged instruction is no rejection (nor, beside refused values, a no-op)
+    assert optimizer.stats["rejected"] == 3 and optimizer.stats["noops"] == 0
     assert optimizer.stats["failed_steps"] == 1
     repair = _requests(llm)[1].messages[-1].content
     assert "'nope' is not a variable" in repair
@@ -297,8 +299,40 @@ async def test_a_candidate_already_tried_is_not_proposed_again():
     llm = scripted_llm(GOOD, other)
     optimizer = OptoPrime()
     [proposal] = await optimizer.propose(state, llm=llm, rng=random.Random(0))
-    assert optimizer.stats["duplicates"] == 1 and proposal.meta["repaired"] is True
-    assert "tried already" in _requests(llm)[1].messages[-1].content
+    assert optimizer.stats["noops"] == 1 and proposal.meta["repaired"] is True
+    repair = _requests(llm)[1]
+    assert "already tried" in repair.messages[-1].content
+    assert repair.messages[-2].content == GOOD  # changed: the reply and the note follow
+
+
+async def test_the_current_values_unchanged_are_a_counted_noop_that_changes_the_next_request():
+    state = _state()
+    current = state.best.candidate.params["instruction"]
+    unchanged = json.dumps({"reasoning": "fine as it is", "answer": "",
+                            "suggestion": {"instruction": current}})  # fmt: skip
+    llm = scripted_llm(unchanged, unchanged, GOOD)
+    optimizer = OptoPrime({"steps": 2})
+    [proposal] = await optimizer.propose(state, llm=llm, rng=random.Random(0))
+    first, repair, second_step = _requests(llm)
+    assert optimizer.stats["noops"] == 2 and optimizer.stats["failed_steps"] == 1
+    assert "current value unchanged" in repair.messages[-1].content
+    assert repair.messages[:2] == first.messages and len(repair.messages) == 4
+    # the step after a no-op is not the same request again: other examples, sampled
+    assert second_step.messages != first.messages
+    assert (first.temperature, second_step.temperature) == (0.0, 0.7)
+    assert second_step.seed is not None
+    assert proposal.params["tidy.code"] == NEW_CODE
+
+
+def test_meta_prompt_shows_the_reply_shape_not_a_sample_reply():
+    state = _state()
+    request = OptoPrime().build_request(state, state.best.results[:1], base=state.best)
+    system = request.messages[0].content
+    for key in ('"reasoning"', '"answer"', '"suggestion"'):
+        assert key in system
+    assert "{" not in system and "Example of a reply" not in system
+    repair = template_parts("optoprime")["repair"].template
+    assert "{" not in repair
 
 
 async def test_steps_run_out_without_raising():

@@ -121,7 +121,9 @@ async def test_scripted_optoprime_is_deterministic(triage_task):
 @pytest.mark.parametrize("constrained", [False, True], ids=["free", "schema"])
 async def test_optoprime_on_smollm2_completes_and_survives_bad_json(triage_task, constrained):
     """Free replies: SmolLM2-135M breaks the JSON and the run goes on. Constrained to the
-    reply's schema (llama.cpp grammar): every reply parses and is judged on its values."""
+    reply's schema (llama.cpp grammar): every reply that ends before ``max_tokens`` parses
+    and is judged on its values (with no sample reply to copy, SmolLM2 fills the schema's
+    strings to their bounds, and a reply cut at ``max_tokens`` cannot close its JSON)."""
     task = triage_task(
         optimizer="optoprime",
         config={
@@ -141,13 +143,15 @@ async def test_optoprime_on_smollm2_completes_and_survives_bad_json(triage_task,
     # each step ended in a proposal or a counted failure, never in an exception
     assert stats["proposals"] + stats["failed_steps"] == 2
     assert stats["failed_steps"] == 0 or stats["unparseable"] + stats["rejected"] > 0
-    if constrained:
-        assert stats["unparseable"] == 0
     assert result.scores["best_val"] >= result.scores["seed_val"]
     assert result.scores["best_test"] is not None
     with RunStore.open(result.run_dir) as store:
         optimizer_calls = [c for c in store.llm_calls() if not c["request"].get("choices")]
         assert len(optimizer_calls) >= stats["replies"]
+    if constrained:
+        cut = [c for c in optimizer_calls
+               if c["response"] and c["response"]["usage"][1] >= c["request"]["max_tokens"]]  # fmt: skip
+        assert stats["unparseable"] <= len(cut)
 
 
 CRASHING_RUN = """

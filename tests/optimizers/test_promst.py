@@ -4,6 +4,7 @@ no-op rewrites; and one end-to-end run with feedback rules declared in the task 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Sequence
@@ -198,6 +199,31 @@ async def test_a_no_op_rewrite_is_counted_and_the_next_request_changes():
     assert proposal.params["system"] == "Say yes loudly."
     first, second = [r for r in llm.backend.requests if not _is_summary(r)]
     assert "unchanged" in second.messages[-1].content and first.key() != second.key()
+    assert optimizer.stats["noops"] == 1
+
+
+async def test_the_children_are_written_at_once_and_a_twin_is_a_noop():
+    # the writes of one expansion do not depend on each other: all go out before any answer
+    seed = _evaluated("Say yes.", [1.0, 0.0, 0.0, 0.0, 0.0])
+    optimizer = PROMST({"n_children": 3, "predictor": False, "retries": 1})
+    in_flight, most = 0, 0
+    writer = Writer(["Say yes, always.", "Say yes, always.", "Answer yes."])
+
+    async def answer(request: LLMRequest) -> str:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return writer(request)
+
+    llm = fake_llm(answer)
+    proposals = await optimizer.propose(_state(seed), llm=llm, rng=random.Random(0))
+    assert most == 3  # the three writes (one summary before them)
+    assert [p.params["system"] for p in proposals] == ["Say yes, always.", "Answer yes."]
+    writes = [r for r in llm.backend.requests if not _is_summary(r)]
+    # seeds drawn before the writes start, a block of 1 + retries each: a replay sends the same
+    assert [r.seed for r in writes] == [0, 2, 4]
     assert optimizer.stats["noops"] == 1
 
 
