@@ -136,7 +136,7 @@ def main() -> None:
     )  # fmt: skip
     trainer = DPOTrainer(
         model=model, args=config, train_dataset=data["train"],
-        eval_dataset=data["test"] if "test" in data else None, processing_class=tokenizer,
+        eval_dataset=data.get("test"), processing_class=tokenizer,
     )  # fmt: skip
     trainer.train()
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
