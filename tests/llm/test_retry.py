@@ -23,6 +23,8 @@ from promptopt.errors import (
     LLMConnectionError,
     LLMError,
     LLMTimeoutError,
+    ModelUnusableError,
+    NotFoundError,
     RateLimitError,
     ServerError,
 )
@@ -151,24 +153,29 @@ def stack(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("fault", "error"),
+    ("fault", "error", "unusable"),
     [
-        ("400", BadRequestError),
-        ("404", BadRequestError),
-        ("413", BadRequestError),
-        ("422", BadRequestError),
-        ("401", AuthenticationError),
-        ("403", AuthenticationError),
-        ("validation", BadRequestError),  # HTTP 500 naming a validation failure (llama.cpp)
+        ("400", BadRequestError, False),
+        ("404", NotFoundError, True),  # a BadRequestError
+        ("413", BadRequestError, False),
+        ("422", BadRequestError, False),
+        ("401", AuthenticationError, True),
+        ("403", AuthenticationError, True),
+        ("validation", BadRequestError, False),  # HTTP 500 naming a validation failure
     ],
 )
 async def test_a_refused_request_is_sent_once(
-    stack: Any, fault: str, error: type[LLMError]
+    stack: Any, fault: str, error: type[LLMError], unusable: bool
 ) -> None:
+    """Sent once, never retried. A refused key or an unknown model before the model ever
+    answered also marks it unusable (the run ends there): the cause is the refusal."""
     async with stack(FaultPlan({fault: 1.0})) as (server, llm):
-        with pytest.raises(error) as caught:
+        with pytest.raises((error, ModelUnusableError)) as caught:
             await llm.acomplete(REQUEST)
-    assert type(caught.value) is error
+    raised = caught.value
+    assert isinstance(raised, ModelUnusableError) == unusable
+    refusal = raised.__cause__ if unusable else raised
+    assert type(refusal) is error
     assert server.stats.received == 1 and server.stats.faulted == {fault: 1}
     assert (llm.stats.retries, llm.stats.failures, llm.stats.calls) == (0, 1, 0)
 
