@@ -49,8 +49,13 @@ def load_model() -> tuple[Any, Any]:
     gguf = smollm2_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )
+    # transformers dequantizes GGUF weights to float32 but keeps a GGUF "quantizer" marker,
+    # which makes the Trainer refuse full fine-tuning; the weights are plain tensors, so drop it
+    model.is_quantized, model.hf_quantizer = False, None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
