@@ -133,14 +133,16 @@ def main() -> None:
     data = pairs(args.pairs, test_pairs, exclude_split=args.exclude_split)
     model, tokenizer = load_model()
     untrained = test_accuracy(model, tokenizer, args.task)
+    print(f"untrained test accuracy {untrained:.3f}", flush=True)
     config = DPOConfig(
         output_dir=str(args.out), num_train_epochs=args.epochs, learning_rate=args.lr,
         beta=args.beta, per_device_train_batch_size=args.batch,
         per_device_eval_batch_size=args.batch, gradient_accumulation_steps=1, logging_steps=1,
         save_strategy="no", report_to=[], use_cpu=True, seed=args.seed, max_length=1024,
     )  # fmt: skip
+    reference, _ = load_model()  # the frozen copy DPO measures the policy against
     trainer = DPOTrainer(
-        model=model, args=config, train_dataset=data["train"],
+        model=model, ref_model=reference, args=config, train_dataset=data["train"],
         eval_dataset=data.get("test"), processing_class=tokenizer,
     )  # fmt: skip
     trainer.train()
