@@ -126,11 +126,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--exclude-split", default="test", help="drop pairs mined from this split")
+    parser.add_argument("--max-train", type=int, help="train on at most this many pairs")
+    parser.add_argument("--max-eval", type=int, help="evaluate on at most this many held-out pairs")
     args = parser.parse_args()
     started = time.perf_counter()
     torch.manual_seed(args.seed)
     test_pairs = args.test_pairs or args.pairs.with_suffix(".test.jsonl")
     data = pairs(args.pairs, test_pairs, exclude_split=args.exclude_split)
+    for split, most in (("train", args.max_train), ("test", args.max_eval)):
+        if most is not None and split in data and len(data[split]) > most:
+            data[split] = data[split].shuffle(seed=args.seed).select(range(most))
     model, tokenizer = load_model()
     untrained = test_accuracy(model, tokenizer, args.task)
     print(f"untrained test accuracy {untrained:.3f}", flush=True)
@@ -139,6 +144,7 @@ def main() -> None:
         beta=args.beta, per_device_train_batch_size=args.batch,
         per_device_eval_batch_size=args.batch, gradient_accumulation_steps=1, logging_steps=1,
         save_strategy="no", report_to=[], use_cpu=True, seed=args.seed, max_length=1024,
+        gradient_checkpointing=False,
     )  # fmt: skip
     reference, _ = load_model()  # the frozen copy DPO measures the policy against
     trainer = DPOTrainer(
