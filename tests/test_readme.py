@@ -8,11 +8,14 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_traced_workflow_example_runs():
+def test_traced_workflow_example_runs(tmp_path):
     section = README.read_text().split("## Traced workflows", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    # The example lives in a file, as a user's would: trainable nodes read their own source.
+    example = tmp_path / "traced_workflow.py"
+    example.write_text(code)
     scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    exec(compile(code, str(example), "exec"), scope)
     assert sorted(scope["graphs"]) == ["style", "tidy.code"]
     assert scope["digraph"].number_of_nodes() >= 3
 

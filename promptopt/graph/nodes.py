@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 import textwrap
+import tokenize
 from collections.abc import Callable
 from time import perf_counter_ns
 from typing import Any, TypeVar, overload
@@ -40,7 +41,7 @@ def source_of(fn: Callable[..., Any]) -> str:
     """``fn``'s source, dedented, without the decorator lines above its ``def``."""
     try:
         source = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError) as exc:
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError) as exc:
         raise ConfigError(
             f"trainable node {getattr(fn, '__qualname__', fn)!r} needs its source code, "
             f"which inspect cannot find ({exc}); define it in a file"

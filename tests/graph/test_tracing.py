@@ -155,3 +155,15 @@ def test_misuse_is_a_config_error():
     with t, pytest.raises(ConfigError, match="entered twice"), t:
         pass
     assert op_of(exclaim).param is not None and op_of(loud).name == "shout"
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_a_trainable_node_whose_source_cannot_be_read_is_a_config_error(tmp_path, missing):
+    # Code compiled under a file name whose lines are not its source (an existing, unrelated
+    # file) or under no real file at all: inspect fails either way, and the user learns why.
+    other = tmp_path / "unrelated.md"
+    other.write_text("text (with an open parenthesis\n" * 3)
+    filename = str(tmp_path / "gone.py") if missing else str(other)
+    code = "from promptopt.graph import node\n@node(trainable=True)\ndef f(x):\n    return x\n"
+    with pytest.raises(ConfigError, match="define it in a file"):
+        exec(compile(code, filename, "exec"), {})
