@@ -1,0 +1,163 @@
+"""A search in stages (``optimizer: [opro, exemplars]``): the :class:`StagedSearch` part of
+:class:`~promptopt.engine.Engine`, and the :class:`SearchOutcome` it returns.
+
+The seed is scored once; each stage then runs its optimizer in the same run and
+budget, starting from the previous stage's best candidate with a fresh
+:class:`~promptopt.optimizers.base.SearchState` (its evaluation reused as the
+seed, the exemplar pool carried over). Steps and optimizer records are numbered
+across the stages, and stage ``i > 0`` draws from its own ``Random`` seeded with
+(seed, ``i``), so a resumed run replays the whole chain. The result is the last
+stage's best.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from promptopt.errors import BudgetExceededError, ConfigError
+from promptopt.optimizers.base import Evaluated, PairwiseOptimizer, RecordFn, SearchState
+from promptopt.optimizers.stages import merged_stats, stages_of
+from promptopt.pairwise import SEED_SHARE
+
+if TYPE_CHECKING:
+    from promptopt.optimizers.base import Optimizer
+    from promptopt.progress import Reporter
+    from promptopt.store import RunStore
+    from promptopt.task.data import Splits
+    from promptopt.task.feedback import FeedbackRule
+    from promptopt.task.metrics import Metric
+
+__all__ = ["SearchOutcome", "StagedSearch"]
+
+
+@dataclass
+class SearchOutcome:
+    seed: Evaluated
+    best: Evaluated
+    history: list[Evaluated]
+    steps: int
+    stopped: str
+    seed_test: Evaluated | None = None
+    best_test: Evaluated | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StagedSearch:
+    """:meth:`search` of :class:`~promptopt.engine.Engine` (which runs each stage's steps)."""
+
+    metric: Metric | None
+    splits: Splits
+    store: RunStore
+    seed: int
+    reporter: Reporter
+    feedback_rules: tuple[FeedbackRule, ...]
+    _state: SearchState | None
+    _stage: tuple[int, str]
+
+    async def search(
+        self,
+        optimizer: Optimizer | Sequence[Optimizer],
+        seed_params: Mapping[str, Any],
+        *,
+        trainable: Sequence[str],
+        description: str,
+        choices: Sequence[str] = (),
+        kinds: Mapping[str, str] | None = None,
+        features: frozenset[str] = frozenset(),
+    ) -> SearchOutcome:
+        """Run ``optimizer``, or each optimizer of a sequence (the stages) in order, in one run.
+
+        A later stage starts from the earlier one's best candidate (its chosen one,
+        if it chooses), reusing its evaluation as its own scored seed; the model's
+        correct answers gathered so far carry over, the history does not. Steps
+        are numbered across stages. A budget stop lets the stopped stage and every
+        later one do their free work (see :meth:`_free_step`), then ends the search.
+        The result is the last stage's best.
+        """
+        stages = stages_of(optimizer)
+        pairwise = isinstance(stages[0], PairwiseOptimizer)
+        if self.metric is None and not pairwise:
+            raise ConfigError(
+                f"optimizer {stages[0].name!r} selects candidates by the metric, and the task "
+                "has none; give a metric (or use a pairwise optimizer such as 'spo')"
+            )
+        val = self.splits.val
+        self.reporter.phase("seed on validation", len(val))
+        try:
+            seed_eval = await self.evaluate(
+                seed_params, val, split="val", origin="seed", scored=not pairwise, record=False
+            )
+            if pairwise:
+                seed_eval = seed_eval.rescored(SEED_SHARE, "the seed: the first incumbent")
+            self._record(seed_eval)
+        except BudgetExceededError as exc:
+            raise BudgetExceededError(
+                f"the budget cannot cover scoring the seed on {len(val)} validation examples "
+                f"({exc}); raise budget.max_calls or shrink data.split.val"
+            ) from exc
+        records = itertools.count()  # one numbering of optimizer records across the stages
+
+        def state_for(index: int, start: Evaluated, pool: Sequence[Any]) -> SearchState:
+            state = SearchState(
+                seed=start.candidate, trainable=tuple(trainable), train=tuple(self.splits.train),
+                val=tuple(val), program_description=description,
+                evaluate=self._optimizer_evaluate, choices=tuple(choices),
+                kinds=dict(kinds or {}), features=frozenset(features),
+                record=self._recorder(stages[index].name, lambda: state.step, records),
+                rules={rule.name: rule.message for rule in self.feedback_rules},
+                incumbent=start if pairwise else None, pool=list(pool),
+            )  # fmt: skip
+            self._state, self._stage = state, (index, stages[index].name)  # probes feed its pool
+            state.history.append(start)
+            return state
+
+        state = state_for(0, seed_eval, [])
+        self._gather(state, [seed_eval])
+        self._checkpoint(state, 0, stopped="")
+        histories, stopped, step, used = [state.history], "", 0, 0
+        for index, stage in enumerate(stages):
+            rng = random.Random(self.seed if index == 0 else f"{self.seed}:{index}")
+            if index:
+                start = state.best
+                assert start is not None
+                state = state_for(index, start, state.pool)
+                histories.append(state.history[1:])  # its seed is the previous stage's
+                self._decide(used + 1, "stage", {"optimizer": stage.name, "seed": start.candidate.id,
+                                                 "seed_val": start.score})  # fmt: skip
+            if stopped.startswith("budget"):  # the search is over: only free work is left
+                used += 1
+                await self._free_step(stage, state, rng, step=used)
+                continue
+            stopped, step = await self._run_stage(stage, state, rng, first=used + 1)
+            used = step + 1 if stopped.startswith("budget") else step
+        best = state.best
+        assert best is not None
+        outcome = SearchOutcome(
+            seed=seed_eval,
+            best=best,
+            history=[e for history in histories for e in history],
+            steps=step,
+            stopped=stopped,
+        )
+        stats = merged_stats(stages)
+        if stats:
+            outcome.extra["optimizer_stats"] = stats
+        self._checkpoint(state, step, stopped=stopped, extra=outcome.extra)
+        return outcome
+
+    def _recorder(
+        self, optimizer: str, step: Callable[[], int], counter: Iterator[int]
+    ) -> RecordFn:
+        """``SearchState.record`` for ``optimizer``: records numbered by ``counter`` (shared by
+        the stages of a run), each stored once."""
+
+        def record(kind: str, payload: Mapping[str, Any]) -> None:
+            self.store.add_optimizer_record(
+                seq=next(counter), optimizer=optimizer, step=step(), kind=kind, payload=payload
+            )
+
+        return record
