@@ -1,5 +1,10 @@
 """The task file as frozen pydantic models: :class:`TaskSpec` and its parts.
 
+The parts with a module of their own are re-exported here: :mod:`~promptopt.task.model_spec`
+(``models:``), :mod:`~promptopt.task.optimizer_spec` (``optimizer:`` and its stages),
+:mod:`~promptopt.task.feedback_spec` (``feedback:`` rules), :mod:`~promptopt.task.run_spec`
+(budget, cache, sandbox, prices), on the shared base in :mod:`~promptopt.task.frozen`.
+
 The models check all that needs neither the disk nor the optimizer registry:
 types, unknown keys (every model forbids extras), names, model strings,
 placeholders against ``data.inputs``, metric options against the kind. Data
@@ -18,9 +23,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     PrivateAttr,
@@ -29,8 +31,11 @@ from pydantic import (
     model_validator,
 )
 
-from promptopt.errors import ConfigError
-from promptopt.llm.models import DEFAULT_MODEL, ModelConfig, parse_model
+from promptopt.task.feedback_spec import OTHER_RULE, FeedbackRuleSpec
+from promptopt.task.frozen import NAME_RE, FieldIssue, Frozen, check_regex
+from promptopt.task.model_spec import ModelSpec, ModelsSpec, check_model_string
+from promptopt.task.optimizer_spec import OPTIMIZER_TAGS, OptimizerSpec, OptimizerStages
+from promptopt.task.run_spec import BudgetSpec, CacheSpec, PriceSpec, SandboxSpec
 
 __all__ = [
     "METRIC_KINDS",
@@ -63,24 +68,9 @@ _NEEDS_TARGET = frozenset({"contains", "exact", "f1", "numeric", "regex"})
 _OPTION_OWNER = dict(pattern="regex", tolerance="numeric", function="python", rubric="judge")
 # Tags of the program union; they show up in pydantic error locations and the loader drops them.
 PROGRAM_TAGS = frozenset({"prompt program", "python program"})
-OPTIMIZER_TAGS = frozenset({"one optimizer", "optimizer stages"})  # likewise, of `optimizer`
 
-_NAME_RE = re.compile(r"^[a-z0-9_-]+$")
-_MODEL_RE = re.compile(r"^\s*[A-Za-z][A-Za-z0-9_-]*:\S.*$")
 _REF_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".csv": "csv"}
-
-
-class FieldIssue(ValueError):
-    """A validation failure about ``field``, dotted relative to the model that raised it."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(reason)
-        self.field = field
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def template_fields(template: str) -> tuple[str, ...]:
@@ -99,29 +89,20 @@ def template_fields(template: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _check_regex(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"regex {value!r} does not compile: {exc}") from None
-    return value
-
-
 def _check_ref(value: str) -> str:
     if not _REF_RE.match(value):
         raise ValueError(f"expected 'module.path:function', got {value!r}")
     return value
 
 
-class ExemplarSpec(_Frozen):
+class ExemplarSpec(Frozen):
     """One seed demonstration: input fields and the answer."""
 
     inputs: dict[str, Any] = Field(description="Input values keyed by placeholder name.")
     output: str = Field(description="The answer the program should give for these inputs.")
 
 
-class PromptProgramSpec(_Frozen):
+class PromptProgramSpec(Frozen):
     """A single-call prompt program: system text, a user template, exemplars."""
 
     system: str = Field("", description="System prompt; a trainable text parameter (may be empty).")
@@ -153,7 +134,7 @@ class PromptProgramSpec(_Frozen):
         return template_fields(self.user)
 
 
-class PythonProgramSpec(_Frozen):
+class PythonProgramSpec(Frozen):
     """A program written in Python: an importable function and its trainable parameters."""
 
     entry: str = Field(
@@ -181,7 +162,7 @@ ProgramSpec = Annotated[
 ]
 
 
-class SplitSpec(_Frozen):
+class SplitSpec(Frozen):
     """Split sizes taken, in this order, from one seeded shuffle of data.path."""
 
     train: int = Field(0, ge=0, description="Rows for training (exemplar pool, feedback).")
@@ -200,7 +181,7 @@ class SplitSpec(_Frozen):
         return self.train + self.val + self.test
 
 
-class LimitsSpec(_Frozen):
+class LimitsSpec(Frozen):
     """At most this many rows, taken from the top of each explicit split file."""
 
     train: int | None = Field(None, ge=0)
@@ -208,7 +189,7 @@ class LimitsSpec(_Frozen):
     test: int | None = Field(None, ge=0)
 
 
-class DataSpec(_Frozen):
+class DataSpec(Frozen):
     """Where the examples come from and which columns they use.
 
     Either ``path`` with ``split``, or explicit ``train``/``val``/``test`` files with
@@ -279,7 +260,7 @@ class DataSpec(_Frozen):
         return {name: name for name in self.inputs}
 
 
-class MetricSpec(_Frozen):
+class MetricSpec(Frozen):
     """How an answer is scored against its example; options apply to the kinds named."""
 
     kind: Literal["exact", "contains", "regex", "numeric", "f1", "python", "judge"] = Field(
@@ -305,7 +286,7 @@ class MetricSpec(_Frozen):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
-        return _check_regex(value)
+        return check_regex(value)
 
     @field_validator("function")
     @classmethod
@@ -328,227 +309,12 @@ class MetricSpec(_Frozen):
         return self.kind in _NEEDS_TARGET
 
 
-_MATCHERS = (
-    "output_matches", "output_lacks", "output_longer_than", "raised", "node_raised",
-    "node_calls_over", "llm_calls_over",
-)  # fmt: skip
-OTHER_RULE = "other"  # the bucket of failures that match no rule
-
-
-class FeedbackRuleSpec(_Frozen):
-    """One feedback rule (PROMST's human feedback): an error type, how to recognise it in a
-    failing example's output or trace, and the message the optimizer is given about it.
-
-    Every matcher given must hold (they combine with AND); give at least one. A
-    failing example belongs to the first rule that matches it, in file order.
-    """
-
-    name: str = Field(
-        description="The error type, e.g. format or loop: lower-case letters, digits, _ and -.",
-        json_schema_extra={"pattern": _NAME_RE.pattern},
-    )
-    message: str = Field(description="What to tell the optimizer about failures of this type.")
-    output_matches: str | None = Field(None, description="Regex found in the output.")
-    output_lacks: str | None = Field(None, description="Regex not found in the output.")
-    output_longer_than: int | None = Field(None, ge=0, description="Output characters above this.")
-    raised: bool | None = Field(None, description="true: the program raised (no output).")
-    node_raised: str | None = Field(None, description="A traced node of this name raised.")
-    node_calls_over: dict[str, int] = Field(
-        default_factory=dict,
-        description="{node name: n}: the node ran more than n times in one example (a loop).",
-    )
-    llm_calls_over: int | None = Field(
-        None, ge=0, description="The example made more than this many model calls."
-    )
-
-    @field_validator("name")
-    @classmethod
-    def _rule_name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
-            raise ValueError(f"use only lower-case letters, digits, _ and -, got {value!r}")
-        if value == OTHER_RULE:
-            raise ValueError(f"{OTHER_RULE!r} is the bucket of failures that match no rule")
-        return value
-
-    @field_validator("message")
-    @classmethod
-    def _says_something(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("a rule needs a message for the optimizer")
-        return value
-
-    @field_validator("output_matches", "output_lacks")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        return _check_regex(value)
-
-    @model_validator(mode="after")
-    def _has_matcher(self) -> FeedbackRuleSpec:
-        if not any(getattr(self, name) not in (None, {}) for name in _MATCHERS):
-            raise FieldIssue("name", f"rule {self.name!r} has no matcher; give one of "
-                             + ", ".join(_MATCHERS))  # fmt: skip
-        return self
-
-
-def _check_model_string(value: str) -> str:
-    if not value.strip():
-        raise ValueError("expected 'provider:model' such as 'openai:gpt-4o-mini', got ''")
-    try:
-        return str(parse_model(value))
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
-
-
-class ModelSpec(_Frozen):
-    """One model endpoint; a bare ``"provider:model"`` string is short for ``{model: ...}``.
-
-    Same fields as :class:`promptopt.llm.models.ModelConfig` (see :meth:`to_config`),
-    plus descriptions for the schema; the string is checked by ``parse_model``.
-    """
-
-    model: str = Field(description="'provider:model', e.g. 'openai:gpt-4o-mini'.")
-    base_url: str | list[str] | None = Field(None, description="OpenAI-compatible endpoint(s).")
-    api_key_env: str | None = Field(None, description="Environment variable holding the key.")
-    max_concurrency: int = Field(8, ge=1, description="Requests in flight per endpoint.")
-    timeout: float = Field(60.0, gt=0, description="Seconds per request.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Provider-specific options.")
-
-    @field_validator("model")
-    @classmethod
-    def _model_string(cls, value: str) -> str:
-        return _check_model_string(value)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, value: Any) -> Any:
-        return {"model": _check_model_string(value)} if isinstance(value, str) else value
-
-    @property
-    def provider(self) -> str:
-        return self.model.partition(":")[0]
-
-    def to_config(self) -> ModelConfig:
-        """The LLM layer's :class:`~promptopt.llm.models.ModelConfig` for this model."""
-        return ModelConfig.model_validate(self.model_dump())
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
-        schema = handler.resolve_ref_schema(handler(core_schema))
-        as_object = dict(schema)
-        schema.clear()
-        schema["anyOf"] = [
-            {"type": "string", "pattern": _MODEL_RE.pattern, "description": "'provider:model'"},
-            as_object,
-        ]
-        return schema
-
-
-class ModelsSpec(_Frozen):
-    """The models of a run, by role."""
-
-    task: ModelSpec = Field(
-        default_factory=lambda: ModelSpec(model=DEFAULT_MODEL),
-        description="Runs the program being optimized.",
-    )
-    optimizer: ModelSpec | None = Field(None, description="Proposes edits; defaults to `task`.")
-    judge: ModelSpec | None = Field(None, description="Grades for metric 'judge'; or `optimizer`.")
-
-    def for_role(self, role: Literal["task", "optimizer", "judge"]) -> ModelSpec:
-        """The model of a role, with the defaults applied (judge -> optimizer -> task)."""
-        optimizer = self.optimizer or self.task
-        return {"task": self.task, "optimizer": optimizer, "judge": self.judge or optimizer}[role]
-
-
-class OptimizerSpec(_Frozen):
-    """Which registered optimizer runs, and its configuration."""
-
-    name: str = Field("exemplars", description="A registered optimizer (`promptopt optimizers`).")
-    config: dict[str, Any] = Field(default_factory=dict, description="Checked by its Config.")
-
-
-def _named(value: Any) -> Any:
-    """An optimizer given by its name alone (``mcts``) is that optimizer with its default config."""
-    return {"name": value} if isinstance(value, str) else value
-
-
-def _stage(value: Any) -> Any:
-    """One stage of a list: a name, or a mapping that names its optimizer."""
-    if isinstance(value, dict) and set(value) <= {"config"}:  # other keys: reported as unknown
-        raise FieldIssue("name", "a stage names its optimizer")
-    if not isinstance(value, str | dict | OptimizerSpec):
-        raise ValueError(f"expected an optimizer name or {{name, config}}, got {value!r:.60}")
-    return _named(value)
-
-
-def _some_stages(value: Any) -> Any:
-    if isinstance(value, list | tuple) and not value:
-        raise ValueError("list at least one optimizer")
-    return value
-
-
-def _optimizer_tag(value: Any) -> str:
-    return "optimizer stages" if isinstance(value, list | tuple) else "one optimizer"
-
-
-_AS_WRITTEN = str | OptimizerSpec  # what the schema offers editors for one optimizer
-# One optimizer, or stages run in order in one run and one budget (each starts from the
-# previous stage's best candidate).
-OptimizerStages = Annotated[
-    Annotated[OptimizerSpec, BeforeValidator(_named, json_schema_input_type=_AS_WRITTEN),
-              Tag("one optimizer")]
-    | Annotated[
-        tuple[Annotated[OptimizerSpec,
-                        BeforeValidator(_stage, json_schema_input_type=_AS_WRITTEN)], ...],
-        BeforeValidator(_some_stages, json_schema_input_type=list[_AS_WRITTEN]),
-        Tag("optimizer stages"),
-    ],
-    Discriminator(_optimizer_tag),
-]  # fmt: skip
-
-
-class BudgetSpec(_Frozen):
-    """Hard limits for the whole run (task, optimizer and judge calls together)."""
-
-    max_calls: int | None = Field(None, ge=0, description="Most LLM calls.")
-    max_tokens: int | None = Field(None, ge=0, description="Most tokens, prompt plus completion.")
-    max_usd: float | None = Field(None, ge=0, description="Most US dollars.")
-
-
-class CacheSpec(_Frozen):
-    """The LLM response cache."""
-
-    policy: Literal["off", "read", "readwrite", "refresh"] = Field(
-        "readwrite", description="off | read | readwrite | refresh"
-    )
-    dir: str | None = Field(None, description="Cache folder; default is the user cache folder.")
-
-
-class SandboxSpec(_Frozen):
-    """How proposed code of trainable nodes runs."""
-
-    isolation: Literal["namespaces", "none"] = Field(
-        "namespaces",
-        description="'namespaces': bubblewrap namespaces + seccomp (the default; where they are "
-        "missing, proposed code does not run); 'none': a plain child process that can read "
-        "your files and the network (an explicit opt-out).",
-    )
-    timeout_s: float = Field(5.0, gt=0, le=3600, description="Seconds per call of proposed code.")
-    memory_mb: int = Field(256, ge=32, le=65536, description="Address space per call, MiB.")
-
-
-class PriceSpec(_Frozen):
-    """USD per million tokens."""
-
-    input: float = Field(ge=0, allow_inf_nan=False)
-    output: float = Field(ge=0, allow_inf_nan=False)
-
-
-class TaskSpec(_Frozen):
+class TaskSpec(Frozen):
     """A task file (task.yaml): the program, its data and metric, and how to optimize it."""
 
     name: str = Field(
         description="Task name: lower-case letters, digits, _ and -.",
-        json_schema_extra={"pattern": _NAME_RE.pattern},
+        json_schema_extra={"pattern": NAME_RE.pattern},
     )
     description: str = Field("", description="Free text.")
     seed: int = Field(0, description="Global seed for shuffles and optimizers.")
@@ -580,14 +346,14 @@ class TaskSpec(_Frozen):
     @field_validator("name")
     @classmethod
     def _name_chars(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
+        if not NAME_RE.match(value):
             raise ValueError(f"use only lower-case letters, digits, _ and -, got {value!r}")
         return value
 
     @field_validator("prices")
     @classmethod
     def _price_keys(cls, value: dict[str, PriceSpec]) -> dict[str, PriceSpec]:
-        return {_check_model_string(key): price for key, price in value.items()}
+        return {check_model_string(key): price for key, price in value.items()}
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:

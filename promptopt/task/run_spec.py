@@ -1,0 +1,50 @@
+"""How a run executes, as task-file models: its budget, the response cache, the sandbox of
+proposed code, and model prices.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from promptopt.task.frozen import Frozen
+
+__all__ = ["BudgetSpec", "CacheSpec", "PriceSpec", "SandboxSpec"]
+
+
+class BudgetSpec(Frozen):
+    """Hard limits for the whole run (task, optimizer and judge calls together)."""
+
+    max_calls: int | None = Field(None, ge=0, description="Most LLM calls.")
+    max_tokens: int | None = Field(None, ge=0, description="Most tokens, prompt plus completion.")
+    max_usd: float | None = Field(None, ge=0, description="Most US dollars.")
+
+
+class CacheSpec(Frozen):
+    """The LLM response cache."""
+
+    policy: Literal["off", "read", "readwrite", "refresh"] = Field(
+        "readwrite", description="off | read | readwrite | refresh"
+    )
+    dir: str | None = Field(None, description="Cache folder; default is the user cache folder.")
+
+
+class SandboxSpec(Frozen):
+    """How proposed code of trainable nodes runs."""
+
+    isolation: Literal["namespaces", "none"] = Field(
+        "namespaces",
+        description="'namespaces': bubblewrap namespaces + seccomp (the default; where they are "
+        "missing, proposed code does not run); 'none': a plain child process that can read "
+        "your files and the network (an explicit opt-out).",
+    )
+    timeout_s: float = Field(5.0, gt=0, le=3600, description="Seconds per call of proposed code.")
+    memory_mb: int = Field(256, ge=32, le=65536, description="Address space per call, MiB.")
+
+
+class PriceSpec(Frozen):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0, allow_inf_nan=False)
+    output: float = Field(ge=0, allow_inf_nan=False)
