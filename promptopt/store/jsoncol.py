@@ -1,16 +1,18 @@
-"""JSON columns of the run store: encoding, with credential-like fields redacted."""
+"""JSON columns of the run store: encoding, with credential-like fields redacted, and decoding
+a row's JSON columns."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from promptopt.errors import StoreError
 
-__all__ = ["json_text", "redact"]
+__all__ = ["decoded", "json_text", "redact"]
 
 # Field names whose values are credentials; replaced wherever they appear in stored JSON.
 _SECRET_FIELDS = frozenset(
@@ -52,3 +54,12 @@ def json_text(value: Any, *, what: str, scrub: bool = False) -> str:
         return json.dumps(data, ensure_ascii=False, sort_keys=True, default=_plain)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"cannot store {what!r} as JSON: {exc}") from exc
+
+
+def decoded(row: sqlite3.Row, **columns: Any) -> dict[str, Any]:
+    """``row`` as a dict; a column named ``True`` is JSON-decoded, one named with a type is cast."""
+    out = dict(row)
+    for column, how in columns.items():
+        if out.get(column) is not None:
+            out[column] = json.loads(out[column]) if how is True else how(out[column])
+    return out

@@ -1,8 +1,8 @@
 """The run store: one run's ``run.sqlite`` (SQLite, WAL, append-only).
 
 It records every LLM call, candidate, evaluation, optimizer decision, status
-change and checkpoint of a run (traces and optimizers' own records through its
-mixins), and answers recorded LLM responses by request
+change and checkpoint of a run (LLM calls, candidates, evaluations, traces, votes
+and optimizers' own records through its mixins), and answers recorded LLM responses by request
 key so that a resumed run repeats no paid call. Every write commits at once (a
 batch commits as one transaction), so a killed process loses nothing it wrote.
 Rows are never updated or deleted: a status change is a new status event, and a
@@ -19,14 +19,16 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from promptopt.errors import ConfigError, StoreError
-from promptopt.llm.types import LLMResponse
+from promptopt.store.calls import LLMCallStoreMixin
+from promptopt.store.candidates import CandidateStoreMixin
+from promptopt.store.jsoncol import decoded as _decoded
 from promptopt.store.jsoncol import json_text as _json
 from promptopt.store.migrations import MIGRATIONS, Migration, migrate
 from promptopt.store.records import OptimizerRecordsMixin
@@ -79,7 +81,13 @@ def _connect(db: Path, *, migrations: Sequence[Migration]) -> sqlite3.Connection
     return conn
 
 
-class RunStore(TraceStoreMixin, OptimizerRecordsMixin, VoteStoreMixin):
+class RunStore(
+    LLMCallStoreMixin,
+    CandidateStoreMixin,
+    TraceStoreMixin,
+    OptimizerRecordsMixin,
+    VoteStoreMixin,
+):
     """One run's store; create it with :meth:`create`, reopen it with :meth:`open`."""
 
     root: Path
@@ -217,179 +225,6 @@ class RunStore(TraceStoreMixin, OptimizerRecordsMixin, VoteStoreMixin):
         with self._lock:
             return self._db().execute(sql, params).fetchall()
 
-    # -- LLM calls -------------------------------------------------------------------------
-
-    def record_llm_call(self, event: Any) -> None:
-        """Record one call event (the fields of ``promptopt.llm`` ``CallEvent``)."""
-        request = event.request
-        typed = hasattr(request, "canonical")  # promptopt's own LLMRequest: fixed, key-free fields
-        canonical = request.canonical() if typed else request
-        response = event.response
-        usage = getattr(response, "usage", None)
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO llm_calls (key, provider, model, tag, request, response, error, cached,"
-                " attempts, started_at, duration_s, prompt_tokens, completion_tokens, cost_usd,"
-                " budgeted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.key,
-                    event.provider or "",
-                    event.model or "",
-                    getattr(request, "tag", None),
-                    # a typed request or response has a fixed set of fields, none of them a
-                    # credential: the scrubbing walk is only needed for foreign objects
-                    _json(canonical, what="request", scrub=not typed),
-                    None
-                    if response is None
-                    else _json(response.to_dict(), what="response", scrub=not typed),
-                    event.error,
-                    int(bool(event.cached)),
-                    int(event.attempts),
-                    float(event.started_at),
-                    float(event.duration_s),
-                    usage.prompt_tokens if usage else 0,
-                    usage.completion_tokens if usage else 0,
-                    float(getattr(response, "cost_usd", 0.0) or 0.0),
-                    int(bool(getattr(event, "budgeted", True))),
-                ),
-            )
-
-    def answered_keys(self, *, budgeted: bool = False) -> set[str]:
-        """Keys of every request with a recorded (non-replayed) answer; ``budgeted``: only
-        those that counted against the run's budget."""
-        rows = self._rows(
-            "SELECT DISTINCT key FROM llm_calls WHERE cached = 0 AND response IS NOT NULL"
-            + (" AND budgeted = 1" if budgeted else "")
-        )
-        return {row[0] for row in rows}
-
-    def budget_spent(self) -> dict[str, Any]:
-        """``calls``, ``tokens`` and ``usd`` of the paid calls that count against the budget.
-
-        A paid call is one a backend answered (not a replay, not a cache hit), in
-        any process of this run. A call that was in flight when a process died may
-        have been billed without being recorded: it is not counted.
-        """
-        calls, tokens, usd = self._rows(
-            "SELECT count(*), coalesce(sum(prompt_tokens + completion_tokens), 0),"
-            " coalesce(sum(cost_usd), 0.0) FROM llm_calls"
-            " WHERE cached = 0 AND response IS NOT NULL AND budgeted = 1"
-        )[0]
-        return {"calls": int(calls), "tokens": int(tokens), "usd": float(usd)}
-
-    def recorded_response(self, key: str) -> LLMResponse | None:
-        """The first successful backend answer recorded for ``key`` (marked ``cached``), or None."""
-        rows = self._rows(
-            "SELECT response FROM llm_calls"
-            " WHERE key = ? AND cached = 0 AND response IS NOT NULL ORDER BY id LIMIT 1",
-            (key,),
-        )
-        return LLMResponse.from_dict(json.loads(rows[0][0]), cached=True) if rows else None
-
-    def llm_calls(self) -> list[dict[str, Any]]:
-        """Every recorded call in order, ``request`` and ``response`` decoded."""
-        return [
-            _decoded(row, request=True, response=True, cached=bool)
-            for row in self._rows("SELECT * FROM llm_calls ORDER BY id")
-        ]
-
-    # -- candidates and evaluations --------------------------------------------------------
-
-    def add_candidate(
-        self,
-        candidate_id: str,
-        params: Mapping[str, Any],
-        *,
-        parent_id: str | None,
-        step: int,
-        origin: str,
-        meta: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Record a candidate; adding the same id again with the same params does nothing."""
-        encoded = _json(params, what="params")
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT params FROM candidates WHERE id = ?", (candidate_id,)
-            ).fetchone()
-            if row is not None:
-                if json.loads(row[0]) != json.loads(encoded):
-                    raise StoreError(
-                        f"candidate {candidate_id!r} is already recorded with other params; "
-                        f"the resumed run diverged from the recorded one"
-                    )
-                return
-            try:
-                conn.execute(
-                    "INSERT INTO candidates (id, params, parent_id, step, origin, meta, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (candidate_id, encoded, parent_id, int(step), origin,
-                     _json(dict(meta or {}), what="meta"), time.time()),
-                )  # fmt: skip
-            except sqlite3.IntegrityError as exc:
-                raise StoreError(
-                    f"candidate {candidate_id!r} names parent {parent_id!r}, which is not recorded"
-                ) from exc
-
-    def candidates(self) -> list[dict[str, Any]]:
-        """Every candidate in insertion order, ``params`` and ``meta`` decoded."""
-        return [
-            _decoded(row, params=True, meta=True)
-            for row in self._rows("SELECT * FROM candidates ORDER BY rowid")
-        ]
-
-    def add_evaluation(
-        self,
-        *,
-        candidate_id: str,
-        split: str,
-        example_id: str,
-        inputs: Mapping[str, Any],
-        target: Any,
-        output: str | None,
-        score: float,
-        valid: bool,
-        feedback: str = "",
-        error: str | None = None,
-        request_key: str | None = None,
-    ) -> None:
-        """Record one example's result; a repeat of (candidate, split, example) keeps the first."""
-        self.add_evaluations([{
-            "candidate_id": candidate_id, "split": split, "example_id": example_id,
-            "inputs": inputs, "target": target, "output": output, "score": score,
-            "valid": valid, "feedback": feedback, "error": error, "request_key": request_key,
-        }])  # fmt: skip
-
-    def add_evaluations(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Record many evaluations in one transaction (fields as :meth:`add_evaluation`)."""
-        values = [_evaluation_row(**row) for row in rows]
-        with self._write() as conn:
-            try:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO evaluations (candidate_id, split, example_id, inputs,"
-                    " target, output, score, valid, feedback, error, request_key, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    values,
-                )
-            except sqlite3.IntegrityError as exc:
-                unknown = sorted({v[0] for v in values} - {c["id"] for c in self.candidates()})
-                raise StoreError(
-                    f"evaluations name candidates that are not recorded: {unknown!r}"
-                ) from exc
-
-    def evaluations(
-        self, *, candidate_id: str | None = None, split: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Recorded evaluations in order, optionally of one candidate and/or one split."""
-        sql, params = "SELECT * FROM evaluations WHERE 1 = 1", []
-        if candidate_id is not None:
-            sql, params = sql + " AND candidate_id = ?", [*params, candidate_id]
-        if split is not None:
-            sql, params = sql + " AND split = ?", [*params, split]
-        return [
-            _decoded(row, inputs=True, target=True, valid=bool)
-            for row in self._rows(sql + " ORDER BY id", params)
-        ]
-
     # -- decisions, checkpoints, status ----------------------------------------------------
 
     def add_decision(self, *, step: int, kind: str, payload: Mapping[str, Any]) -> None:
@@ -405,25 +240,6 @@ class RunStore(TraceStoreMixin, OptimizerRecordsMixin, VoteStoreMixin):
         return [
             _decoded(row, payload=True) for row in self._rows("SELECT * FROM decisions ORDER BY id")
         ]
-
-    def add_proposal(self, *, candidate_id: str, call_key: str, step: int) -> None:
-        """Record that the optimizer reply of call ``call_key`` proposed ``candidate_id``
-        (recording the same link again does nothing)."""
-        with self._write() as conn:
-            try:
-                conn.execute(
-                    "INSERT OR IGNORE INTO proposals (candidate_id, call_key, step, created_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (candidate_id, call_key, int(step), time.time()),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise StoreError(
-                    f"proposal names candidate {candidate_id!r}, not recorded"
-                ) from exc
-
-    def proposals(self) -> list[dict[str, Any]]:
-        """Every recorded proposal link (candidate_id, call_key, step) in order."""
-        return [dict(row) for row in self._rows("SELECT * FROM proposals ORDER BY id")]
 
     def checkpoint(self, *, step: int, state: Mapping[str, Any]) -> None:
         """Record the engine state after ``step``; its ``best_score`` (or ``best_val``) shows in run listings."""
@@ -491,32 +307,3 @@ class RunStore(TraceStoreMixin, OptimizerRecordsMixin, VoteStoreMixin):
             "decisions": counts[2],
             "last_step": None if last is None else last[0],
         }
-
-
-def _evaluation_row(
-    *,
-    candidate_id: str,
-    split: str,
-    example_id: str,
-    inputs: Mapping[str, Any],
-    target: Any,
-    output: str | None,
-    score: float,
-    valid: bool,
-    feedback: str = "",
-    error: str | None = None,
-    request_key: str | None = None,
-) -> tuple[Any, ...]:
-    return (
-        candidate_id, split, str(example_id), _json(inputs, what="inputs"), _json(target, what="target"),
-        output, float(score), int(bool(valid)), feedback, error, request_key, time.time(),
-    )  # fmt: skip
-
-
-def _decoded(row: sqlite3.Row, **columns: Any) -> dict[str, Any]:
-    """``row`` as a dict; a column named ``True`` is JSON-decoded, one named with a type is cast."""
-    out = dict(row)
-    for column, how in columns.items():
-        if out.get(column) is not None:
-            out[column] = json.loads(out[column]) if how is True else how(out[column])
-    return out
