@@ -41,7 +41,7 @@ appended, each node's ``q`` and ``n`` after it) and a last ``choice`` record;
 The meta-prompt lives in ``templates/mcts.txt`` (parts ``system``,
 ``feedback``, ``rewrite``, ``errors``, ``no_errors``, ``example``, ``retry``).
 Replies with no new version (the current text, or one scored already) are
-counted as no-ops and asked again, changed (see :mod:`~promptopt.optimizers.rewriter`).
+counted as no-ops and asked again, changed (see :mod:`~promptopt.optimizers.rewriters`).
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ from promptopt.optimizers.base import (
 from promptopt.optimizers.mcts_tree import Node, Tree
 from promptopt.optimizers.meta_prompts import template_parts
 from promptopt.optimizers.optoprime_views import clip_text, input_fields
-from promptopt.optimizers.rewriter import (
+from promptopt.optimizers.rewriters import (
     SEED_RANGE,
+    MarkedRewriter,
     RewriteConfig,
-    Rewriter,
     rules,
     show_example,
     text_targets,
@@ -127,7 +127,7 @@ class MCTS:
         )
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
         self._parts = template_parts("mcts")
-        self._rewriter = Rewriter(
+        self._rewriter = MarkedRewriter(
             stats=self.stats, retries=self.config.retries, retry=self._parts["retry"]
         )
         self.tree: Tree | None = None

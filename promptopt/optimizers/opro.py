@@ -17,7 +17,7 @@ it ends before a step whose proposals the remaining calls cannot score.
 The meta-prompt lives in ``templates/opro.txt`` (parts ``system``, ``user``,
 ``entry``, ``example``, ``retry``). A reply with no new version (the current
 text, or one scored already) is counted as a no-op and asked again, changed
-(see :mod:`~promptopt.optimizers.rewriter`); a step whose replies all were
+(see :mod:`~promptopt.optimizers.rewriters`); a step whose replies all were
 no-ops proposes nothing and the next step runs.
 """
 
@@ -39,10 +39,10 @@ from promptopt.optimizers.base import (
 )
 from promptopt.optimizers.meta_prompts import template_parts
 from promptopt.optimizers.optoprime_views import clip_text, input_fields
-from promptopt.optimizers.rewriter import (
+from promptopt.optimizers.rewriters import (
     SEED_RANGE,
+    MarkedRewriter,
     RewriteConfig,
-    Rewriter,
     rules,
     show_example,
     text_targets,
@@ -81,7 +81,7 @@ class OPRO:
         )
         self.stats: dict[str, int] = {"steps": 0, "proposals": 0, "budget_stop": 0}
         self._parts = template_parts("opro")
-        self._rewriter = Rewriter(
+        self._rewriter = MarkedRewriter(
             stats=self.stats, retries=self.config.retries, retry=self._parts["retry"]
         )
 

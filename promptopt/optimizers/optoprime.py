@@ -13,7 +13,7 @@ checked for its parameter's kind, and one repair call names the exact problem
 when nothing usable came back. A step whose repair fails too is spent, and the
 next one tries other examples, so a bad reply never ends the search. Values equal
 to the current ones, or to a candidate already scored, are a no-op
-(:func:`~promptopt.optimizers.rewrites.noop`, counted in ``stats["noops"]``): the
+(:func:`~promptopt.optimizers.rewriters.noop`, counted in ``stats["noops"]``): the
 repair call says so, and the next step's request is sampled, never repeated.
 
 What each example shows, value clipping and the reply schema live in
@@ -66,7 +66,7 @@ from promptopt.optimizers.optoprime_views import (
     view_of,
 )
 from promptopt.optimizers.replies import check_value, match_name, parse_json_reply, placeholders
-from promptopt.optimizers.rewrites import noop
+from promptopt.optimizers.rewriters import noop
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM

@@ -13,7 +13,7 @@ bucket. Expanding a parent (one step):
    trajectory from the seed to the parent with their scores; the reply is JSON
    ``{"reasoning", "prompt"}``. A rewrite equal to the parent's prompt or to one
    already tried is a no-op (counted in ``stats["noops"]``) and the next request
-   changes instead of repeating (see :class:`~promptopt.optimizers.rewrites.Rewriter`);
+   changes instead of repeating (see :class:`~promptopt.optimizers.rewriters.JsonRewriter`);
 3. the ``n_children`` children are proposed; once the **score predictor** has
    ``predictor_min_pairs`` (text, score) pairs, ``surplus`` more rewrites are
    written and only the ``n_children`` it ranks highest are proposed, so the
@@ -56,9 +56,9 @@ from promptopt.optimizers.base import (
 )
 from promptopt.optimizers.meta_prompts import template_parts
 from promptopt.optimizers.optoprime_views import clip_text
-from promptopt.optimizers.rewrites import (
-    REWRITE_STATS,
-    Rewriter,
+from promptopt.optimizers.rewriters import (
+    JSON_REWRITE_STATS,
+    JsonRewriter,
     inputs_text,
     reply_schema,
     text_param,
@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 __all__ = ["PROMST", "PromstConfig"]
 
 _OTHER_MESSAGE = "Failures that match none of the declared error types."
-_STATS = (*REWRITE_STATS, "expansions", "summaries", "proposals", "filtered", "pruned")
+_STATS = (*JSON_REWRITE_STATS, "expansions", "summaries", "proposals", "filtered", "pruned")
 
 
 class PromstConfig(BaseModel):
@@ -127,7 +127,7 @@ class PROMST:
         self._stack: list[str] | None = None  # candidate ids to expand; the top is last
         self._depth: dict[str, int] = {}
         self._done = False
-        self._rewriter: Rewriter | None = None
+        self._rewriter: JsonRewriter | None = None
         self._predicted: dict[str, float] = {}
         self._errors: list[float] = []
 
@@ -136,7 +136,7 @@ class PROMST:
     async def propose(self, state: SearchState, *, llm: LLM, rng: random.Random) -> list[Proposal]:
         target = text_param(state, self.config.param, optimizer=self.name)
         if self._rewriter is None:
-            self._rewriter = Rewriter(target, self.stats, retries=self.config.retries)
+            self._rewriter = JsonRewriter(target, self.stats, retries=self.config.retries)
         if self._stack is None:
             self._stack, self._depth[state.seed.id] = [state.seed.id], 0
             self._done = any(not _failures(e) for e in state.history)

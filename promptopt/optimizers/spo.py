@@ -46,9 +46,9 @@ from promptopt.optimizers.base import (
 from promptopt.optimizers.meta_prompts import template_parts
 from promptopt.optimizers.optoprime_views import clip_text
 from promptopt.optimizers.replies import parse_json_reply
-from promptopt.optimizers.rewrites import (
-    REWRITE_STATS,
-    Rewriter,
+from promptopt.optimizers.rewriters import (
+    JSON_REWRITE_STATS,
+    JsonRewriter,
     inputs_text,
     reply_schema,
     text_param,
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["SPO", "SPOConfig", "read_choice"]
 
 _SIDES = ("A", "B")
-_STATS = ("rounds", *REWRITE_STATS, "proposals", "failed_rounds", "comparisons", "votes",
+_STATS = ("rounds", *JSON_REWRITE_STATS, "proposals", "failed_rounds", "comparisons", "votes",
           "unreadable_votes", "accepted")  # fmt: skip
 _CHOICE_WORDS = re.compile(
     r"(?:answer|set|choice|option|winner|choose|better)\W{0,3}([AB])\b", re.I
@@ -106,7 +106,7 @@ class SPO:
     def __init__(self, config: SPOConfig | Mapping[str, Any] | None = None) -> None:
         self.config = config_of(SPOConfig, config)
         self.stats: dict[str, Any] = dict.fromkeys(_STATS, 0)
-        self._rewriter: Rewriter | None = None
+        self._rewriter: JsonRewriter | None = None
 
     # -- the protocol --------------------------------------------------------
 
@@ -242,7 +242,7 @@ class SPO:
         self, state: SearchState, base: Evaluated, target: str, llm: LLM
     ) -> Proposal | None:
         if self._rewriter is None or self._rewriter.target != target:
-            self._rewriter = Rewriter(target, self.stats, retries=self.config.retries)
+            self._rewriter = JsonRewriter(target, self.stats, retries=self.config.retries)
         rewriter = self._rewriter
         answer = await rewriter.ask(
             state,

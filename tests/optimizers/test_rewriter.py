@@ -12,7 +12,7 @@ from promptopt.llm.fakes import scripted_llm
 from promptopt.llm.types import LLMRequest, Message
 from promptopt.optimizers.base import Candidate, ExampleResult, SearchState, candidate_id
 from promptopt.optimizers.replies import marked_texts
-from promptopt.optimizers.rewriter import Rewriter, rules, show_example, text_targets
+from promptopt.optimizers.rewriters import MarkedRewriter, rules, show_example, text_targets
 from promptopt.task.data import Example
 from promptopt.task.metrics import Score
 
@@ -39,7 +39,7 @@ def test_marked_texts(reply, texts):
 async def ask(*replies, retries=1, taken=(), count=1):
     llm = scripted_llm(*replies)
     stats: dict[str, int] = {}
-    rewriter = Rewriter(stats=stats, retries=retries, retry=RETRY)
+    rewriter = MarkedRewriter(stats=stats, retries=retries, retry=RETRY)
     found = await rewriter.versions(llm, REQUEST, name="user", base=BASE, count=count,
                                     taken=set(taken), fields=["text"], rng=random.Random(0))  # fmt: skip
     return found, stats, llm.backend.requests

@@ -1,0 +1,404 @@
+"""Asking an optimizer model for a new version of a text parameter, and telling a real change
+from a no-op: a version equal to the current value, or one whose candidate was scored (or
+proposed) already. Two ways of asking, one per pair of optimizers:
+
+- :class:`MarkedRewriter` (MCTS's rewrite step, OPRO's proposal step) asks for several
+  versions, read with :func:`~promptopt.optimizers.replies.marked_texts` (texts wrapped in
+  ``<START>`` and ``<END>``) and checked with :func:`~promptopt.optimizers.replies.check_value`
+  (non-empty, placeholders kept). After a reply with no new version it sends the reply and a
+  note saying what was wrong back to the model, sampled with a fresh seed, up to ``retries``
+  times. Seeds come from the ``rng`` handed in, so a replayed run sends the very same requests.
+  :func:`text_targets`, :func:`show_example` and :func:`rules` render the parts of a request
+  both optimizers share: which parameters may be rewritten, one example (inputs, output,
+  expected answer, feedback) and the rules a new version must keep.
+- :class:`JsonRewriter` (SPO, PROMST) asks for one new prompt in a JSON reply
+  (:func:`read_rewrite` takes it out and checks it keeps the old one's ``{placeholders}``;
+  :func:`reply_schema` is the JSON schema of such a reply) until a reply is new: after an
+  unreadable reply or a no-op (:func:`noop` says why) it changes the next request (the
+  caller's builder gets the problem to show and a fresh seed) instead of repeating it;
+  :meth:`JsonRewriter.ask_many` sends several such asks at once. :func:`text_param` picks the
+  parameter it rewrites (the configured one, else the program's first of kind ``text``).
+
+Both count what happened in the optimizer's stats (:data:`MARKED_REWRITE_STATS`,
+:data:`JSON_REWRITE_STATS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from string import Template
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from promptopt.errors import BadRequestError, OptimizerError, ReplyParseError
+from promptopt.llm.types import LLMRequest, Message
+from promptopt.optimizers.base import ExampleResult, SearchState, candidate_id, gather_all
+from promptopt.optimizers.optoprime_views import clip_text, show_value
+from promptopt.optimizers.replies import check_value, marked_texts, parse_json_reply, placeholders
+
+if TYPE_CHECKING:
+    from promptopt.llm.client import LLM
+    from promptopt.task.data import Example
+
+__all__ = [
+    "JSON_REWRITE_STATS",
+    "MARKED_REWRITE_STATS",
+    "SEED_RANGE",
+    "JsonRewriter",
+    "MarkedRewriter",
+    "RewriteConfig",
+    "inputs_text",
+    "noop",
+    "read_rewrite",
+    "reply_schema",
+    "rules",
+    "show_example",
+    "text_param",
+    "text_targets",
+]
+
+# what a MarkedRewriter counts about its model's replies (OptimizeResult.optimizer_stats)
+MARKED_REWRITE_STATS = ("calls", "replies", "noop", "invalid", "retries", "request_errors")
+_RETRY_TEMPERATURE = 0.7
+SEED_RANGE = 2**31  # seeds of sampled requests are drawn below this
+_NOOP = "That version is the current text, or one that was tried already."
+_NOTHING = "No new version was found between <START> and <END>."
+
+
+class RewriteConfig(BaseModel):
+    """The settings every rewriting optimizer has (MCTS and OPRO extend it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float = Field(
+        1.0, ge=0.0, le=2.0, description="Optimizer-model temperature (both papers: 1.0)."
+    )
+    max_tokens: int = Field(600, ge=16, description="Longest optimizer-model reply, in tokens.")
+    retries: int = Field(
+        1, ge=0, description="Changed requests sent after a reply with no new version."
+    )
+    params: list[str] | None = Field(
+        None, description="Text parameters to rewrite (default: every trainable text parameter)."
+    )
+    max_value_chars: int = Field(
+        300, ge=40, description="Texts and example values shown to the model are clipped to this."
+    )
+
+
+class MarkedRewriter:
+    """Sends a rewrite request and returns the new versions in its reply (see the module doc)."""
+
+    def __init__(self, *, stats: dict[str, int], retries: int, retry: Template) -> None:
+        self.stats = stats
+        self.retries = retries
+        self.retry = retry
+        for key in MARKED_REWRITE_STATS:
+            stats.setdefault(key, 0)
+
+    async def versions(
+        self,
+        llm: LLM,
+        request: LLMRequest,
+        *,
+        name: str,
+        base: Mapping[str, Any],
+        count: int,
+        taken: Collection[str],
+        fields: Sequence[str],
+        rng: random.Random,
+    ) -> list[str]:
+        """Up to ``count`` new values of text parameter ``name`` of candidate ``base``.
+
+        A value whose candidate id is in ``taken`` is a no-op. Returns an empty
+        list when every attempt came back without a new version.
+        """
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats["retries"] += 1
+            self.stats["calls"] += 1
+            try:
+                reply = (await llm.acomplete(request)).text
+            except BadRequestError:  # the prompt does not fit the model: nothing to retry
+                self.stats["request_errors"] += 1
+                return []
+            self.stats["replies"] += 1
+            found, problem = self._read(reply, name=name, base=base, taken=taken, fields=fields)
+            if found:
+                return found[:count]
+            note = self.retry.substitute(problem=problem, name=name).strip()
+            request = dataclasses.replace(
+                request,
+                messages=(*request.messages, Message("assistant", clip_text(reply, 1500)),
+                          Message("user", note)),
+                temperature=max(request.temperature, _RETRY_TEMPERATURE),
+                seed=rng.randrange(SEED_RANGE),
+            )  # fmt: skip
+        return []
+
+    def _read(
+        self,
+        reply: str,
+        *,
+        name: str,
+        base: Mapping[str, Any],
+        taken: Collection[str],
+        fields: Sequence[str],
+    ) -> tuple[list[str], str]:
+        """The new versions in ``reply``, or none and what to tell the model."""
+        current = base.get(name)
+        found: list[str] = []
+        noop, problem = False, _NOTHING
+        for text in marked_texts(reply):
+            if isinstance(current, str) and text.strip() == current.strip():
+                noop = True
+                continue
+            try:
+                value = check_value("text", text, current, name=name, fields=fields)
+            except ReplyParseError as exc:
+                problem = f"{exc}."
+                continue
+            if candidate_id({**base, name: value}) in taken or value in found:
+                noop = True
+                continue
+            found.append(value)
+        if not found:
+            self.stats["noop" if noop else "invalid"] += 1
+        return found, _NOOP if noop and problem == _NOTHING else problem
+
+
+def text_targets(state: SearchState, wanted: Sequence[str] | None, *, optimizer: str) -> list[str]:
+    """The text parameters to rewrite: ``wanted`` (checked), else every trainable text."""
+    texts = state.of_kind("text")
+    if wanted:
+        unknown = [n for n in wanted if n not in texts]
+        if unknown:
+            raise OptimizerError(
+                f"{optimizer}: params {unknown!r} are not trainable text parameters of the "
+                f"program (its text parameters: {', '.join(texts) or 'none'})"
+            )
+        return list(wanted)
+    if not texts:
+        raise OptimizerError(
+            f"the {optimizer} optimizer rewrites text parameters, and the program has none "
+            f"trainable (it has: {', '.join(state.trainable) or 'nothing'}); make a prompt "
+            f"trainable (program.trainable: [system]) or use another optimizer"
+        )
+    return texts
+
+
+def show_example(example: Example, *, limit: int, result: ExampleResult | None = None) -> str:
+    """One example as lines: its inputs, then (with a result) the output, the expected
+    answer, then (with a result) the metric's feedback, if any."""
+    lines = [f"{key}: {_shown(value, limit)}" for key, value in example.inputs.items()]
+    if result is not None:
+        produced = result.output if result.output is not None else f"(failed: {result.error})"
+        lines.append(f"output: {_shown(produced, limit)}")
+    lines.append(f"expected output: {_shown(example.target, limit)}")
+    if result is not None and result.score.feedback:
+        lines.append(f"feedback: {clip_text(result.score.feedback, limit)}")
+    return "\n".join(lines)
+
+
+def rules(state: SearchState, current: Any) -> str:
+    """What any new version must keep: the placeholders, and the allowed answers."""
+    out = []
+    kept = placeholders(current)
+    if kept:
+        out.append(
+            "Keep the placeholders "
+            + ", ".join("{" + p + "}" for p in kept)
+            + " exactly as written."
+        )
+    if state.choices:
+        out.append("The program's answer must be one of: " + ", ".join(state.choices) + ".")
+    return " ".join(out)
+
+
+def _shown(value: Any, limit: int) -> str:
+    return clip_text(value, limit) if isinstance(value, str) else show_value(value, limit)
+
+
+# -- one new prompt in a JSON reply (SPO, PROMST) ----------------------------------------
+
+# what a JsonRewriter counts in its optimizer's stats
+JSON_REWRITE_STATS = ("calls", "replies", "unparseable", "noops", "request_errors")
+
+
+def text_param(state: SearchState, configured: str | None, *, optimizer: str) -> str:
+    """The parameter to rewrite: ``configured`` if given, else the first of kind ``text``."""
+    if configured is not None:
+        if configured not in state.trainable:
+            raise OptimizerError(
+                f"{optimizer} optimizer: param {configured!r} is not a trainable parameter "
+                f"of the program ({', '.join(state.trainable) or 'none'})"
+            )
+        return configured
+    texts = state.of_kind("text")
+    if not texts:
+        raise OptimizerError(
+            f"the {optimizer} optimizer rewrites a text parameter, and the program has none "
+            f"(it has: {', '.join(state.trainable) or 'nothing trainable'})"
+        )
+    return texts[0]
+
+
+def read_rewrite(reply: str, *, key: str, old: Any, name: str) -> str:
+    """The new value under ``key`` of a JSON reply; raises ReplyParseError saying why not.
+
+    An unchanged value is returned (see :func:`noop`); a value that drops one of
+    ``old``'s placeholders is refused.
+    """
+    data = parse_json_reply(reply)
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ReplyParseError(f'had no "{key}" with the new prompt as a text.')
+    if isinstance(old, str) and value.strip() == old.strip():
+        return old
+    try:
+        return check_value("text", value, old, name=name)
+    except ReplyParseError as exc:
+        raise ReplyParseError(f"was refused: {exc}.") from None
+
+
+def noop(
+    state: SearchState, params: Mapping[str, Any], *, base: Mapping[str, Any],
+    proposed: Collection[str] = (), what: str = "prompt",
+) -> str:  # fmt: skip
+    """Why ``params`` change nothing ("" if they do): equal to ``base``, or already tried;
+    ``what`` names the thing suggested in the reason."""
+    if dict(params) == dict(base):
+        return f"suggested the current {what} unchanged."
+    cid = candidate_id(params)
+    if cid in state.evaluated_ids() or cid in proposed:
+        return f"suggested a {what} that was already tried."
+    return ""
+
+
+def inputs_text(inputs: Mapping[str, Any], limit: int) -> str:
+    """An example's inputs, one ``field: value`` line each, values clipped to ``limit``."""
+    return "\n".join(f"{name}: {clip_text(str(value), limit)}" for name, value in inputs.items())
+
+
+def reply_schema(keys: Sequence[tuple[str, int]]) -> str:
+    """A JSON schema (as text) of an object with these string keys, each bounded in length."""
+    properties = {
+        key: {"type": "string", "minLength": 1, "maxLength": limit} for key, limit in keys
+    }
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": [key for key, _ in keys],
+        "additionalProperties": False,
+    }
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class JsonRewriter:
+    """Asks an optimizer model for a new value of ``target`` until one is usable and new.
+
+    ``stats`` is the optimizer's counter dict (the keys of ``JSON_REWRITE_STATS`` are
+    incremented); ``problem`` is why the last reply was unusable, shown in the next
+    request (it persists across calls until a reply is used). ``build(problem, seed)``
+    makes a request; every request sent gets its own seed, counted from 0 in the
+    order the requests are made, so a replayed run sends the same ones.
+    """
+
+    target: str
+    stats: dict[str, Any]
+    retries: int = 1
+    problem: str = ""
+    proposed: set[str] = field(default_factory=set)
+    seeds: int = 0  # seeds handed out so far
+
+    async def ask(
+        self,
+        state: SearchState,
+        llm: LLM,
+        base: Mapping[str, Any],
+        build: Callable[[str, int], LLMRequest],
+    ) -> tuple[dict[str, Any], str] | None:
+        """New params (``base`` with ``target`` rewritten) and the reply, or None after
+        ``1 + retries`` unusable replies (or a request the model refused)."""
+        answer, self.problem, used = await self._attempts(
+            state, llm, base, build, seeds=range(self.seeds, self.seeds + 1 + self.retries)
+        )
+        self.seeds += used
+        if answer is not None:
+            self.proposed.add(candidate_id(answer[0]))
+        return answer
+
+    async def ask_many(
+        self,
+        state: SearchState,
+        llm: LLM,
+        base: Mapping[str, Any],
+        build: Callable[[str, int], LLMRequest],
+        *,
+        count: int,
+    ) -> list[tuple[dict[str, Any], str]]:
+        """``count`` rewrites asked at once (none depends on another), each as :meth:`ask`;
+        a rewrite equal to an earlier one of the same batch is a no-op, not proposed."""
+        per = 1 + self.retries
+        first, self.seeds = self.seeds, self.seeds + count * per  # drawn before they start
+        outcomes = await gather_all(*(
+            self._attempts(state, llm, base, build,
+                           seeds=range(first + i * per, first + (i + 1) * per))
+            for i in range(count)
+        ))  # fmt: skip
+        found = []
+        for answer, problem, _ in outcomes:
+            if answer is None:
+                self.problem = problem
+                continue
+            cid = candidate_id(answer[0])
+            if cid in self.proposed:
+                self.stats["noops"] += 1
+                continue
+            self.proposed.add(cid)
+            found.append(answer)
+        if found:
+            self.problem = ""
+        return found
+
+    async def _attempts(
+        self,
+        state: SearchState,
+        llm: LLM,
+        base: Mapping[str, Any],
+        build: Callable[[str, int], LLMRequest],
+        *,
+        seeds: range,
+    ) -> tuple[tuple[dict[str, Any], str] | None, str, int]:
+        """The first usable answer (or None), the problem to show next, the seeds used."""
+        problem = self.problem
+        for used, seed in enumerate(seeds, 1):
+            request = build(problem, seed)
+            self.stats["calls"] += 1
+            try:
+                reply = (await llm.acomplete(request)).text
+            except BadRequestError:
+                self.stats["request_errors"] += 1
+                return None, problem, used
+            self.stats["replies"] += 1
+            try:
+                value = read_rewrite(
+                    reply, key="prompt", old=base.get(self.target), name=self.target
+                )
+            except ReplyParseError as exc:
+                self.stats["unparseable"] += 1
+                problem = str(exc)
+                continue
+            params = {**base, self.target: value}
+            why = noop(state, params, base=base, proposed=self.proposed)
+            if why:
+                self.stats["noops"] += 1
+                problem = why
+                continue
+            return (params, reply), "", used
+        return None, problem, len(seeds)
