@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptopt.errors import OptimizerError
-from promptopt.optimizers.base import Evaluated, Proposal, SearchState, candidate_id
+from promptopt.optimizers.base import Evaluated, Proposal, SearchState, candidate_id, config_of
 from promptopt.task.embedding import EMBEDDERS, make_embedder, text_of
 from promptopt.task.selection import NearestExemplars, diverse
 
@@ -101,11 +101,7 @@ class Exemplars:
     Config: ClassVar[type[BaseModel]] = ExemplarsConfig
 
     def __init__(self, config: ExemplarsConfig | Mapping[str, Any] | None = None) -> None:
-        self.config = (
-            config
-            if isinstance(config, ExemplarsConfig)
-            else ExemplarsConfig.model_validate(dict(config or {}))
-        )
+        self.config = config_of(ExemplarsConfig, config)
         self._random_left = self.config.num_sets
         self._mutations_left = self.config.mutations
         self._selectors_left = list(self.config.selectors)

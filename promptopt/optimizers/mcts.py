@@ -54,17 +54,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, Field
 
 from promptopt.errors import BadRequestError, OptimizerError
-from promptopt.llm.types import LLMRequest, Message
+from promptopt.llm.types import LLMRequest
 from promptopt.optimizers.base import (
     Evaluated,
     ExampleResult,
     Proposal,
     SearchState,
     candidate_id,
+    config_of,
     gather_all,
 )
 from promptopt.optimizers.mcts_tree import Node, Tree
-from promptopt.optimizers.meta_prompts import template_parts
+from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
 from promptopt.optimizers.optoprime_views import clip_text, input_fields
 from promptopt.optimizers.rewriters import (
     SEED_RANGE,
@@ -120,11 +121,7 @@ class MCTS:
     Config: ClassVar[type[BaseModel]] = MCTSConfig
 
     def __init__(self, config: MCTSConfig | Mapping[str, Any] | None = None) -> None:
-        self.config = (
-            config
-            if isinstance(config, MCTSConfig)
-            else MCTSConfig.model_validate(dict(config or {}))
-        )
+        self.config = config_of(MCTSConfig, config)
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
         self._parts = template_parts("mcts")
         self._rewriter = MarkedRewriter(
@@ -353,16 +350,13 @@ class MCTS:
 
     def _request(self, part: str, fill: Mapping[str, str], rng: random.Random) -> LLMRequest:
         sampled = self.config.temperature > 0
-        return LLMRequest(
-            messages=(
-                Message("system", self._parts["system"].template.strip()),
-                Message("user", self._parts[part].substitute(fill).strip()),
-            ),
+        return optimizer_request(
+            self._parts["system"],
+            self._parts[part].substitute(fill),
             temperature=self.config.temperature,
             max_tokens=self.config.max_tokens,
             # a seed makes two equal sampled requests two requests (and replayable)
             seed=rng.randrange(SEED_RANGE) if sampled else None,
-            tag="optimizer",
         )
 
     def _examples(self, results: Sequence[ExampleResult]) -> str:

@@ -35,6 +35,7 @@ from promptopt.optimizers.base import (
     Proposal,
     SearchState,
     candidate_id,
+    config_of,
     gather_all,
 )
 from promptopt.optimizers.meta_prompts import template_parts
@@ -74,11 +75,7 @@ class OPRO:
     Config: ClassVar[type[BaseModel]] = OPROConfig
 
     def __init__(self, config: OPROConfig | Mapping[str, Any] | None = None) -> None:
-        self.config = (
-            config
-            if isinstance(config, OPROConfig)
-            else OPROConfig.model_validate(dict(config or {}))
-        )
+        self.config = config_of(OPROConfig, config)
         self.stats: dict[str, int] = {"steps": 0, "proposals": 0, "budget_stop": 0}
         self._parts = template_parts("opro")
         self._rewriter = MarkedRewriter(

@@ -50,10 +50,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptopt.errors import BadRequestError, ReplyParseError, UnchangedValueError
+from promptopt.errors import ReplyParseError, UnchangedValueError
 from promptopt.llm.types import LLMRequest, Message
-from promptopt.optimizers.base import Evaluated, ExampleResult, Proposal, SearchState
-from promptopt.optimizers.meta_prompts import template_parts
+from promptopt.optimizers.base import Evaluated, ExampleResult, Proposal, SearchState, config_of
+from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
 from promptopt.optimizers.optoprime_views import (
     View,
     clip_text,
@@ -65,7 +65,13 @@ from promptopt.optimizers.optoprime_views import (
     value_lines,
     view_of,
 )
-from promptopt.optimizers.replies import check_value, match_name, parse_json_reply, placeholders
+from promptopt.optimizers.replies import (
+    check_value,
+    counted_reply,
+    match_name,
+    parse_json_reply,
+    placeholders,
+)
 from promptopt.optimizers.rewriters import noop
 
 if TYPE_CHECKING:
@@ -117,11 +123,7 @@ class OptoPrime:
     Config: ClassVar[type[BaseModel]] = OptoPrimeConfig
 
     def __init__(self, config: OptoPrimeConfig | Mapping[str, Any] | None = None) -> None:
-        self.config = (
-            config
-            if isinstance(config, OptoPrimeConfig)
-            else OptoPrimeConfig.model_validate(dict(config or {}))
-        )
+        self.config = config_of(OptoPrimeConfig, config)
         self.stats: dict[str, int] = dict.fromkeys(_STATS, 0)
         self._steps_used = 0
         self._examples_cap = self.config.examples_per_step
@@ -246,15 +248,11 @@ class OptoPrime:
             )
             self.stats["resampled"] += 1
         self._sent.add(key)
-        self.stats["calls"] += 1
-        try:
-            response = await llm.acomplete(request)
-        except BadRequestError:
+        response = await counted_reply(llm, request, self.stats)
+        if response is None:
             # the prompt did not fit the model: show one example from now on
-            self.stats["request_errors"] += 1
             self._examples_cap = 1
             return None
-        self.stats["replies"] += 1
         return response.text, llm.key(request)
 
     def _read(self, state: SearchState, base: Evaluated, reply: str) -> tuple[dict[str, Any], str]:
@@ -349,11 +347,9 @@ class OptoPrime:
             examples=examples,
             history=parts["history"].substitute(entries=entries) if entries else "",
         )
-        return LLMRequest(
-            messages=(
-                Message("system", parts["system"].template.strip()),
-                Message("user", user.strip()),
-            ),
+        return optimizer_request(
+            parts["system"],
+            user,
             temperature=self.config.temperature,
             max_tokens=self.config.max_tokens,
             json_schema=(
@@ -361,7 +357,6 @@ class OptoPrime:
                 if self.config.json_schema
                 else ""
             ),
-            tag="optimizer",
         )
 
     def _variables(self, state: SearchState, base: Evaluated, limit: int) -> str:

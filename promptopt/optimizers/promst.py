@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptopt.errors import BadRequestError
-from promptopt.llm.types import LLMRequest, Message
+from promptopt.llm.types import LLMRequest
 from promptopt.optimizers.base import (
     Evaluated,
     ExampleResult,
@@ -54,7 +54,7 @@ from promptopt.optimizers.base import (
     config_of,
     gather_all,
 )
-from promptopt.optimizers.meta_prompts import template_parts
+from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
 from promptopt.optimizers.optoprime_views import clip_text
 from promptopt.optimizers.rewriters import (
     JSON_REWRITE_STATS,
@@ -300,13 +300,12 @@ class PROMST:
             rule=rule, message=message, prompt=str(parent.candidate.params.get(target, "")),
             failures=shown,
         )  # fmt: skip
-        return LLMRequest(
-            messages=(Message("system", parts["summary_system"].template.strip()),
-                      Message("user", user.strip())),
+        return optimizer_request(
+            parts["summary_system"],
+            user,
             temperature=self.config.summary_temperature,
             max_tokens=self.config.max_tokens,
-            tag="optimizer",
-        )  # fmt: skip
+        )
 
     def write_request(
         self,
@@ -331,16 +330,15 @@ class PROMST:
             note=parts["retry"].substitute(problem=problem) if problem else "",
         )
         schema = reply_schema((("reasoning", 500), ("prompt", self.config.max_prompt_chars)))
-        return LLMRequest(
-            messages=(Message("system", parts["write_system"].template.strip()),
-                      Message("user", user.strip())),
+        return optimizer_request(
+            parts["write_system"],
+            user,
             temperature=self.config.temperature,
             max_tokens=self.config.max_tokens,
             # one seed per request sent: every child a new sample
             seed=self.stats["calls"] if seed is None else seed,
             json_schema=schema if self.config.json_schema else "",
-            tag="optimizer",
-        )  # fmt: skip
+        )
 
     def _trajectory(self, parent: Evaluated, target: str, by_id: Mapping[str, Evaluated]) -> str:
         path = [parent]

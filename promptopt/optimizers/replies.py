@@ -16,6 +16,9 @@ such as ``<START>`` ... ``<END>``.
 :func:`match_name` maps a name the model wrote (``#Instruction``, ``$route``) to
 a parameter's name; :func:`check_value` accepts a suggested value for one kind of
 parameter (``text``, ``exemplars``, ``code``) or raises ReplyParseError saying why not.
+
+:func:`counted_reply` gets a reply in the first place: it sends one request and counts
+what came of it in the optimizer's stats.
 """
 
 from __future__ import annotations
@@ -25,16 +28,41 @@ import json
 import re
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from promptopt.errors import ReplyParseError, UnchangedValueError
+from promptopt.errors import BadRequestError, ReplyParseError, UnchangedValueError
 
-__all__ = ["check_value", "marked_texts", "match_name", "parse_json_reply", "placeholders"]
+if TYPE_CHECKING:
+    from promptopt.llm.client import LLM
+    from promptopt.llm.types import LLMRequest, LLMResponse
+
+__all__ = [
+    "check_value",
+    "counted_reply",
+    "marked_texts",
+    "match_name",
+    "parse_json_reply",
+    "placeholders",
+]
 
 _QUOTES = frozenset("\"'")
 _JSON_WORDS = {"true": "True", "false": "False", "null": "None"}
 _WORD = re.compile(r"[A-Za-z_]\w*")
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+
+
+async def counted_reply(llm: LLM, request: LLMRequest, stats: dict[str, Any]) -> LLMResponse | None:
+    """The optimizer model's response to ``request``, counted in ``stats`` (``calls``, then
+    ``replies`` or ``request_errors``); None when the model refused the request as bad (the
+    prompt does not fit it: the same request would fail the same way)."""
+    stats["calls"] += 1
+    try:
+        response = await llm.acomplete(request)
+    except BadRequestError:
+        stats["request_errors"] += 1
+        return None
+    stats["replies"] += 1
+    return response
 
 
 def parse_json_reply(text: str) -> dict[str, Any]:

@@ -35,11 +35,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptopt.errors import BadRequestError, OptimizerError, ReplyParseError
+from promptopt.errors import OptimizerError, ReplyParseError
 from promptopt.llm.types import LLMRequest, Message
 from promptopt.optimizers.base import ExampleResult, SearchState, candidate_id, gather_all
 from promptopt.optimizers.optoprime_views import clip_text, show_value
-from promptopt.optimizers.replies import check_value, marked_texts, parse_json_reply, placeholders
+from promptopt.optimizers.replies import (
+    check_value,
+    counted_reply,
+    marked_texts,
+    parse_json_reply,
+    placeholders,
+)
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM
@@ -120,13 +126,10 @@ class MarkedRewriter:
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
-            self.stats["calls"] += 1
-            try:
-                reply = (await llm.acomplete(request)).text
-            except BadRequestError:  # the prompt does not fit the model: nothing to retry
-                self.stats["request_errors"] += 1
+            response = await counted_reply(llm, request, self.stats)
+            if response is None:  # the prompt does not fit the model: nothing to retry
                 return []
-            self.stats["replies"] += 1
+            reply = response.text
             found, problem = self._read(reply, name=name, base=base, taken=taken, fields=fields)
             if found:
                 return found[:count]
@@ -379,13 +382,10 @@ class JsonRewriter:
         problem = self.problem
         for used, seed in enumerate(seeds, 1):
             request = build(problem, seed)
-            self.stats["calls"] += 1
-            try:
-                reply = (await llm.acomplete(request)).text
-            except BadRequestError:
-                self.stats["request_errors"] += 1
+            response = await counted_reply(llm, request, self.stats)
+            if response is None:
                 return None, problem, used
-            self.stats["replies"] += 1
+            reply = response.text
             try:
                 value = read_rewrite(
                     reply, key="prompt", old=base.get(self.target), name=self.target

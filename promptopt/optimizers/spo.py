@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptopt.errors import ReplyParseError
-from promptopt.llm.types import LLMRequest, Message
+from promptopt.llm.types import LLMRequest
 from promptopt.optimizers.base import (
     Evaluated,
     ExampleResult,
@@ -43,7 +43,7 @@ from promptopt.optimizers.base import (
     Vote,
     config_of,
 )
-from promptopt.optimizers.meta_prompts import template_parts
+from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
 from promptopt.optimizers.optoprime_views import clip_text
 from promptopt.optimizers.replies import parse_json_reply
 from promptopt.optimizers.rewriters import (
@@ -187,17 +187,14 @@ class SPO:
             answers=answers,
             note=note,
         )
-        return LLMRequest(
-            messages=(
-                Message("system", parts["system"].template.strip()),
-                Message("user", user.strip()),
-            ),
+        return optimizer_request(
+            parts["system"],
+            user,
             temperature=self.config.temperature,
             max_tokens=self.config.max_tokens,
             # one seed per request sent: the same incumbent asked again is a new sample
             seed=self.stats["calls"] if seed is None else seed,
             json_schema=self._schema() if self.config.json_schema else "",
-            tag="optimizer",
         )
 
     def judge_request(
@@ -224,11 +221,9 @@ class SPO:
         user = parts["judge_user"].substitute(
             requirements=self._requirements(state), samples=samples
         )
-        return LLMRequest(
-            messages=(
-                Message("system", parts["judge_system"].template.strip()),
-                Message("user", user.strip()),
-            ),
+        return optimizer_request(
+            parts["judge_system"],
+            user,
             temperature=self.config.judge_temperature,
             max_tokens=8,
             seed=vote,  # every vote a distinct request, even for equal answer sets
