@@ -169,7 +169,7 @@ def run_one(name: str, *, url: str, concurrency: int, latency: float, folder: Pa
         "wall_s": round(wall, 3),
         "ratio": round(wall / critical, 3) if critical else None,
         "stopped": result.stopped,
-        "noops": result.optimizer_stats.get("noop", result.optimizer_stats.get("noops")),
+        "noops": result.optimizer_stats.get("noops"),
         "waves": [  # each round: from its first start to its last end (s into the run), tags
             (
                 min(c["started_at"] for c in wave) - started_at,

@@ -294,7 +294,7 @@ class MCTS:
                 params = {**node.params, param: value}
                 cid = candidate_id(params)
                 if cid in taken:  # another batch of this expansion wrote the same text
-                    self.stats["noop"] += 1
+                    self.stats["noops"] += 1
                     continue
                 taken.add(cid)
                 self._pending[cid] = _Child(node, param, clip_text(action, _ACTION_CHARS))

@@ -152,7 +152,7 @@ class OPRO:
             for value in values:
                 params = {**base.candidate.params, name: value}
                 if candidate_id(params) in taken:  # two requests of this step agreed
-                    self.stats["noop"] += 1
+                    self.stats["noops"] += 1
                     continue
                 taken.add(candidate_id(params))
                 proposals.append(

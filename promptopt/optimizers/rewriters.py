@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 # what a MarkedRewriter counts about its model's replies (OptimizeResult.optimizer_stats)
-MARKED_REWRITE_STATS = ("calls", "replies", "noop", "invalid", "retries", "request_errors")
+MARKED_REWRITE_STATS = ("calls", "replies", "noops", "invalid", "retries", "request_errors")
 _RETRY_TEMPERATURE = 0.7
 SEED_RANGE = 2**31  # seeds of sampled requests are drawn below this
 _NOOP = "That version is the current text, or one that was tried already."
@@ -170,7 +170,7 @@ class MarkedRewriter:
                 continue
             found.append(value)
         if not found:
-            self.stats["noop" if noop else "invalid"] += 1
+            self.stats["noops" if noop else "invalid"] += 1
         return found, _NOOP if noop and problem == _NOTHING else problem
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 __all__ = ["print_eval", "print_plan", "print_runs", "print_summary"]
 
 
+# "noop": how MCTS and OPRO named the count in runs recorded before it became "noops"
 _STAT_NAMES = {"noops": "no-op replies", "noop": "no-op replies"}
 
 

@@ -79,7 +79,7 @@ async def test_the_search_follows_uct_backup_and_the_best_path_choice(tmp_path):
     # four expansions, a feedback call and a rewrite call each
     assert len(optimizer_model.requests) == 8
     assert result.optimizer_stats["expansions"] == 4
-    assert result.optimizer_stats["noop"] == 0
+    assert result.optimizer_stats["noops"] == 0
 
 
 async def test_error_batches_come_from_train_and_rewrites_see_the_path(tmp_path):
@@ -132,7 +132,7 @@ async def test_a_repeated_text_is_a_noop_that_changes_the_next_request(tmp_path)
     assert retry.messages[-2].content == "<START>P<END>"
     assert "tried already" in retry.messages[-1].content
     assert retry.seed != first.seed
-    assert result.optimizer_stats["noop"] == 1
+    assert result.optimizer_stats["noops"] == 1
     assert result.optimizer_stats["retries"] == 1
     assert result.best.params["system"].startswith("P.")
 
@@ -146,7 +146,7 @@ async def test_an_expansion_without_a_new_text_is_a_dead_end(tmp_path):
         tmp_path, config=config, optimizer_model=FakeBackend(model)
     )
     assert result.optimizer_stats["dead_ends"] == 1
-    assert result.optimizer_stats["noop"] == 1
+    assert result.optimizer_stats["noops"] == 1
     # the root became terminal: the search ends with the seed, without more calls
     assert [b["path"] for b in of_kind(records, "backup")] == [[0]]
     assert result.best.params == {"system": "P"}

@@ -66,7 +66,7 @@ async def test_requests_of_one_step_go_out_together_with_their_own_seeds(tmp_pat
     assert len({r.seed for r in requests}) == 3
     # all three wrote Q1: one proposal, two no-ops
     assert result.optimizer_stats["proposals"] == 1
-    assert result.optimizer_stats["noop"] == 2
+    assert result.optimizer_stats["noops"] == 2
 
 
 async def test_a_noop_reply_changes_the_next_request_and_a_barren_step_does_not_end_the_run(
@@ -80,7 +80,7 @@ async def test_a_noop_reply_changes_the_next_request_and_a_barren_step_does_not_
     assert retry.temperature >= 0.7
     assert "tried already" in retry.messages[-1].content
     assert len(second.messages) == 2 and second.seed not in (first.seed, retry.seed)
-    assert result.optimizer_stats["noop"] == 2
+    assert result.optimizer_stats["noops"] == 2
     assert result.optimizer_stats["steps"] == 2
     assert result.best.params == {"system": "Q1"}
     assert result.stopped == "optimizer finished"

@@ -48,14 +48,14 @@ async def ask(*replies, retries=1, taken=(), count=1):
 async def test_a_new_version_comes_back_at_once():
     found, stats, requests = await ask("<START>Review: {text}\nSentiment:<END>")
     assert found == ["Review: {text}\nSentiment:"]
-    assert (stats["calls"], stats["noop"], stats["invalid"], stats["retries"]) == (1, 0, 0, 0)
+    assert (stats["calls"], stats["noops"], stats["invalid"], stats["retries"]) == (1, 0, 0, 0)
     assert len(requests) == 1
 
 
 async def test_the_current_text_is_a_noop_and_the_retry_says_so():
     found, stats, requests = await ask("<START>Review: {text}\nAnswer:<END>", "<START>{text}?<END>")
     assert found == ["{text}?"]
-    assert (stats["noop"], stats["retries"]) == (1, 1)
+    assert (stats["noops"], stats["retries"]) == (1, 1)
     retry = requests[1]
     assert [m.role for m in retry.messages] == ["user", "assistant", "user"]
     assert retry.messages[-1].content.startswith("That version is the current text")
@@ -65,7 +65,7 @@ async def test_the_current_text_is_a_noop_and_the_retry_says_so():
 async def test_a_version_already_scored_is_a_noop():
     scored = candidate_id({**BASE, "user": "{text} ?"})
     found, stats, _ = await ask("<START>{text} ?<END>", retries=0, taken={scored})
-    assert found == [] and stats["noop"] == 1
+    assert found == [] and stats["noops"] == 1
 
 
 async def test_a_lost_placeholder_is_named_in_the_retry():

@@ -33,7 +33,7 @@ async def test_a_rewriting_optimizer_completes_on_smollm2(name, triage_task):
     # each request sent once, plus one changed retry after a reply with nothing new
     asked = 1 if name == "mcts" else 2
     assert asked <= stats["calls"] <= 2 * asked
-    assert stats["retries"] == stats["calls"] - asked <= stats["noop"] + stats["invalid"]
+    assert stats["retries"] == stats["calls"] - asked <= stats["noops"] + stats["invalid"]
     assert result.scores["best_val"] >= result.scores["seed_val"]
     with RunStore.open(result.run_dir) as store:
         optimizer_calls = [c for c in store.llm_calls() if c["tag"] == "optimizer"]

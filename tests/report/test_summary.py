@@ -28,7 +28,7 @@ def printed(res) -> str:
 
 
 def test_the_summary_counts_noop_replies():
-    text = printed(result(optimizer_stats={"calls": 8, "noop": 2, "request_errors": 0}))
+    text = printed(result(optimizer_stats={"calls": 8, "noops": 2, "request_errors": 0}))
     assert "optimizer: calls 8, no-op replies 2, request errors 0" in text
     assert "900 + 120" in text  # the optimizer model's prompt and completion tokens
 
