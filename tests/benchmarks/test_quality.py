@@ -12,8 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-
 from promptopt.llm.fakes import FakeBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -60,7 +58,6 @@ def _optimizer(counter: itertools.count):
     return answer
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_every_run_prints_tables_and_the_json_line(tmp_path, capsys):
     sst2, trec = _data(tmp_path)
     counter = itertools.count()
