@@ -43,7 +43,7 @@ format: install-dev
 bench-throughput: install-dev
 	$(BIN)/python benchmarks/throughput.py
 
-bench-quality: install-dev
+bench-quality: install-qwen
 	$(BIN)/python benchmarks/quality.py
 
 bench-trace: install-dev

@@ -1,191 +1,286 @@
-"""Quality on SST-2 with SmolLM2-135M as task and optimizer model, against BASELINES.md.
+"""Quality of every optimizer and one composition on SST-2 and TREC, against BASELINES.md.
 
-Split and metric exactly as ../shared/BASELINES.md: train = first 50 rows of
-train.jsonl, val = first 100 rows of dev.jsonl, test = first 300 rows of
-test.jsonl; the stripped, lower-cased output must equal the gold label.
+SmolLM2-135M-Instruct is the task model; Qwen2.5-Coder-1.5B-Instruct is the
+optimizer and judge model. Splits, seeds and configs are in ``quality_tasks.py``
+(the splits and metric of ``../shared/BASELINES.md``). Each run spends at most 731
+optimization calls (``budget: {max_calls: 731}``, the best SST-2 peer's spend), of
+which at most 40 go to the optimizer model: each optimizer's config bounds those
+(checked before the run from its worst case, and after it from the count).
 
-Measured in the same run:
-- the two-line hand prompt with two exemplars (train rows 0 and 1), free decoding,
-  max_tokens 3: the bar every peer failed to reach (0.617 in BASELINES.md);
-- promptopt's seed (the same system line, no exemplars, answers constrained to the
-  labels) and the exemplar optimizer under a budget of 731 optimization calls
-  (the best peer's spend), scored once on the 300 test rows.
+The composition is ``[opro, exemplars]``: on a 135M model the exemplars and the
+calibration of the label scores move accuracy most (the exemplar optimizer is the
+strongest single method of the previous version of this benchmark), and OPRO's
+instruction is chosen by the same metric on the same validation rows, so the
+exemplar stage picks demonstrations for a better instruction and calibrates it.
+PROMST would spend more of the 40 optimizer calls per candidate; SPO's judge does
+not select by the metric and cannot be a stage next to the exemplar search.
 
-    python benchmarks/quality.py [--data ../shared/data/sst2] [--max-calls 731]
+Each task's seed is scored once on val and test with a response cache; every run
+starts with a copy of that cache and no other, so its seed costs nothing and the
+calls it reports are its own backend calls (a best equal to the seed is free on
+test too). Runs go to ``--jobs`` worker processes (default 2, one llama.cpp thread
+per model: both cores busy), longest first.
 
-Prints a table and, as its last line, JSON with best_test_acc, best_optimizer,
-calls, seed_test_acc and the hand prompt's accuracy measured in this run.
+    python benchmarks/quality.py [--task sst2,trec] [--optimizer opro,exemplars,...]
+        [--max-calls 731] [--val 100] [--test-rows 300] [--jobs 2]
+
+Prints one table per task (seed and best on val and test, unparseable outputs of the
+best on test, task and optimizer calls, tokens, wall time; the peers of
+``../shared/BASELINES.md`` and the majority class), and as its last line one JSON
+object: ``{"sst2": {best_test_acc, best_optimizer, seed_test_acc, calls, ...},
+"trec": {...}, "min_gain_over_seed": ..., ...}``, where ``min_gain_over_seed`` is the
+smallest test gain over the seed among mcts, spo, promst and opro, each on the task
+where it does best.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import tempfile
-import time
-from pathlib import Path
+import os
 
-from promptopt.api import aoptimize
-from promptopt.evaluate import evaluate
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # before llama.cpp loads: Qwen twice as fast
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import multiprocessing  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from collections.abc import Callable, Mapping  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality_tasks import (  # noqa: E402
+    MAX_CALLS,
+    MAX_OPTIMIZER_CALLS,
+    OPTIMIZER_MODEL,
+    RATED,
+    RUNS,
+    TASK_MODEL,
+    TASKS,
+    optimizer_call_bound,
+    stages_of,
+)
+
+from promptopt.api import aoptimize  # noqa: E402
+from promptopt.evaluate import evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEM = "You are a sentiment classifier. Reply with exactly one word: positive or negative."
-PEERS = {  # from ../shared/BASELINES.md (measured on this machine by the CEO's session)
-    "DSPy BootstrapFewShotWithRandomSearch (best peer)": (0.480, 731),
-    "DSPy MIPROv2 light, seed 10": (0.460, 696),
-    "Trace OptoPrime, 8 steps": (0.000, 948),
+DATA = ROOT.parent / "shared" / "data"
+# Peers' test accuracy and optimization calls, as ../shared/BASELINES.md gives them.
+PEERS = {
+    "sst2": {
+        "hand prompt, 2 exemplars": (0.617, 0),
+        "DSPy BootstrapFewShotWithRandomSearch (best peer)": (0.480, 731),
+        "DSPy MIPROv2 light, seed 10": (0.460, 696),
+        "Trace OptoPrime, 8 steps": (0.000, 948),
+    },
+    "trec": {
+        "hand prompt, zero-shot": (0.000, 0),
+        "DSPy BootstrapFewShotWithRandomSearch (best peer)": (0.160, 796),
+    },
 }
-
-COMMON = """\
-seed: 0
-data:
-  train: {data}/train.jsonl
-  val: {data}/dev.jsonl
-  test: {data}/test.jsonl
-  limits: {{train: 50, val: 100, test: 300}}
-  inputs: [text]
-  target: label
-metric: {{kind: exact}}
-models: {{task: "local:smollm2"}}
-cache: {{policy: "off"}}
-concurrency: 4
-output: {out}
-"""
-
-HAND = """\
-name: sst2-hand-prompt
-program:
-  system: {system}
-  user: "{{text}}"
-  exemplars: {exemplars}
-  trainable: [exemplars]
-  max_tokens: 3
-optimizer: {{name: exemplars}}
-"""
-
-OPTIMIZED = """\
-name: sst2-exemplars
-program:
-  system: {system}
-  user: "{{text}}"
-  trainable: [exemplars]
-  choices: [positive, negative]
-  max_tokens: 3
-optimizer:
-  name: exemplars
-  config: {{k: {k}, num_sets: {num_sets}, mutations: {mutations}, per_step: 2}}
-budget: {{max_calls: {max_calls}}}
-"""
+Backends = Callable[[], Mapping[str, Any]] | None  # fresh backends per run (tests: fakes)
 
 
-def first_rows(path: Path, n: int) -> list[dict]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for _, line in zip(range(n), handle, strict=False)]
+def _split(value: str, known: tuple[str, ...], what: str) -> list[str]:
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in known]
+    if unknown:
+        raise SystemExit(f"unknown {what} {unknown!r}; expected some of {', '.join(known)}")
+    return chosen
 
 
-def write_task(folder: Path, name: str, body: str, common: str) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(body + common, encoding="utf-8")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default=",".join(TASKS), help="sst2, trec or both")
+    parser.add_argument("--optimizer", default=",".join(RUNS), help=f"some of {', '.join(RUNS)}")
+    parser.add_argument("--max-calls", type=int, default=MAX_CALLS)
+    parser.add_argument("--val", type=int, default=100, help="validation rows (development)")
+    parser.add_argument("--test-rows", type=int, default=300, help="test rows (development)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once, each in a process")
+    parser.add_argument("--sst2-data", default=str(DATA / "sst2"))
+    parser.add_argument("--trec-data", default=str(DATA / "trec"))
+    parser.add_argument("--task-model", default=TASK_MODEL)
+    parser.add_argument("--optimizer-model", default=OPTIMIZER_MODEL)
+    parser.add_argument("--workdir", default=None, help="default: a new temporary folder")
+    args = parser.parse_args(argv)
+    args.tasks = _split(args.task, tuple(TASKS), "task")
+    args.runs = _split(args.optimizer, RUNS, "optimizer")
+    return args
+
+
+# -- one process's work ------------------------------------------------------------
+
+
+def _prepare(args: argparse.Namespace, task: str, work: Path) -> dict[str, Path]:
+    data = Path(getattr(args, f"{task}_data")).resolve()
+    return TASKS[task].write_data(data, work / task / "data", val=args.val, test=args.test_rows)
+
+
+def _spec(args: argparse.Namespace, task: str, run: str, work: Path, cache: Path) -> dict:
+    models = {"task": args.task_model, "optimizer": args.optimizer_model}
+    paths = {s: work / task / "data" / f"{s}.jsonl" for s in ("train", "val", "test")}
+    return TASKS[task].spec(
+        run, paths=paths, models=models, max_calls=args.max_calls, cache=cache,
+        output=work / task / "traces",
+    )  # fmt: skip
+
+
+def _task_file(work: Path, task: str, run: str, spec: dict) -> Path:
+    path = work / task / f"{run}.yaml"
+    path.write_text(json.dumps(spec, indent=1), encoding="utf-8")  # JSON is YAML
     return path
 
 
-async def run(args: argparse.Namespace) -> dict:
-    data = Path(args.data).resolve()
-    tmp = Path(tempfile.mkdtemp(prefix="promptopt-quality-"))
-    common = COMMON.format(data=data, out=json.dumps(str(tmp / "traces")))
-    train = first_rows(data / "train.jsonl", 2)
-    hand_exemplars = json.dumps(
-        [{"inputs": {"text": r["text"]}, "output": r["label"]} for r in train]
-    )
-    hand_task = write_task(
-        tmp, "hand", HAND.format(system=json.dumps(SYSTEM), exemplars=hand_exemplars), common
-    )
-    opt_task = write_task(
-        tmp,
-        "optimized",
-        OPTIMIZED.format(
-            system=json.dumps(SYSTEM),
-            k=args.k,
-            num_sets=args.num_sets,
-            mutations=args.mutations,
-            max_calls=args.max_calls,
-        ),
-        common,
-    )
-
+def score_seed(args: argparse.Namespace, task: str, work: Path, backends: Backends = None) -> dict:
+    """Score the seed on val and test once, into the task's seed cache."""
+    _prepare(args, task, work)
+    cache = work / task / "cache" / "seed"
+    path = _task_file(work, task, "seed", _spec(args, task, "seed", work, cache))
     started = time.perf_counter()
-    hand = await evaluate(hand_task, split="test")
-    hand_wall = time.perf_counter() - started
+    out = {}
+    for split in ("val", "test"):
+        report = asyncio.run(
+            evaluate(path, split=split, probe=False, backends=backends() if backends else None)
+        )
+        out[split] = {"score": report.score, "invalid": report.invalid, "calls": report.calls}
+    out["wall_s"] = time.perf_counter() - started
+    return out
 
+
+def run_one(args: argparse.Namespace, task: str, run: str, work: Path, backends: Backends = None):
+    """One optimization run from a copy of the seed cache; its figures as plain data."""
+    cache = work / task / "cache" / run
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.copytree(work / task / "cache" / "seed", cache)
+    path = _task_file(work, task, run, _spec(args, task, run, work, cache))
     started = time.perf_counter()
-    result = await aoptimize(opt_task)
-    opt_wall = time.perf_counter() - started
-    test = first_rows(data / "test.jsonl", 300)
-    majority = max(sum(r["label"] == lab for r in test) for lab in ("positive", "negative")) / len(
-        test
-    )
-    calls = int(result.usage.get("calls", 0))  # backend calls: replays and cache hits are free
+    result = asyncio.run(aoptimize(path, probe=False, backends=backends() if backends else None))
+    wall = time.perf_counter() - started
+    usage = result.usage
+    qwen = int(result.optimizer_usage.get("calls", 0)) + int(result.judge_usage.get("calls", 0))
     return {
-        "hand": hand,
-        "hand_wall": hand_wall,
-        "result": result,
-        "opt_wall": opt_wall,
-        "majority": majority,
-        "calls": calls,
+        "task": task,
+        "run": run,
+        "scores": dict(result.scores),
+        "unparseable": result.invalid["best_test"],
+        "calls": int(usage.get("calls", 0)),  # backend calls; cached and replayed are free
+        "cache_hits": int(usage.get("cache_hits", 0)),
+        "task_calls": int(usage.get("calls", 0)) - qwen,
+        "optimizer_calls": qwen,
+        "tokens": int(usage.get("total_tokens", 0)),
+        "test_calls": int(result.test_usage.get("calls", 0)),
+        "wall_s": wall,
+        "stopped": result.stopped,
+        "best_prompt": result.best_prompt_path.read_text(encoding="utf-8"),
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sst2"))
-    parser.add_argument("--max-calls", type=int, default=731)
-    parser.add_argument("--k", type=int, default=2)
-    parser.add_argument("--num-sets", type=int, default=4)
-    parser.add_argument("--mutations", type=int, default=2)
-    args = parser.parse_args()
-    out = asyncio.run(run(args))
-    hand, result = out["hand"], out["result"]
-    best = result.scores["best_test"]
-    rows = [
-        ("always 'positive' (no model)", out["majority"], 0, "-"),
-        ("hand prompt, 2 exemplars (this run)", hand.score, 0, hand.invalid),
-    ]
-    rows += [(name, acc, calls, "-") for name, (acc, calls) in PEERS.items()]
-    rows += [
-        (
-            "promptopt seed (zero-shot, choices)",
-            result.scores["seed_test"],
-            0,
-            result.invalid["seed_test"],
-        ),
-        ("promptopt exemplars", best, out["calls"], result.invalid["best_test"]),
-    ]
-    print(
-        f"SST-2, SmolLM2-135M-Instruct, 300 test rows; hand prompt took {out['hand_wall']:.0f} s, "
-        f"optimization + test {out['opt_wall']:.0f} s"
+# -- the whole benchmark ----------------------------------------------------------
+
+
+def _in_pool(jobs: int, calls: list[tuple[Callable, tuple]]) -> list[Any]:
+    if jobs <= 1:
+        return [fn(*a) for fn, a in calls]
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(fn, *a) for fn, a in calls]
+        return [f.result() for f in futures]
+
+
+def run_benchmark(args: argparse.Namespace, backends: Backends = None) -> dict[str, Any]:
+    for run in args.runs:
+        bound = optimizer_call_bound(stages_of(run))
+        if bound > MAX_OPTIMIZER_CALLS:
+            raise SystemExit(
+                f"{run}: up to {bound} optimizer-model calls, over {MAX_OPTIMIZER_CALLS}"
+            )
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="promptopt-quality-"))
+    started = time.perf_counter()
+    seeds = dict(zip(args.tasks, _in_pool(
+        args.jobs, [(score_seed, (args, t, work, backends)) for t in args.tasks]), strict=True))  # fmt: skip
+    order = sorted(
+        ((t, r) for t in args.tasks for r in args.runs),
+        key=lambda tr: (tr[1] == "exemplars", tr[0] != "trec"),  # longest first
     )
-    print(f"{'method':<52}{'test acc':>9}{'opt calls':>11}{'unparseable':>13}{'x hand':>8}")
-    for name, acc, calls, invalid in rows:
-        print(f"{name:<52}{acc:>9.3f}{calls:>11}{invalid!s:>13}{acc / hand.score:>8.2f}")
-    print(f"best candidate: {result.best_prompt_path}")
-    print(
-        json.dumps(
-            {
-                "best_test_acc": round(best, 4),
-                "best_optimizer": "exemplars",
-                "calls": out["calls"],
-                "seed_test_acc": round(result.scores["seed_test"], 4),
-                "best_val_acc": round(result.scores["best_val"], 4),
-                "unparseable": result.invalid["best_test"],
-                "hand_prompt_test_acc": round(hand.score, 4),
-                "ratio_to_hand_prompt": round(best / hand.score, 3),
-                "ratio_to_best_peer": round(best / PEERS[next(iter(PEERS))][0], 3),
-                "target": 0.667,
-                "max_calls": args.max_calls,
-            }
+    runs = _in_pool(args.jobs, [(run_one, (args, t, r, work, backends)) for t, r in order])
+    for r in runs:
+        if r["optimizer_calls"] > MAX_OPTIMIZER_CALLS or r["calls"] > args.max_calls:
+            raise AssertionError(f"{r['task']} {r['run']}: over budget: {r}")
+    return {"seeds": seeds, "runs": runs, "wall_s": time.perf_counter() - started, "work": work}
+
+
+def majority(path: Path) -> tuple[str, float]:
+    labels = Counter(json.loads(line)["label"] for line in path.open(encoding="utf-8"))
+    label, count = labels.most_common(1)[0]
+    return label, count / sum(labels.values())
+
+
+def table(task: str, seed: dict, runs: list[dict], work: Path) -> list[str]:
+    label, share = majority(work / task / "data" / "test.jsonl")
+    head = (f"{'method':<50}{'seed val':>9}{'best val':>9}{'seed test':>10}{'best test':>10}"
+            f"{'unparse':>8}{'task calls':>11}{'opt calls':>10}{'tokens':>9}{'wall s':>8}")  # fmt: skip
+    lines = [f"{TASKS[task].title}: SmolLM2 task model, Qwen optimizer and judge, "
+             f"seed scored once ({seed['val']['calls'] + seed['test']['calls']} calls, "
+             f"{seed['wall_s']:.0f} s, shared through the cache)", head]  # fmt: skip
+    for r in runs:
+        s = r["scores"]
+        lines.append(
+            f"{'promptopt ' + r['run']:<50}{s['seed_val']:>9.3f}{s['best_val']:>9.3f}"
+            f"{s['seed_test']:>10.3f}{s['best_test']:>10.3f}{r['unparseable']!s:>8}"
+            f"{r['task_calls']:>11}{r['optimizer_calls']:>10}{r['tokens']:>9}{r['wall_s']:>8.0f}"
         )
-    )
+    lines.append(f"{f'always {label!r} (no model)':<50}{'':>38}{share:>10.3f}")
+    for name, (acc, calls) in PEERS[task].items():
+        lines.append(f"{name + ' (BASELINES.md)':<50}{'':>38}{acc:>10.3f}{'':>8}{calls:>11}")
+    return lines
+
+
+def summary(out: dict[str, Any]) -> dict[str, Any]:
+    """The last line's object: per task the best run, and the smallest gain over the seed."""
+    final: dict[str, Any] = {}
+    gains: dict[str, float] = {}
+    for task in out["seeds"]:
+        runs = [r for r in out["runs"] if r["task"] == task]
+        best = max(runs, key=lambda r: r["scores"]["best_test"])
+        final[task] = {
+            "best_test_acc": round(best["scores"]["best_test"], 4),
+            "best_optimizer": best["run"],
+            "seed_test_acc": round(out["seeds"][task]["test"]["score"], 4),
+            "calls": best["calls"],
+            "runs": {r["run"]: {"best_val": round(r["scores"]["best_val"], 4),
+                                "best_test": round(r["scores"]["best_test"], 4),
+                                "calls": r["calls"], "optimizer_calls": r["optimizer_calls"],
+                                "unparseable": r["unparseable"], "wall_s": round(r["wall_s"])}
+                     for r in runs},
+        }  # fmt: skip
+        for r in runs:
+            if r["run"] in RATED:
+                gain = r["scores"]["best_test"] - r["scores"]["seed_test"]
+                gains[r["run"]] = max(gains.get(r["run"], gain), gain)
+    final["min_gain_over_seed"] = round(min(gains.values()), 4) if gains else None
+    final["gain_over_seed"] = {name: round(g, 4) for name, g in gains.items()}
+    final["wall_s"] = round(out["wall_s"])
+    return final
+
+
+def main(argv: list[str] | None = None, backends: Backends = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    out = run_benchmark(args, backends)
+    for task in args.tasks:
+        runs = [r for r in out["runs"] if r["task"] == task]
+        print("\n".join(table(task, out["seeds"][task], runs, out["work"])))
+        for r in runs:
+            print(f"  {r['run']} best ({r['stopped']}): {' '.join(r['best_prompt'].split())[:160]}")
+        print()
+    final = summary(out)
+    print(f"total wall time {out['wall_s']:.0f} s; runs in {out['work']}")
+    print(json.dumps(final))
+    return final
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ class OptimizeResult:
     ``optimizer_stats`` what the optimizer counted about its model's replies
     (OptoPrime: replies, unparseable, repaired, ...), empty if it counts nothing;
     ``optimizer_usage`` the optimizer model's share of ``usage`` (calls, prompt and
-    completion tokens: what a slow local optimizer model spends its time on).
+    completion tokens: what a slow local optimizer model spends its time on);
+    ``judge_usage`` the judge model's share (``spo``'s votes, a judge metric).
     """
 
     best: Candidate
@@ -58,6 +59,7 @@ class OptimizeResult:
     wall_s: float
     optimizer_stats: Mapping[str, Any] = field(default_factory=dict)
     optimizer_usage: Mapping[str, Any] = field(default_factory=dict)
+    judge_usage: Mapping[str, Any] = field(default_factory=dict)
 
 
 def optimize(
@@ -235,6 +237,7 @@ def _result(
         wall_s=wall,
         optimizer_stats=dict(outcome.extra.get("optimizer_stats") or {}),
         optimizer_usage=parts.optimizer_llm.stats.snapshot(),
+        judge_usage=parts.judge_llm.stats.snapshot(),
     )
 
 

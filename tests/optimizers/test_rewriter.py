@@ -29,6 +29,7 @@ REQUEST = LLMRequest(messages=(Message("user", "rewrite it"),), tag="optimizer")
         ("<START><END><START>x<END>", ["x"]),
         ("```\nA plain reply in a fence\n```", ["A plain reply in a fence"]),
         ("No markers at all<END>", ["No markers at all"]),
+        ("<START>\nClosed as a tag.\n</END>", ["Closed as a tag."]),
         ("   ", []),
     ],
 )

@@ -187,6 +187,8 @@ async def test_a_task_without_labels_or_metric_loads_and_runs(qa_task):
                              "best_test": None}  # fmt: skip
     assert result.optimizer_stats["accepted"] == 1
     assert result.optimizer_stats["votes"] == 12 == len(judge.requests)
+    assert result.judge_usage["calls"] == 12  # the judge's share, apart from the optimizer's
+    assert result.optimizer_usage["calls"] == result.optimizer_stats["calls"]
     with RunStore.open(result.run_dir) as store:
         votes = store.votes()
         assert [v["challenger_won"] for v in votes] == [
