@@ -100,3 +100,16 @@ def _isolated_test_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def cache_dir(tmp_path: Path) -> Path:
     """This test's response-cache folder (also ``$PROMPTOPT_CACHE_DIR``); not created yet."""
     return tmp_path / "llm-cache"
+
+
+# A real model's test takes as long as the machine lets it: on 2 busy cores, minutes. The
+# suite's timeout (pyproject, 300 s) guards against hangs; for these tests the guard is wider,
+# so a loaded machine slows them without failing them.
+REAL_MODEL_TIMEOUT_S = 1200
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        real = item.get_closest_marker("real") or item.get_closest_marker("qwen")
+        if real and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(REAL_MODEL_TIMEOUT_S))
