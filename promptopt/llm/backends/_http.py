@@ -10,20 +10,24 @@ become retryable errors (429, 408, 409, 5xx); every other 4xx, and a 5xx whose
 message names a request-validation failure, is a ``BadRequestError``: sending
 the same request again would fail the same way. :class:`PerLoop` keeps one
 SDK client per event loop, because an async HTTP client's connections belong to
-the loop that opened them (``LLM.complete`` runs a fresh loop per call).
+the loop that opened them (``LLM.complete`` runs a fresh loop per call); :func:`sdk_clients`
+makes them, each with an HTTP client that shares the process's one TLS context.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
+import importlib
 import re
+import ssl
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from promptopt.errors import (
@@ -43,6 +47,7 @@ __all__ = [
     "parse_retry_after",
     "public_url",
     "redact",
+    "sdk_clients",
     "status_error",
     "translate_sdk_error",
 ]
@@ -50,6 +55,9 @@ __all__ = [
 T = TypeVar("T")
 
 _REDACTED = "***"
+
+# The HTTP libraries the SDKs send with (httpx2 from openai/anthropic 3 on, httpx before).
+_HTTP_LIBRARIES = ("httpx2", "httpx")
 
 # HTTP status -> error class, for the statuses that are not 429 or 5xx.
 _STATUS_ERRORS: dict[int, type[LLMError]] = {
@@ -205,3 +213,43 @@ class PerLoop(Generic[T]):
             value = self._values.get(loop) if loop is not None else None
             self._values.clear()
         return value
+
+
+def sdk_clients(
+    sdk: ModuleType, client_class: Callable[..., T], *, key: str, url: str | None, timeout: float
+) -> PerLoop[T]:
+    """One ``client_class`` of ``sdk`` per event loop (``AsyncOpenAI``, ``AsyncAnthropic``), for
+    ``url`` (None: the SDK's default), without the SDK's own retries."""
+    return PerLoop(
+        lambda: client_class(
+            api_key=key,
+            base_url=url,
+            timeout=timeout,
+            max_retries=0,
+            http_client=_http_client(sdk, timeout=timeout),
+        )
+    )
+
+
+def _http_client(sdk: ModuleType, *, timeout: float) -> Any | None:
+    """The SDK's default async HTTP client, with the process's one TLS context; None when the
+    SDK's HTTP library is not one that :data:`_HTTP_LIBRARIES` names (the SDK then makes its own).
+
+    A client the SDK makes builds its own TLS context, reading the CA bundle again: tens of
+    milliseconds of CPU on each run's first request to each model, every run of a process.
+    """
+    client_class = sdk.DefaultAsyncHttpxClient
+    for name in _HTTP_LIBRARIES:
+        try:
+            library = importlib.import_module(name)
+        except ImportError:
+            continue
+        if issubclass(client_class, library.AsyncClient):
+            return client_class(verify=_tls_context(name), timeout=timeout)
+    return None
+
+
+@functools.cache
+def _tls_context(library: str) -> ssl.SSLContext:
+    """The default TLS context of the HTTP library ``library``, made once."""
+    return importlib.import_module(library).create_ssl_context()

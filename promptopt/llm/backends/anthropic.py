@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import anthropic
 
 from promptopt.errors import AuthenticationError
-from promptopt.llm.backends._http import PerLoop, public_url, translate_sdk_error
+from promptopt.llm.backends._http import public_url, sdk_clients, translate_sdk_error
 from promptopt.llm.models import HTTP_PROVIDERS
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
 
@@ -62,10 +62,8 @@ class AnthropicBackend:
         self._extra = dict(extra)
         self._secrets = (key, urlsplit(base_url).password if base_url else None)
         self._url = public_url(base_url or DEFAULT_BASE_URL)
-        self._clients = PerLoop(
-            lambda: anthropic.AsyncAnthropic(
-                api_key=key, base_url=base_url, timeout=timeout, max_retries=0
-            )
+        self._clients = sdk_clients(
+            anthropic, anthropic.AsyncAnthropic, key=key, url=base_url, timeout=timeout
         )
         self.cache_namespace = f"anthropic:{self._url}"
 

@@ -27,7 +27,7 @@ import openai
 
 from promptopt.errors import AuthenticationError, ConfigError
 from promptopt.llm.backends._grammar import choices_grammar
-from promptopt.llm.backends._http import PerLoop, public_url, translate_sdk_error
+from promptopt.llm.backends._http import PerLoop, public_url, sdk_clients, translate_sdk_error
 from promptopt.llm.models import HTTP_PROVIDERS
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
 
@@ -81,7 +81,10 @@ class OpenAIBackend:
         self._extra_body = dict(extra_body)
         self._secrets = (key, *(urlsplit(url).password for url in urls))
         self._endpoints = [
-            _Endpoint(url=public_url(url or DEFAULT_BASE_URL), clients=_clients(key, url, timeout))
+            _Endpoint(
+                url=public_url(url or DEFAULT_BASE_URL),
+                clients=sdk_clients(openai, openai.AsyncOpenAI, key=key, url=url, timeout=timeout),
+            )
             for url in (urls or [None])
         ]
         self._next = 0
@@ -137,7 +140,7 @@ class OpenAIBackend:
         endpoint.in_flight += 1
         try:
             client = endpoint.clients.get()
-            return await client.chat.completions.create(**self._body(request, n=n))
+            return await client.chat.completions.create(**_sent_as_is(self._body(request, n=n)))
         except openai.OpenAIError as exc:
             raise translate_sdk_error(
                 exc, sdk=openai, where=endpoint.url, secrets=self._secrets
@@ -178,10 +181,17 @@ class OpenAIBackend:
                 await client.close()
 
 
-def _clients(key: str, url: str | None, timeout: float) -> PerLoop[openai.AsyncOpenAI]:
-    return PerLoop(
-        lambda: openai.AsyncOpenAI(api_key=key, base_url=url, timeout=timeout, max_retries=0)
-    )
+def _sent_as_is(body: dict[str, Any]) -> dict[str, Any]:
+    """``create()``'s arguments for sending ``body`` (plain JSON, ``extra_body`` included) unchanged.
+
+    ``create()`` walks each named argument against the SDK's TypedDict unions before
+    sending it (for every message, each of their members): a quarter of a call's CPU,
+    and a no-op on a body of plain strings, numbers, lists and dicts. So only ``model``
+    and an empty ``messages`` are named, and the whole body goes as ``extra_body``,
+    whose keys the SDK copies over the named ones: the server gets the same JSON object.
+    """
+    extra = body.pop("extra_body", None) or {}
+    return {"model": body["model"], "messages": [], "extra_body": {**body, **extra}}
 
 
 def _texts(completion: Any) -> list[str]:
