@@ -105,7 +105,7 @@ HTTP_PROVIDERS = MappingProxyType(
 # What to install when a provider's optional dependency is missing.
 _INSTALL_HINT = MappingProxyType(
     {
-        "openai": "pip install openai",
+        "openai": "pip install aiohttp",
         "anthropic": "pip install anthropic",
         "local": "pip install 'promptopt[local]'",
         "vllm": "pip install 'promptopt[vllm]'",
