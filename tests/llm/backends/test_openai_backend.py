@@ -90,7 +90,7 @@ async def test_n_completions_land_in_texts(openai_server: OpenAITestServer) -> N
     assert openai_server.stats.received == 1
 
 
-async def test_server_ignoring_n_gets_follow_up_calls() -> None:
+async def test_server_ignoring_n_gets_follow_up_calls(chat_endpoint: Any) -> None:
     async def one_choice(request: web.Request) -> web.Response:
         body = await request.json()
         text = f"answer {body.get('n', 1)}"
@@ -106,18 +106,9 @@ async def test_server_ignoring_n_gets_follow_up_calls() -> None:
             }
         )
 
-    app = web.Application()
-    app.add_routes([web.post("/v1/chat/completions", one_choice)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        backend = OpenAIBackend(model="m", base_url=f"http://127.0.0.1:{port}/v1")
-        response = await backend.agenerate(ask("x", n=3))
-        await backend.aclose()
-    finally:
-        await runner.cleanup()
+    backend = OpenAIBackend(model="m", base_url=await chat_endpoint(one_choice))
+    response = await backend.agenerate(ask("x", n=3))
+    await backend.aclose()
     assert response.texts == ("answer 3", "answer 1", "answer 1")
     assert response.usage.total_tokens == 12
 
@@ -182,24 +173,15 @@ async def test_faults_map_to_promptopt_errors(
     assert server.stats.faulted == {fault: 1} and server.stats.answered == 0
 
 
-async def test_retry_after_ms_wins_over_retry_after() -> None:
+async def test_retry_after_ms_wins_over_retry_after(chat_endpoint: Any) -> None:
     async def limited(request: web.Request) -> web.Response:
         headers = {"retry-after-ms": "1500", "Retry-After": "9"}
         return web.json_response({"error": {"message": "slow down"}}, status=429, headers=headers)
 
-    app = web.Application()
-    app.add_routes([web.post("/v1/chat/completions", limited)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        backend = OpenAIBackend(model="m", base_url=f"http://127.0.0.1:{port}/v1")
-        with pytest.raises(RateLimitError) as caught:
-            await backend.agenerate(ask("x"))
-        await backend.aclose()
-    finally:
-        await runner.cleanup()
+    backend = OpenAIBackend(model="m", base_url=await chat_endpoint(limited))
+    with pytest.raises(RateLimitError) as caught:
+        await backend.agenerate(ask("x"))
+    await backend.aclose()
     assert caught.value.retry_after == 1.5
 
 

@@ -11,7 +11,6 @@ from aiohttp import web
 from promptopt.errors import LLMError
 from promptopt.llm.backends.openai import OpenAIBackend
 from promptopt.llm.types import LLMRequest, messages
-from promptopt.testing.llamacpp import free_port
 from promptopt.testing.openai_server import OpenAITestServer
 
 
@@ -86,22 +85,16 @@ async def test_extra_fields_win_over_the_request_s() -> None:
 
 
 @pytest.mark.parametrize("answer", [b"<html>busy</html>", b"[1, 2]"])
-async def test_an_answer_that_is_no_completion_is_an_llm_error(answer: bytes) -> None:
+async def test_an_answer_that_is_no_completion_is_an_llm_error(
+    answer: bytes, chat_endpoint: Any
+) -> None:
     async def odd(request: web.Request) -> web.Response:
         return web.Response(body=answer, content_type="application/json")
 
-    app = web.Application()
-    app.add_routes([web.post("/v1/chat/completions", odd)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        backend = OpenAIBackend(model="m", base_url=f"http://127.0.0.1:{port}/v1")
-        with pytest.raises(LLMError) as caught:
-            await backend.agenerate(ask("x"))
-        await backend.aclose()
-    finally:
-        await runner.cleanup()
+    url = await chat_endpoint(odd)
+    backend = OpenAIBackend(model="m", base_url=url)
+    with pytest.raises(LLMError) as caught:
+        await backend.agenerate(ask("x"))
+    await backend.aclose()
     assert type(caught.value) is LLMError
-    assert caught.value.endpoint == f"http://127.0.0.1:{port}/v1"
+    assert caught.value.endpoint == url
