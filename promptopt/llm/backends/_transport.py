@@ -8,12 +8,13 @@ server's 200 ms plus little.
 
 :class:`JsonTransport` keeps one ``aiohttp.ClientSession`` per event loop (connections
 belong to the loop that opened them; ``LLM.complete`` runs its own loop), all sharing the
-process's one TLS context. Like the SDK's httpx client, it takes a proxy from the
-environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``), read once per session; not
-through aiohttp's ``trust_env``, which reads ``~/.netrc`` on every request (in a thread)
-and refuses a request whose host is there, because the request carries its own
-``Authorization``. Error messages keep the SDK's form, ``Error code: 429 - <the body's
-error message>``, so :func:`~promptopt.llm.backends._http.status_error` reads what it did.
+process's one TLS context; a session closes with its loop if nothing closed it before.
+Like the SDK's httpx client, it takes a proxy from the environment (``HTTPS_PROXY``,
+``HTTP_PROXY``, ``NO_PROXY``), read once per session; not through aiohttp's ``trust_env``,
+which reads ``~/.netrc`` on every request (in a thread) and refuses a request whose host is
+there, because the request carries its own ``Authorization``. Error messages keep the
+SDK's form, ``Error code: 429 - <the body's error message>``, so
+:func:`~promptopt.llm.backends._http.status_error` reads what it did.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import importlib.metadata
 import json
 import ssl
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -56,6 +57,29 @@ class _Session:
     http: aiohttp.ClientSession
     proxy: str | None
     proxy_auth: aiohttp.BasicAuth | None
+    closer: AsyncGenerator[None, None]
+
+
+async def _closes_with_its_loop(http: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    """Closes ``http`` when the loop shuts its async generators down, or when this is dropped.
+
+    A session left open logs "Unclosed client session" when collected, and code that runs
+    each call in its own ``asyncio.run`` leaves one per loop; ``asyncio.run`` (and every
+    ``asyncio.Runner``) closes the loop's async generators before closing the loop.
+    """
+    try:
+        yield
+    finally:
+        await http.close()
+
+
+def _started(generator: AsyncGenerator[None, None]) -> AsyncGenerator[None, None]:
+    """``generator`` run to its first ``yield``, so that the running loop tracks it."""
+    try:
+        generator.__anext__().send(None)
+    except StopIteration:
+        return generator
+    raise AssertionError("the generator awaited before its first yield")
 
 
 class JsonTransport:
@@ -94,7 +118,7 @@ class JsonTransport:
         http = aiohttp.ClientSession(
             connector=connector, headers=self._headers, timeout=self._timeout
         )
-        return _Session(http, proxy, proxy_auth)
+        return _Session(http, proxy, proxy_auth, _started(_closes_with_its_loop(http)))
 
     async def post(self, body: Mapping[str, Any]) -> Any:
         """The JSON answer to ``body``, for a 2xx status; raises an :class:`LLMError` otherwise."""

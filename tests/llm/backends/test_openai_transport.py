@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import gc
+import logging
 from typing import Any
 
 import pytest
@@ -98,3 +101,16 @@ async def test_an_answer_that_is_no_completion_is_an_llm_error(
     await backend.aclose()
     assert type(caught.value) is LLMError
     assert caught.value.endpoint == url
+
+
+def test_a_session_closes_with_its_loop(caplog: pytest.LogCaptureFixture) -> None:
+    """Code that runs each call in its own ``asyncio.run`` and never closes the backend
+    leaves no open session behind to log "Unclosed client session" when collected."""
+    with OpenAITestServer() as server:
+        backend = OpenAIBackend(model="m", base_url=server.base_url)
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            for text in ("one", "two"):
+                assert asyncio.run(backend.agenerate(ask(text))).text == text
+            del backend
+            gc.collect()
+    assert "Unclosed" not in caplog.text
