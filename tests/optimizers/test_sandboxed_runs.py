@@ -2,7 +2,7 @@
 
 A planted fake key sits in this process's environment while OptoPrime (scripted)
 proposes a ``route`` that tries every way to read it. The code runs isolated,
-finds nothing, and the key appears in no trace, store row, run file or
+finds nothing, and the key appears in no trace, store row, run file, export or
 optimizer prompt. Where isolation cannot work, the run refuses before anything
 is spent unless the task opts out.
 """
@@ -53,7 +53,7 @@ def opted_out(task: Path) -> Path:
 
 
 @pytest.mark.skipif(isolation_problem() is not None, reason=f"no isolation: {isolation_problem()}")
-async def test_a_planted_key_reaches_no_trace_row_file_or_prompt(
+async def test_a_planted_key_reaches_no_trace_row_file_export_or_prompt(
     triage_task, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", PLANTED)
@@ -72,7 +72,16 @@ async def test_a_planted_key_reaches_no_trace_row_file_or_prompt(
     assert len(optimizer_model.requests) == 2
     prompts = "\n".join(m.content for r in optimizer_model.requests for m in r.messages)
     assert "def route" in prompts and PLANTED not in prompts
-    files = [p for p in Path(result.run_dir).rglob("*") if p.is_file()]
+    # ... nor in what the run exports: its traces, with GraphML (this run's candidates score
+    # alike per input, so it has no preference pairs; tests/export checks a key in those)
+    exported = Path(result.run_dir).parent.parent / "exported"
+    assert main(["export", "traces", result.run_id, "-o", str(exported / "traces.jsonl"),
+                 "--graphml", str(exported / "graphml"),
+                 "--output", str(Path(result.run_dir).parent)]) == 0  # fmt: skip
+    written = [p for p in exported.rglob("*") if p.is_file()]
+    assert "route" in (exported / "traces.jsonl").read_text()
+    assert any(p.suffix == ".graphml" for p in written)
+    files = [p for p in Path(result.run_dir).rglob("*") if p.is_file()] + written
     assert any(p.name == "run.sqlite" for p in files)
     for path in files:
         assert PLANTED.encode() not in path.read_bytes(), path
