@@ -23,6 +23,7 @@ from promptopt.llm.client import LLM, CallEvent
 from promptopt.llm.models import ModelConfig, make_backend, parse_model
 from promptopt.llm.pricing import PriceTable
 from promptopt.optimizers import registry
+from promptopt.optimizers.base import PROMPT_SHAPE
 from promptopt.sandbox import Sandbox
 from promptopt.task.data import Splits, load_splits
 from promptopt.task.feedback import FeedbackRule, make_rules
@@ -294,7 +295,7 @@ def _store_hooks(store: RunStore, budget: Budget):
 def _describe(program: Program, spec: Any) -> str:
     """What the program does, for optimizers' prompts: the task's description first."""
     if isinstance(program, PromptProgram):
-        shape = "a chat prompt: system message, exemplars as chat turns, then the user template"
+        shape = PROMPT_SHAPE
     else:
         shape = f"the Python workflow {getattr(program, 'entry', '?')!r}"
     told = " ".join(str(getattr(spec, "description", "") or "").split())

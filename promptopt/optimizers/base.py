@@ -35,6 +35,7 @@ __all__ = [
     "Candidate",
     "Evaluated",
     "ExampleResult",
+    "PROMPT_SHAPE",
     "Optimizer",
     "PairwiseOptimizer",
     "Proposal",
@@ -47,6 +48,10 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+# How SearchState.program_description names a prompt program's shape (after the task's
+# description); rewriters reject a new prompt that copies it.
+PROMPT_SHAPE = "a chat prompt: system message, exemplars as chat turns, then the user template"
 
 
 def candidate_id(params: Mapping[str, Any]) -> str:

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from promptopt.llm.types import LLMRequest, Message
 from promptopt.optimizers.base import (
+    PROMPT_SHAPE,
     Evaluated,
     Proposal,
     SearchState,
@@ -44,6 +45,7 @@ from promptopt.optimizers.rewriters import (
     SEED_RANGE,
     MarkedRewriter,
     RewriteConfig,
+    quoted_lines,
     rules,
     show_example,
     text_targets,
@@ -113,19 +115,19 @@ class OPRO:
     ) -> list[Proposal]:
         c = self.config
         shown = rng.sample(list(state.train), min(c.exemplars, len(state.train)))
+        examples = "\n\n".join(
+            self._parts["example"].substitute(example=show_example(e, limit=c.max_value_chars))
+            .strip()
+            for e in shown
+        )  # fmt: skip
         user = self._parts["user"].substitute(
             description=state.program_description.strip() or "(not described)",
             name=name,
             history=self._history(state, name),
-            examples="\n\n".join(
-                self._parts["example"]
-                .substitute(example=show_example(e, limit=c.max_value_chars))
-                .strip()
-                for e in shown
-            )
-            or "(none)",
+            examples=examples or "(none)",
             rules=rules(state, base.candidate.params.get(name)),
         )
+        quoted = [PROMPT_SHAPE, *quoted_lines(examples)]
         messages = (
             Message("system", self._parts["system"].template.strip()),
             Message("user", user.strip()),
@@ -144,7 +146,7 @@ class OPRO:
             asks.append(
                 self._rewriter.versions(
                     llm, request, name=name, base=base.candidate.params, count=1,
-                    taken=taken, fields=input_fields(state), rng=branch,
+                    taken=taken, fields=input_fields(state), rng=branch, quoted=quoted,
                 )
             )  # fmt: skip
         proposals = []

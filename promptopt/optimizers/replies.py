@@ -232,13 +232,14 @@ def marked_texts(text: str, *, start: str = "<START>", end: str = "<END>") -> li
     A block still open when the reply ends counts (the reply may be cut off). A
     reply without any ``start`` marker is one text, less a code fence around it
     and a closing ``end`` marker: small models often drop the opening marker. A
-    closing marker written as an XML end tag (``</END>``, as Qwen2.5-Coder-1.5B
-    does) ends a text too.
+    closing marker written as an XML end tag (``</END>``, or even ``</START>``, both
+    seen from Qwen2.5-Coder-1.5B) ends a text too.
     """
     if not isinstance(text, str):
         return []
-    if end.startswith("<"):
-        text = text.replace("</" + end[1:], end)
+    for marker in (end, start):
+        if marker.startswith("<") and end.startswith("<"):
+            text = text.replace("</" + marker[1:], end)
     if start not in text:
         fenced = _FENCE.search(text)
         body = (fenced.group(1) if fenced else text).split(end)[0]

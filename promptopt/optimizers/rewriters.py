@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from string import Template
@@ -60,9 +61,11 @@ __all__ = [
     "RewriteConfig",
     "inputs_text",
     "noop",
+    "quoted_lines",
     "read_rewrite",
     "reply_schema",
     "rules",
+    "same_words",
     "show_example",
     "text_param",
     "text_targets",
@@ -74,6 +77,24 @@ _RETRY_TEMPERATURE = 0.7
 SEED_RANGE = 2**31  # seeds of sampled requests are drawn below this
 _NOOP = "That version is the current text, or one that was tried already."
 _NOTHING = "No new version was found between <START> and <END>."
+_ECHO = (
+    "That version copies parts of this request (its examples or the program's shape): write "
+    "only the text itself."
+)
+_QUOTED_MIN = 12  # shorter lines of a request are too common to call a copy
+_WORDS = re.compile(r"[^\W_]+")
+
+
+def same_words(a: str, b: str) -> bool:
+    """Whether two texts have the same words in the same order (case and punctuation aside)."""
+    return _WORDS.findall(a.lower()) == _WORDS.findall(b.lower())
+
+
+def quoted_lines(*blocks: str) -> list[str]:
+    """The lines of ``blocks`` (parts of a request that no prompt should contain) long
+    enough that a new version holding one copied it."""
+    lines = {line.strip() for block in blocks for line in block.splitlines()}
+    return sorted(line for line in lines if len(line) >= _QUOTED_MIN)
 
 
 class RewriteConfig(BaseModel):
@@ -117,11 +138,15 @@ class MarkedRewriter:
         taken: Collection[str],
         fields: Sequence[str],
         rng: random.Random,
+        quoted: Collection[str] = (),
     ) -> list[str]:
         """Up to ``count`` new values of text parameter ``name`` of candidate ``base``.
 
-        A value whose candidate id is in ``taken`` is a no-op. Returns an empty
-        list when every attempt came back without a new version.
+        A value whose candidate id is in ``taken``, or whose words are the current
+        value's (punctuation, case and spacing aside), is a no-op. A value holding
+        one of the ``quoted`` texts (parts of the request that are not a prompt: the
+        examples shown, the program's shape) copied the request and is invalid. Returns
+        an empty list when every attempt came back without a new version.
         """
         for attempt in range(self.retries + 1):
             if attempt:
@@ -130,7 +155,9 @@ class MarkedRewriter:
             if response is None:  # the prompt does not fit the model: nothing to retry
                 return []
             reply = response.text
-            found, problem = self._read(reply, name=name, base=base, taken=taken, fields=fields)
+            found, problem = self._read(
+                reply, name=name, base=base, taken=taken, fields=fields, quoted=quoted
+            )
             if found:
                 return found[:count]
             note = self.retry.substitute(problem=problem, name=name).strip()
@@ -151,14 +178,18 @@ class MarkedRewriter:
         base: Mapping[str, Any],
         taken: Collection[str],
         fields: Sequence[str],
+        quoted: Collection[str],
     ) -> tuple[list[str], str]:
         """The new versions in ``reply``, or none and what to tell the model."""
         current = base.get(name)
         found: list[str] = []
         noop, problem = False, _NOTHING
         for text in marked_texts(reply):
-            if isinstance(current, str) and text.strip() == current.strip():
+            if isinstance(current, str) and same_words(text, current):
                 noop = True
+                continue
+            if any(q in text for q in quoted):
+                problem = _ECHO
                 continue
             try:
                 value = check_value("text", text, current, name=name, fields=fields)

@@ -12,7 +12,14 @@ from promptopt.llm.fakes import scripted_llm
 from promptopt.llm.types import LLMRequest, Message
 from promptopt.optimizers.base import Candidate, ExampleResult, SearchState, candidate_id
 from promptopt.optimizers.replies import marked_texts
-from promptopt.optimizers.rewriters import MarkedRewriter, rules, show_example, text_targets
+from promptopt.optimizers.rewriters import (
+    MarkedRewriter,
+    quoted_lines,
+    rules,
+    same_words,
+    show_example,
+    text_targets,
+)
 from promptopt.task.data import Example
 from promptopt.task.metrics import Score
 
@@ -30,6 +37,7 @@ REQUEST = LLMRequest(messages=(Message("user", "rewrite it"),), tag="optimizer")
         ("```\nA plain reply in a fence\n```", ["A plain reply in a fence"]),
         ("No markers at all<END>", ["No markers at all"]),
         ("<START>\nClosed as a tag.\n</END>", ["Closed as a tag."]),
+        ("<START>\nClosed by the wrong tag.\n</START>\nThen talk.", ["Closed by the wrong tag."]),
         ("   ", []),
     ],
 )
@@ -37,12 +45,13 @@ def test_marked_texts(reply, texts):
     assert marked_texts(reply) == texts
 
 
-async def ask(*replies, retries=1, taken=(), count=1):
+async def ask(*replies, retries=1, taken=(), count=1, quoted=()):
     llm = scripted_llm(*replies)
     stats: dict[str, int] = {}
     rewriter = MarkedRewriter(stats=stats, retries=retries, retry=RETRY)
     found = await rewriter.versions(llm, REQUEST, name="user", base=BASE, count=count,
-                                    taken=set(taken), fields=["text"], rng=random.Random(0))  # fmt: skip
+                                    taken=set(taken), fields=["text"], rng=random.Random(0),
+                                    quoted=quoted)  # fmt: skip
     return found, stats, llm.backend.requests
 
 
@@ -61,6 +70,26 @@ async def test_the_current_text_is_a_noop_and_the_retry_says_so():
     assert [m.role for m in retry.messages] == ["user", "assistant", "user"]
     assert retry.messages[-1].content.startswith("That version is the current text")
     assert retry.temperature == 0.7 and retry.seed is not None
+
+
+async def test_the_current_words_with_other_punctuation_are_a_noop():
+    found, stats, _ = await ask("<START>review {text} ANSWER<END>", retries=0)
+    assert found == [] and (stats["noops"], stats["invalid"]) == (1, 0)
+    assert same_words("Reply: yes, or no.", "reply yes or no") and not same_words("a b", "b a")
+
+
+async def test_a_version_that_copies_the_request_is_invalid_and_the_retry_says_so():
+    shown = "## Example 1\nquestion: Who wrote Hamlet ?\nexpected output: human\nok"
+    quoted = quoted_lines(shown)
+    assert quoted == ["## Example 1", "expected output: human", "question: Who wrote Hamlet ?"]
+    found, stats, requests = await ask(
+        "<START>{text}\nquestion: Who wrote Hamlet ?\nAnswer: human<END>",
+        "<START>Question: {text}\nAnswer with its type:<END>",
+        quoted=quoted,
+    )
+    assert found == ["Question: {text}\nAnswer with its type:"]
+    assert (stats["invalid"], stats["noops"], stats["retries"]) == (1, 0, 1)
+    assert requests[1].messages[-1].content.startswith("That version copies parts of this request")
 
 
 async def test_a_version_already_scored_is_a_noop():
