@@ -56,15 +56,17 @@ CONFIGS: dict[str, Any] = {
     "spo": {"name": "spo",
             "config": {"rounds": 6, "votes": 4, "retries": 1, "max_tokens": REPLY_TOKENS}},
 }  # fmt: skip
-# The composition: OPRO rewrites the instruction with about half the budget, then the
-# exemplar search picks demonstrations for OPRO's winner and calibrates it.
+# The composition: OPRO rewrites the instruction with about half the budget (4 versions),
+# then the exemplar search picks demonstrations for OPRO's winner (a random set and a
+# mutation that grow the pool, then nearest-per-input; 3 sets) and calibrates it.
 COMPOSITION = "opro+exemplars"
 STAGES = {
     COMPOSITION: [
         {"name": "opro", "config": {**CONFIGS["opro"]["config"], "steps": 2}},
-        {"name": "exemplars", "config": {**CONFIGS["exemplars"]["config"], "num_sets": 2}},
+        {"name": "exemplars", "config": {**CONFIGS["exemplars"]["config"], "num_sets": 1,
+                                         "mutations": 1, "selectors": ["nearest"]}},
     ]
-}
+}  # fmt: skip
 RUNS = (*CONFIGS, COMPOSITION)
 RATED = ("mcts", "spo", "promst", "opro")  # min_gain_over_seed is taken over these
 

@@ -3,12 +3,15 @@
 Exemplars come from two places: labelled training examples, and the model's
 own correct answers that the engine gathers for free whenever any optimizer
 scores a candidate, on validation or on a probe batch (``SearchState.pool``).
-The first step also tries the ``selectors``: a ``diverse`` set (k-means medoids
-of the pool, :func:`~promptopt.task.selection.diverse`) and, for programs that
-take it, ``nearest`` exemplars chosen for each input at request time (the
-value is a ``{"select": "nearest", ...}`` spec holding the pool). Random
-search proposes ``num_sets`` sets of ``k`` exemplars; then ``mutations``
-rounds each swap one member of the best set so far. When the targets take few
+The first step also tries a ``diverse`` set (k-means medoids of the pool,
+:func:`~promptopt.task.selection.diverse`). Random search proposes
+``num_sets`` sets of ``k`` exemplars; then ``mutations`` rounds each swap one
+member of the best set so far. Last, for programs that take it, comes
+``nearest``: exemplars chosen for each input at request time (the value is a
+``{"select": "nearest", ...}`` spec holding the pool). It comes last because
+its pool then holds every correct answer the search has seen: on TREC, with
+the same k, a pool grown from 59 to 148 items raised test accuracy from 0.46
+to 0.55. When the targets take few
 values (a classification task), each set covers the labels as evenly as
 possible, in random order, so a set never teaches the model that only one
 answer exists.
@@ -61,9 +64,10 @@ class ExemplarsConfig(BaseModel):
     balance: bool = Field(True, description="Cover the labels evenly when targets take few values.")
     selectors: list[Selector] = Field(
         ["diverse", "nearest"],
-        description="Tried first, before random search: 'diverse' (k-means medoids of the "
-        "pool) and 'nearest' (the k pool items nearest each input, chosen at request time; "
-        "prompt programs only).",
+        description="'diverse' (k-means medoids of the pool), tried first, and 'nearest' "
+        "(the k pool items nearest each input, chosen at request time; prompt programs only), "
+        "tried after the random search and mutations, when the pool holds every correct answer "
+        "seen so far.",
     )
     embedder: Literal[EMBEDDERS] = Field(  # type: ignore[valid-type]
         "tfidf",
@@ -131,7 +135,7 @@ class Exemplars:
         exemplar_phase_over = (
             budget_spent
             or len(pool) < self.config.k
-            or (self._random_left == 0 and self._mutations_left == 0)
+            or (self._random_left == 0 and self._mutations_left == 0 and not self._selectors_left)
         )
         if exemplar_phase_over:
             return self._calibrations(state) if self._wants_calibration(state) else []
@@ -170,10 +174,14 @@ class Exemplars:
         rng: random.Random,
         seen: set[str],
     ) -> list[Proposal]:
-        """The selectors' candidates (first step only): a diverse set, nearest-per-input."""
+        """The selectors' candidates: a diverse set at once, nearest-per-input once the
+        random search and the mutations are done (its pool has grown the most by then)."""
         proposals = []
-        while self._selectors_left:
-            selector = self._selectors_left.pop(0)
+        searching = self._random_left > 0 or self._mutations_left > 0
+        for selector in list(self._selectors_left):
+            if selector == "nearest" and searching:
+                continue
+            self._selectors_left.remove(selector)
             if selector == "diverse":
                 value: Any = self._diverse_set(pool, rng)
             elif "nearest_exemplars" in state.features:

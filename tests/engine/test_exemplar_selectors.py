@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any, ClassVar
 
@@ -19,17 +20,30 @@ from promptopt.store import RunStore
 from promptopt.task import load_task
 
 
-async def test_the_first_step_tries_a_diverse_set_and_nearest_exemplars(task_file, picky_backend):
+async def test_a_diverse_set_comes_first_and_nearest_exemplars_after_the_search(
+    task_file, picky_backend
+):
     result = await aoptimize(task_file(), backends={"task": picky_backend})
     with RunStore.open(result.run_dir) as store:
-        first = [c for c in store.candidates() if c["step"] == 1]
-    kinds = [c["meta"]["kind"] for c in first]
-    assert kinds[:2] == ["diverse", "nearest"]
-    diverse_set = first[0]["params"]["exemplars"]
+        made = [c for c in store.candidates() if c["meta"].get("kind") not in (None, "calibration")]
+        before = {c["id"] for c in store.candidates()} - {made[-1]["id"]}
+        right = {json.dumps(e["inputs"]) for e in store.evaluations(split="val")
+                 if e["candidate_id"] in before and e["score"] == 1.0}  # fmt: skip
+        seed_right = {json.dumps(e["inputs"]) for e in store.evaluations(split="val")
+                      if e["candidate_id"] == made[0]["parent_id"] and e["score"] == 1.0}  # fmt: skip
+    kinds = [c["meta"]["kind"] for c in made]
+    # config: 4 random sets and 2 mutations, 2 proposals a step
+    assert kinds == ["diverse", "random", "random", "random", "random", "mutation", "mutation",
+                     "nearest"]  # fmt: skip
+    assert made[0]["step"] == 1 and made[-1]["step"] > made[-2]["step"]
+    diverse_set = made[0]["params"]["exemplars"]
     assert isinstance(diverse_set, list) and len(diverse_set) == 2
     assert {e["output"] for e in diverse_set} == {"positive", "negative"}  # balanced by label
-    spec = first[1]["params"]["exemplars"]
-    assert spec["select"] == "nearest" and spec["k"] == 2 and len(spec["pool"]) >= 2
+    spec = made[-1]["params"]["exemplars"]
+    assert spec["select"] == "nearest" and spec["k"] == 2
+    # its pool: the 20 labelled rows, and every val row that some candidate before it
+    # answered right (the seed alone, always saying 'positive', had fewer)
+    assert len(spec["pool"]) == 20 + len(right) and len(right) > len(seed_right)
 
 
 async def test_calibration_still_runs_when_the_budget_stops_the_search(task_file):
