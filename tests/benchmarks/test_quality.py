@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from promptopt.llm.fakes import FakeBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -85,3 +87,12 @@ def test_every_run_prints_tables_and_the_json_line(tmp_path, capsys):
     assert "SST-2:" in text and "TREC coarse classes:" in text
     assert "DSPy BootstrapFewShotWithRandomSearch (best peer) (BASELINES.md)" in text
     assert "promptopt opro+exemplars" in text and "always 'positive' (no model)" in text
+
+
+def test_a_missing_data_folder_stops_before_any_model_loads(tmp_path):
+    _, trec = _data(tmp_path)
+    with pytest.raises(SystemExit, match=r"sst2: no train.jsonl, test.jsonl, dev.jsonl in .*nope"):
+        quality.parse_args(["--sst2-data", str(tmp_path / "nope"), "--trec-data", str(trec)])
+    args = quality.parse_args(["--task", "trec", "--sst2-data", str(tmp_path / "nope"),
+                               "--trec-data", str(trec)])  # fmt: skip
+    assert args.tasks == ["trec"]
