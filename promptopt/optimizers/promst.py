@@ -24,7 +24,8 @@ stack, best on top, so the tree grows depth first. A child is not expanded when
 it is deeper than ``min_level`` and the scores along its branch strictly fell
 three times in a row (grandparent > parent > child), nor beyond ``max_level``;
 the search ends when a candidate makes no error on validation, after
-``expansions`` parents, or when the stack is empty.
+``expansions`` parents, or when the stack is empty. An expansion that brings
+no new child (every reply a no-op) still counts, and its parent stays on top.
 
 The predictor (:mod:`promptopt.optimizers.score_predictor`) is refitted after
 every step on every validation score seen; ``stats["predictor_mae"]`` is its mean
@@ -148,6 +149,9 @@ class PROMST:
             if children:
                 self.stats["proposals"] += len(children)
                 return children
+            # every reply was a no-op or unreadable: the parent stays, and its next
+            # expansion's requests change (new seeds, the last problem shown)
+            self._stack.append(parent.candidate.id)
         return []
 
     def observe(self, state: SearchState, results: list[Evaluated]) -> None:

@@ -202,6 +202,26 @@ async def test_a_no_op_rewrite_is_counted_and_the_next_request_changes():
     assert optimizer.stats["noops"] == 1
 
 
+async def test_an_expansion_with_only_no_ops_counts_and_the_same_parent_goes_again():
+    seed = _evaluated("Say yes.", [1.0, 0.0, 0.0, 0.0, 0.0])
+    optimizer = PROMST({"n_children": 1, "predictor": False, "retries": 1, "expansions": 3})
+    # first expansion: the current prompt twice (the write and its retry); then a new one
+    llm = fake_llm(Writer(["Say yes.", "Say yes.", "Say yes, loudly."]))
+    [proposal] = await optimizer.propose(_state(seed), llm=llm, rng=random.Random(0))
+    assert (
+        proposal.params["system"] == "Say yes, loudly." and proposal.parent_id == seed.candidate.id
+    )
+    assert optimizer.stats["expansions"] == 2 and optimizer.stats["noops"] == 2
+    writes = [r for r in llm.backend.requests if not _is_summary(r)]
+    assert len(writes) == 3 and len({r.key() for r in writes}) == 3
+    # with every expansion spent on no-ops the search ends, asking no more
+    spent = PROMST({"n_children": 1, "predictor": False, "retries": 0, "expansions": 2})
+    llm = fake_llm(Writer(["Say yes.", "Say yes.", "Never sent."]))
+    assert await spent.propose(_state(seed), llm=llm, rng=random.Random(0)) == []
+    assert spent.stats["expansions"] == 2 and len(
+        [r for r in llm.backend.requests if not _is_summary(r)]) == 2  # fmt: skip
+
+
 async def test_the_children_are_written_at_once_and_a_twin_is_a_noop():
     # the writes of one expansion do not depend on each other: all go out before any answer
     seed = _evaluated("Say yes.", [1.0, 0.0, 0.0, 0.0, 0.0])
