@@ -26,11 +26,7 @@ async def test_a_diverse_set_comes_first_and_nearest_exemplars_after_the_search(
     result = await aoptimize(task_file(), backends={"task": picky_backend})
     with RunStore.open(result.run_dir) as store:
         made = [c for c in store.candidates() if c["meta"].get("kind") not in (None, "calibration")]
-        before = {c["id"] for c in store.candidates()} - {made[-1]["id"]}
-        right = {json.dumps(e["inputs"]) for e in store.evaluations(split="val")
-                 if e["candidate_id"] in before and e["score"] == 1.0}  # fmt: skip
-        seed_right = {json.dumps(e["inputs"]) for e in store.evaluations(split="val")
-                      if e["candidate_id"] == made[0]["parent_id"] and e["score"] == 1.0}  # fmt: skip
+        val = store.evaluations(candidate_id=made[0]["parent_id"], split="val")
     kinds = [c["meta"]["kind"] for c in made]
     # config: 4 random sets and 2 mutations, 2 proposals a step
     assert kinds == ["diverse", "random", "random", "random", "random", "mutation", "mutation",
@@ -41,9 +37,11 @@ async def test_a_diverse_set_comes_first_and_nearest_exemplars_after_the_search(
     assert {e["output"] for e in diverse_set} == {"positive", "negative"}  # balanced by label
     spec = made[-1]["params"]["exemplars"]
     assert spec["select"] == "nearest" and spec["k"] == 2
-    # its pool: the 20 labelled rows, and every val row that some candidate before it
-    # answered right (the seed alone, always saying 'positive', had fewer)
-    assert len(spec["pool"]) == 20 + len(right) and len(right) > len(seed_right)
+    # its pool: the 20 labelled training rows, then every validation row once (a row is
+    # never shown its own answer), with its label
+    pool = [(json.dumps(i["inputs"]), i["output"]) for i in spec["pool"]]
+    assert len(pool) == 40 and len(set(pool)) == 40
+    assert {(json.dumps(e["inputs"]), e["target"]) for e in val} <= set(pool)
 
 
 async def test_calibration_still_runs_when_the_budget_stops_the_search(task_file):
