@@ -113,9 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.runs = _split(args.optimizer, RUNS, "optimizer")
     for task in args.tasks:  # before any model loads
         folder = Path(getattr(args, f"{task}_data"))
-        missing = [n for n in ("train.jsonl", "test.jsonl") if not (folder / n).is_file()]
-        if task == "sst2" and not (folder / "dev.jsonl").is_file():
-            missing.append("dev.jsonl")
+        missing = [name for name in TASKS[task].files if not (folder / name).is_file()]
         if missing:
             raise SystemExit(
                 f"{task}: no {', '.join(missing)} in {folder}; give --{task}-data "

@@ -103,6 +103,12 @@ class Task:
     input: str
     labels: tuple[str, ...]
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files of its data folder that :meth:`write_data` reads."""
+        return ("train.jsonl", "dev.jsonl", "test.jsonl") if self.name == "sst2" else (
+            "train.jsonl", "test.jsonl")  # fmt: skip
+
     def write_data(self, data: Path, folder: Path, *, val: int, test: int) -> dict[str, Path]:
         """The split's files under ``folder``: train, val (``val`` rows), test (``test`` rows)."""
         if self.name == "sst2":

@@ -12,7 +12,9 @@ member of the best set so far. Last, for programs that take it, comes
 its pool then holds every correct answer the search has seen, and its pool also
 holds the validation rows with their labels: a row is never shown its own
 answer, so its score stays fair (leave-one-out). On TREC, with the same k, a
-pool grown from 59 to 148 items raised test accuracy from 0.46 to 0.55. When the targets take few
+pool grown from 59 to 148 items raised test accuracy from 0.46 to 0.55.
+
+When the targets take few
 values (a classification task), each set covers the labels as evenly as
 possible, in random order, so a set never teaches the model that only one
 answer exists.

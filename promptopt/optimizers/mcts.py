@@ -56,7 +56,6 @@ from pydantic import BaseModel, Field
 from promptopt.errors import BadRequestError, OptimizerError
 from promptopt.llm.types import LLMRequest
 from promptopt.optimizers.base import (
-    PROMPT_SHAPE,
     Evaluated,
     ExampleResult,
     Proposal,
@@ -347,7 +346,7 @@ class MCTS:
         values = await self._rewriter.versions(
             llm, self._request("rewrite", fill, rng), name=param, base=node.params,
             count=c.num_new_prompts, taken=taken, fields=input_fields(state), rng=rng,
-            quoted=[PROMPT_SHAPE, *quoted_lines(fill["examples"])],
+            quoted=quoted_lines(fill["examples"]),
         )  # fmt: skip
         return param, feedback, values
 

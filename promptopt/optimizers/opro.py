@@ -31,7 +31,6 @@ from pydantic import BaseModel, Field
 
 from promptopt.llm.types import LLMRequest, Message
 from promptopt.optimizers.base import (
-    PROMPT_SHAPE,
     Evaluated,
     Proposal,
     SearchState,
@@ -127,7 +126,7 @@ class OPRO:
             examples=examples or "(none)",
             rules=rules(state, base.candidate.params.get(name)),
         )
-        quoted = [PROMPT_SHAPE, *quoted_lines(examples)]
+        quoted = quoted_lines(examples)
         messages = (
             Message("system", self._parts["system"].template.strip()),
             Message("user", user.strip()),

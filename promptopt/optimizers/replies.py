@@ -237,9 +237,9 @@ def marked_texts(text: str, *, start: str = "<START>", end: str = "<END>") -> li
     """
     if not isinstance(text, str):
         return []
-    for marker in (end, start):
-        if marker.startswith("<") and end.startswith("<"):
-            text = text.replace("</" + marker[1:], end)
+    if end.startswith("<"):
+        for marker in (end, start):
+            text = text.replace("</" + marker.lstrip("<"), end)
     if start not in text:
         fenced = _FENCE.search(text)
         body = (fenced.group(1) if fenced else text).split(end)[0]

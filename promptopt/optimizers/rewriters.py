@@ -38,7 +38,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptopt.errors import OptimizerError, ReplyParseError
 from promptopt.llm.types import LLMRequest, Message
-from promptopt.optimizers.base import ExampleResult, SearchState, candidate_id, gather_all
+from promptopt.optimizers.base import (
+    PROMPT_SHAPE,
+    ExampleResult,
+    SearchState,
+    candidate_id,
+    gather_all,
+)
 from promptopt.optimizers.optoprime_views import clip_text, show_value
 from promptopt.optimizers.replies import (
     check_value,
@@ -91,10 +97,10 @@ def same_words(a: str, b: str) -> bool:
 
 
 def quoted_lines(*blocks: str) -> list[str]:
-    """The lines of ``blocks`` (parts of a request that no prompt should contain) long
-    enough that a new version holding one copied it."""
+    """What a new version must not hold: the program's shape, as the description names it,
+    and the lines of ``blocks`` (the examples a request shows) long enough to be a copy."""
     lines = {line.strip() for block in blocks for line in block.splitlines()}
-    return sorted(line for line in lines if len(line) >= _QUOTED_MIN)
+    return [PROMPT_SHAPE, *sorted(line for line in lines if len(line) >= _QUOTED_MIN)]
 
 
 class RewriteConfig(BaseModel):

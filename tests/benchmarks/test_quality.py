@@ -91,7 +91,7 @@ def test_every_run_prints_tables_and_the_json_line(tmp_path, capsys):
 
 def test_a_missing_data_folder_stops_before_any_model_loads(tmp_path):
     _, trec = _data(tmp_path)
-    with pytest.raises(SystemExit, match=r"sst2: no train.jsonl, test.jsonl, dev.jsonl in .*nope"):
+    with pytest.raises(SystemExit, match=r"sst2: no train.jsonl, dev.jsonl, test.jsonl in .*nope"):
         quality.parse_args(["--sst2-data", str(tmp_path / "nope"), "--trec-data", str(trec)])
     args = quality.parse_args(["--task", "trec", "--sst2-data", str(tmp_path / "nope"),
                                "--trec-data", str(trec)])  # fmt: skip

@@ -10,7 +10,13 @@ import pytest
 from promptopt.errors import BadRequestError, OptimizerError
 from promptopt.llm.fakes import scripted_llm
 from promptopt.llm.types import LLMRequest, Message
-from promptopt.optimizers.base import Candidate, ExampleResult, SearchState, candidate_id
+from promptopt.optimizers.base import (
+    PROMPT_SHAPE,
+    Candidate,
+    ExampleResult,
+    SearchState,
+    candidate_id,
+)
 from promptopt.optimizers.replies import marked_texts
 from promptopt.optimizers.rewriters import (
     MarkedRewriter,
@@ -81,7 +87,8 @@ async def test_the_current_words_with_other_punctuation_are_a_noop():
 async def test_a_version_that_copies_the_request_is_invalid_and_the_retry_says_so():
     shown = "## Example 1\nquestion: Who wrote Hamlet ?\nexpected output: human\nok"
     quoted = quoted_lines(shown)
-    assert quoted == ["## Example 1", "expected output: human", "question: Who wrote Hamlet ?"]
+    assert quoted == [PROMPT_SHAPE, "## Example 1", "expected output: human",
+                      "question: Who wrote Hamlet ?"]  # fmt: skip
     found, stats, requests = await ask(
         "<START>{text}\nquestion: Who wrote Hamlet ?\nAnswer: human<END>",
         "<START>Question: {text}\nAnswer with its type:<END>",
