@@ -39,7 +39,8 @@ SPO_VAL = 3
 # (see optimizer_call_bound) and its task calls fit 731 at |val| = 100.
 CONFIGS: dict[str, Any] = {
     "exemplars": {"name": "exemplars",
-                  "config": {"k": 4, "num_sets": 3, "mutations": 2, "per_step": 2}},
+                  "config": {"k": 4, "nearest_k": 8, "num_sets": 3, "mutations": 2,
+                             "per_step": 2}},
     "mcts": {"name": "mcts",
              "config": {"iterations": 2, "expand_width": 2, "depth_limit": 3, "min_depth": 1,
                         "batch_size": 5, "retries": 1, "max_tokens": REPLY_TOKENS}},

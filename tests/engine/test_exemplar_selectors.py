@@ -89,3 +89,18 @@ async def test_probe_evaluations_feed_the_exemplar_pool(task_file, tmp_path):
         await parts.aclose()
     before, after = ProbeThenStop.seen
     assert before == 20 and after == 26  # the six probed rows' correct answers joined it
+
+
+async def test_nearest_k_sets_how_many_exemplars_each_input_is_shown(task_file, picky_backend):
+    path = task_file()
+    path.write_text(path.read_text().replace("per_step: 2}", "per_step: 2, nearest_k: 3}"))
+    result = await aoptimize(path, backends={"task": picky_backend})
+    with RunStore.open(result.run_dir) as store:
+        made = [c for c in store.candidates() if c["meta"].get("kind") not in (None, "calibration")]
+    sets = [c for c in made if c["meta"]["kind"] != "nearest"]
+    (nearest,) = [c for c in made if c["meta"]["kind"] == "nearest"]
+    assert {len(c["params"]["exemplars"]) for c in sets} == {2}  # the sets keep k
+    assert nearest["meta"]["k"] == 3 and nearest["params"]["exemplars"]["k"] == 3
+    # the system line and the input, after two worked examples (a set) or three (nearest)
+    turns = {len(r.messages) for r in picky_backend.requests}
+    assert turns == {2, 2 + 2 * 2, 2 + 2 * 3}
