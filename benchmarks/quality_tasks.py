@@ -103,27 +103,21 @@ class Task:
     system: str
     input: str
     labels: tuple[str, ...]
+    val_file: str  # a dev file, or "train.jsonl": then the rows after the training ones
 
     @property
     def files(self) -> tuple[str, ...]:
         """The files of its data folder that :meth:`write_data` reads."""
-        return ("train.jsonl", "dev.jsonl", "test.jsonl") if self.name == "sst2" else (
-            "train.jsonl", "test.jsonl")  # fmt: skip
+        return tuple(dict.fromkeys(("train.jsonl", self.val_file, "test.jsonl")))
 
     def write_data(self, data: Path, folder: Path, *, val: int, test: int) -> dict[str, Path]:
         """The split's files under ``folder``: train, val (``val`` rows), test (``test`` rows)."""
-        if self.name == "sst2":
-            rows = {
-                "train": _rows(data / "train.jsonl", 0, 50),
-                "val": _rows(data / "dev.jsonl", 0, val),
-                "test": _rows(data / "test.jsonl", 0, test),
-            }
-        else:
-            rows = {
-                "train": _rows(data / "train.jsonl", 0, 50),
-                "val": _rows(data / "train.jsonl", 50, 50 + val),
-                "test": _rows(data / "test.jsonl", 0, test),
-            }
+        start = _TRAIN_ROWS if self.val_file == "train.jsonl" else 0
+        rows = {
+            "train": _rows(data / "train.jsonl", 0, _TRAIN_ROWS),
+            "val": _rows(data / self.val_file, start, start + val),
+            "test": _rows(data / "test.jsonl", 0, test),
+        }
         folder.mkdir(parents=True, exist_ok=True)
         paths = {}
         for split, items in rows.items():
@@ -177,19 +171,21 @@ class Task:
 
 _SST2_LABELS = ("positive", "negative")
 _TREC_LABELS = ("abbreviation", "description", "entity", "human", "location", "number")
-# name, title, description (SPO's requirements), seed system line, input field, labels
+_TRAIN_ROWS = 50
+# name, title, description (SPO's requirements), seed system line, input field, labels,
+# where the validation rows come from (BASELINES.md's splits)
 TASKS = {
     task.name: task
     for task in (
         Task("sst2", "SST-2",
              "Classify the sentiment of a movie review as positive or negative.",
              "You are a sentiment classifier. Reply with exactly one word: positive or negative.",
-             "text", _SST2_LABELS),
+             "text", _SST2_LABELS, "dev.jsonl"),
         Task("trec", "TREC coarse classes",
              f"Classify a question by the type of its answer: {', '.join(_TREC_LABELS)}.",
              "Classify the question by the type of its answer. Reply with exactly one word: "
              "abbreviation, description, entity, human, location or number.",
-             "question", _TREC_LABELS),
+             "question", _TREC_LABELS, "train.jsonl"),
     )
 }  # fmt: skip
 

@@ -196,18 +196,18 @@ class Exemplars:
             self._selectors_left.remove(selector)
             if selector == "diverse":
                 value: Any = self._diverse_set(pool, rng)
+                k = self.config.k
             elif "nearest_exemplars" in state.features:
                 items = self._nearest_pool(state, pool)[: self.config.nearest_pool]
                 spec = NearestExemplars(k=self._nearest_k, pool=tuple(items),
                                         embedder=self.config.embedder)  # fmt: skip
-                value = spec.to_value()
+                value, k = spec.to_value(), self._nearest_k
             else:
                 continue  # the program reads exemplar lists only
             params = {**state.seed.params, target: value}
             if candidate_id(params) in seen:
                 continue
             seen.add(candidate_id(params))
-            k = self._nearest_k if selector == "nearest" else self.config.k
             proposals.append(Proposal(params=params, parent_id=state.seed.id,
                                       meta={"kind": selector, "k": k}))  # fmt: skip
         return proposals
