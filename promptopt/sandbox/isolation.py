@@ -8,16 +8,24 @@
 - a root file system built from nothing: ``/usr`` and the interpreter's own
   prefix read-only (its site-packages hidden under an empty tmpfs, so only
   the standard library imports), the worker's folder read-only, a minimal
-  ``/dev``, and two small tmpfs folders, ``/work`` and ``/tmp``, as the only
-  writable places; no ``/proc``, no ``/etc`` but the loader's cache, no home;
-- an environment built from scratch (only the allowed, secret-free names).
+  ``/dev``, and small tmpfs folders as the only writable places: one per
+  call slot (``/work/s<n>``, as large as a call's file allowance, so no call
+  can fill another's), and ``/tmp``; no ``/proc``, no ``/etc`` but the
+  loader's cache, no home;
+- an environment built from scratch (only the allowed, secret-free names);
+- ``--die-with-parent`` (the parent starts bubblewrap from a thread that lives
+  as long as the process, since the kernel ties that signal to the thread)
+  and ``--info-fd``, which names the namespace's init: killing it ends every
+  process of the sandbox, whatever state they are in.
 
-Inside, every call's child also installs :mod:`promptopt.sandbox.seccomp`.
-Why bubblewrap rather than our own ``unshare`` and mounts: it is a small,
-audited setuid-free tool (Flatpak's), packaged everywhere, that gets the
-uid maps, ``pivot_root`` and mount flags right; doing the same through
-``ctypes`` would be a second, untested copy of it. Landlock would add
-nothing a mount namespace with no writable bind does not already give.
+Inside, every call's child also installs :mod:`promptopt.sandbox.seccomp` and
+:mod:`promptopt.sandbox.landlock`. Why bubblewrap rather than our own
+``unshare`` and mounts: it is a small, audited setuid-free tool (Flatpak's),
+packaged everywhere, that gets the uid maps, ``pivot_root`` and mount flags
+right; doing the same through ``ctypes`` would be a second, untested copy of
+it. Landlock is what separates the calls of one worker, which share its
+namespaces: their folders, and (Linux 6.12 on) their signals and abstract
+sockets.
 
 ``none`` is the explicit opt-out: the worker runs as a plain child with the
 scrubbed environment and the resource limits, and the proposed code can read
@@ -102,12 +110,21 @@ def _hidden_packages() -> list[str]:
     return sorted(p for p in found if os.path.isdir(p))
 
 
-def bwrap_command(*, env: Mapping[str, str], work_mb: int) -> list[str]:
-    """The full ``bwrap ... python worker.py isolated /work`` command line."""
+def bwrap_command(
+    *, env: Mapping[str, str], slots: int, slot_bytes: int, info_fd: int
+) -> list[str]:
+    """The full ``bwrap ... python worker.py isolated /work SLOTS`` command line.
+
+    bubblewrap writes ``{"child-pid": N}`` on ``info_fd``: N, the namespace's
+    init, is the process whose death ends every process of the sandbox.
+    """
     bwrap = shutil.which("bwrap") or "bwrap"
     executable, prefixes = _interpreter()
     argv = [
         bwrap,
+        "--die-with-parent",
+        "--info-fd",
+        str(info_fd),
         "--unshare-all",
         "--uid",
         "65534",
@@ -133,15 +150,17 @@ def bwrap_command(*, env: Mapping[str, str], work_mb: int) -> list[str]:
     for packages in _hidden_packages():
         argv += ["--tmpfs", packages]
     argv += ["--ro-bind", str(_WORKER.parent), WORKER_DIR, "--dev", "/dev"]
-    argv += ["--size", str(work_mb << 20), "--tmpfs", WORK_ROOT]
-    argv += ["--size", str(16 << 20), "--tmpfs", "/tmp", "--chdir", WORK_ROOT]
+    argv += ["--size", str(1 << 20), "--tmpfs", WORK_ROOT]
+    for slot in range(slots):  # a tmpfs per slot: a call's files count against its own size
+        argv += ["--size", str(slot_bytes), "--tmpfs", f"{WORK_ROOT}/s{slot}"]
+    argv += ["--size", str(1 << 20), "--tmpfs", "/tmp", "--chdir", WORK_ROOT]
     argv += ["--remount-ro", "/dev", "--remount-ro", "/"]  # bwrap's own root tmpfs too
     for name, value in sorted(env.items()):
         argv += ["--setenv", name, value]
     worker = f"{WORKER_DIR}/{_WORKER.name}"
-    return [*argv, executable, "-I", "-S", "-B", worker, "isolated", WORK_ROOT]
+    return [*argv, executable, "-I", "-S", "-B", worker, "isolated", WORK_ROOT, str(slots)]
 
 
-def worker_command(root: str) -> list[str]:
+def worker_command(root: str, *, slots: int) -> list[str]:
     """The plain worker's command line (``isolation: none``), working under ``root``."""
-    return [sys.executable, "-I", "-S", "-B", str(_WORKER), "none", root]
+    return [sys.executable, "-I", "-S", "-B", str(_WORKER), "none", root, str(slots)]

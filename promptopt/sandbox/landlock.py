@@ -10,7 +10,11 @@ calls of one worker, which share ``/work``. This ruleset does: after
 - write to the device nodes under ``devices`` (``/dev/null`` and the like:
   that folder is a read-only tmpfs, so no file can be made there);
 - read and change anything beneath ``writable`` (its own call folder);
-- write to no other file, on any file system.
+- write to no other file, on any file system;
+- where the kernel has Landlock's scopes (ABI 6, Linux 6.12): signal no
+  process outside its own domain (the worker, every other call) and connect
+  to no abstract unix socket bound outside it. The seccomp filter refuses
+  signals to other processes on any kernel; this is the second wall.
 
 A kernel without Landlock (before 5.13, or with it left out of the LSM
 list) makes :func:`restrict` return False; the namespaces and seccomp still
@@ -37,6 +41,8 @@ _EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 _READ = _EXECUTE | _READ_FILE | _READ_DIR
 _ALL_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1}
 _ALL_NEWEST = (1 << 16) - 1  # ABI 5 added IOCTL_DEV; later ABIs add no file-system right yet
+_SCOPED_ABI = 6
+_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
 
 
 def _all_rights(abi: int) -> int:
@@ -54,8 +60,13 @@ def restrict(*, readable: Sequence[str], writable: str, devices: str = "/dev") -
             return False
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset(version) failed")
     handled = _all_rights(abi)
-    attr = ctypes.create_string_buffer(struct.pack("<Q", handled), 8)
-    ruleset = syscall(_CREATE_RULESET, attr, ctypes.c_size_t(8), 0)
+    if abi >= _SCOPED_ABI:  # handled_access_fs, handled_access_net (none), scoped
+        scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL
+        fields = struct.pack("<QQQ", handled, 0, scoped)
+    else:
+        fields = struct.pack("<Q", handled)
+    attr = ctypes.create_string_buffer(fields, len(fields))
+    ruleset = syscall(_CREATE_RULESET, attr, ctypes.c_size_t(len(fields)), 0)
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     try:

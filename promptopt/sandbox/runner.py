@@ -12,11 +12,18 @@ Each call gets
 
 - an environment built from scratch: only the ``env_allow`` names are copied,
   never one whose name holds KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL;
-  HOME and TMPDIR point at a fresh work folder, which is also cwd;
+  HOME and TMPDIR point at a fresh work folder, which is also cwd; isolated,
+  ``PATH`` is ``/usr/bin:/bin``;
 - a wall-clock timeout after which its child is killed (``RLIMIT_CPU`` is the
-  backstop), and an address-space limit (``RLIMIT_AS``);
+  backstop), counted from when its child starts: at most 16 run at once per
+  worker, the rest wait in its queue;
+- ``memory_mb`` in all: ⅛ of it (at least 4 MiB) for files in its own tmpfs,
+  the rest as its address-space limit (``RLIMIT_AS``); no shared memory, one
+  task, 64 descriptors;
 - no writable descriptor of the parent's: the answer comes back on a pipe,
-  size-capped, and is validated as JSON of the expected shape here.
+  size-capped, printable ASCII only, and is validated as JSON of the expected
+  shape here (a parse error of any kind, nesting depth included, is the call's
+  failure).
 
 The parent never raises for the code's failures: every outcome is a
 :class:`SandboxResult`. Misuse (bad arguments) raises :class:`ConfigError`;
@@ -38,6 +45,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
@@ -74,7 +82,13 @@ DEFAULT_ENV_ALLOW: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "PYTHONHASHSEED"
 _SECRET_MARKS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 _GRACE_S = 10.0  # how long past its timeout a call may take before the worker is deemed hung
+_LAST_LOOK_S = 0.05  # an overdue call's answer may be on its way through the event loop
+_QUEUED_POLL_S = 0.5  # how often a call waiting for a free slot looks whether it started
 _MIN_MEMORY_MB = 32  # the bare interpreter needs about 13 MiB of address space
+_SLOTS = 16  # calls running at once in one worker; more wait in its queue
+_MIN_FILE_BYTES = 4 << 20
+_TAIL_CHARS = 6 * 8192  # an output tail of 8 KiB, every byte escaped as \u00XX at worst
+_ISOLATED_PATH = "/usr/bin:/bin"
 _MEMORY_HINTS = ("MemoryError", "Cannot allocate memory", "out of memory", "std::bad_alloc")
 _ANSWER_KINDS = ("ok", "exception", "memory", "invalid")
 _NONE_WARNING = (
@@ -120,10 +134,11 @@ class Sandbox:
 
     The candidate sees the standard library only, takes and returns JSON
     values, and may write only inside its own work folder, which is removed
-    after the call. ``memory_mb`` also caps the size of any file it writes
-    and, with ``max_result_bytes``, the size of its answer. Call
-    :meth:`close` (or use ``with``) to end the worker early; it also ends with
-    the object or the process.
+    after the call. ``memory_mb`` is all the RAM a call may hold: ⅛ of it for
+    its files, the rest for its address space; ``max_result_bytes`` caps its
+    answer. Call :meth:`close` (or use ``with``) to end the worker and every
+    process of the sandbox early; it also ends with the object or the process,
+    SIGKILL included.
     """
 
     def __init__(
@@ -198,12 +213,15 @@ class Sandbox:
         """Call ``function`` defined by ``source`` with ``args``/``kwargs`` in a child; wait for it."""
         worker, call_id, future = self._submit(self._request(source, function, args, kwargs))
         try:
-            answer = future.result(timeout=self.timeout_s + _GRACE_S)
-        except FutureTimeout:
-            return self._hung(worker)
+            while True:
+                wait = self._patience(worker, call_id)
+                try:
+                    return _result(future.result(timeout=_LAST_LOOK_S if wait is None else wait))
+                except FutureTimeout:
+                    if wait is None:
+                        return self._hung(worker)
         except WorkerGone as exc:
             return _gone(str(exc))
-        return _result(answer)
 
     async def arun(
         self,
@@ -215,18 +233,26 @@ class Sandbox:
         """Like :meth:`run`, awaited: the event loop goes on while the code runs."""
         request = self._request(source, function, args, kwargs)
         worker, call_id, future = await aio.in_thread(self._submit, request)
+        answer = asyncio.wrap_future(future)
         try:
-            answer = await asyncio.wait_for(
-                asyncio.wrap_future(future), timeout=self.timeout_s + _GRACE_S
-            )
-        except TimeoutError:
-            return self._hung(worker)
+            while True:
+                wait = self._patience(worker, call_id)
+                try:
+                    return _result(
+                        await asyncio.wait_for(
+                            asyncio.shield(answer), timeout=_LAST_LOOK_S if wait is None else wait
+                        )
+                    )
+                except TimeoutError:
+                    if wait is None:
+                        answer.cancel()  # nobody will read what the closed worker fails it with
+                        return self._hung(worker)
         except WorkerGone as exc:
             return _gone(str(exc))
         except asyncio.CancelledError:
             worker.cancel(call_id)  # the child must not outlive the call
+            answer.cancel()
             raise
-        return _result(answer)
 
     def close(self) -> None:
         """End the worker and remove its folder; a later call starts a fresh one."""
@@ -266,21 +292,39 @@ class Sandbox:
             folder = tempfile.mkdtemp(prefix="promptopt-sandbox-")
         except OSError as exc:
             raise SandboxError(f"cannot create a sandbox folder: {exc}") from exc
-        line_limit = 4 * self.max_result_bytes + (1 << 16)  # JSON escapes, two output tails
+        line_limit = 2 * self.max_result_bytes + 2 * _TAIL_CHARS + 4096  # `"`/`\\` escaped
         try:
             if self.isolation == "namespaces":
                 env = scrubbed_environment(os.environ, allow=self.env_allow, home="/work")
-                argv = bwrap_command(env=env, work_mb=max(64, 4 * self.memory_mb))
+                if "PATH" in env:
+                    env["PATH"] = _ISOLATED_PATH  # the host's says where the user keeps tools
+                files = _file_bytes(self.memory_mb)
+
+                def argv(info_fd: int) -> list[str]:
+                    return bwrap_command(env=env, slots=_SLOTS, slot_bytes=files, info_fd=info_fd)
+
                 outer_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
                 worker = WorkerProcess(argv, env=outer_env, cwd=folder, line_limit=line_limit)
             else:
                 env = scrubbed_environment(os.environ, allow=self.env_allow, home=folder)
-                argv = worker_command(folder)
-                worker = WorkerProcess(argv, env=env, cwd=folder, line_limit=line_limit)
+                command = worker_command(folder, slots=_SLOTS)
+                worker = WorkerProcess(command, env=env, cwd=folder, line_limit=line_limit)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return worker, folder
+
+    def _patience(self, worker: WorkerProcess, call_id: int) -> float | None:
+        """How long to wait for the call now; None once its child is overdue by the grace time.
+
+        A call waiting in the worker's queue has no deadline yet: its clock
+        starts when its child does.
+        """
+        started = worker.started_at(call_id)
+        if started is None:
+            return _QUEUED_POLL_S
+        left = started + self.timeout_s + _GRACE_S - time.monotonic()
+        return left if left > 0 else None
 
     def _hung(self, worker: WorkerProcess) -> SandboxResult:
         """The worker missed a call's deadline by the whole grace time: replace it."""
@@ -316,15 +360,20 @@ class Sandbox:
             json.dumps(request)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"args and kwargs must be JSON values: {exc}") from exc
-        megabytes = self.memory_mb * (1 << 20)
+        files = _file_bytes(self.memory_mb)
         request.update(
             timeout_s=self.timeout_s,
-            memory_bytes=megabytes,
-            file_bytes=megabytes,
+            memory_bytes=(self.memory_mb << 20) - files,
+            file_bytes=files,
             cpu_s=math.ceil(self.timeout_s) + 1,
             max_result_bytes=self.max_result_bytes,
         )
         return request
+
+
+def _file_bytes(memory_mb: int) -> int:
+    """A call's allowance for files (its slot's tmpfs), taken out of its ``memory_mb``."""
+    return max(_MIN_FILE_BYTES, (memory_mb << 20) // 8)
 
 
 def _stop(worker: WorkerProcess | None, folder: str | None) -> None:
@@ -350,7 +399,7 @@ def _read_answer(text: str | None) -> dict[str, Any] | None:
         return None
     try:
         answer = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a forged answer nested past the parser's depth
         return None
     if not isinstance(answer, dict) or set(answer) != {"kind", "error", "value"}:
         return None
@@ -370,6 +419,10 @@ def _result(message: Mapping[str, Any]) -> SandboxResult:
         kind, error = "timeout", f"killed after the {duration:.2f} s timeout"
     elif message["oversize"]:
         kind, error = "exception", "the return value is over the sandbox's answer size limit"
+    elif message.get("too_many_files"):
+        kind, error = "memory", "killed for making more files than the sandbox allows a call"
+    elif message.get("malformed"):
+        kind, error = "exception", "the answer is not printable JSON: the code wrote its own"
     elif answer is not None:
         kind, value, error = answer["kind"], answer["value"], answer["error"]
     elif returncode == -signal.SIGXCPU:

@@ -4,12 +4,21 @@ A classic BPF program over ``struct seccomp_data`` that refuses, with an errno
 (so Python raises ``PermissionError``/``OSError`` in the candidate's frame):
 
 - sockets other than ``AF_UNIX`` (``EAFNOSUPPORT``);
-- new processes: ``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD`` or
-  with a namespace flag (``clone3`` answers ``ENOSYS``, so the C library falls
-  back to ``clone``, which can be checked); threads stay allowed;
-- ``execve``/``execveat``, ``ptrace``, other processes' memory, signals to any
-  process but the caller, mounts, namespaces, keyrings, BPF, perf, io_uring,
-  kernel modules, ``kexec`` and the rest of the table below.
+- new tasks of any kind: ``fork``, ``vfork``, ``clone`` (threads too: a call is
+  one task, whatever the machine's cgroups; ``clone3`` answers ``ENOSYS``, so
+  the C library falls back to ``clone``);
+- memory outside the address-space limit: ``memfd_create``, SysV shared
+  memory, semaphores and message queues, POSIX message queues (so no IPC
+  object can outlive the call or reach another one);
+- naming any process but the caller: signals (``kill``, ``tgkill``, ...), and
+  limits, priorities, affinities, scheduling and I/O priorities (allowed for
+  pid 0 or the caller's own pid only); ``fcntl`` ``F_SETOWN``/``F_SETSIG``/
+  ``F_SETOWN_EX`` and ``ioctl`` ``FIOSETOWN``/``SIOCSPGRP``, which would make the
+  kernel signal another process; ``F_SETPIPE_SZ`` and socket buffer sizes,
+  so 64 descriptors hold a few MiB of kernel buffers at most;
+- ``execve``/``execveat``, ``ptrace``, other processes' memory, mounts,
+  namespaces, keyrings, BPF, perf, io_uring, kernel modules, ``kexec`` and the
+  rest of the table below.
 
 A process of another ABI (x32, or 32-bit calls from a 64-bit process) is
 killed. The table exists for x86-64 only; :func:`supported` says whether this
@@ -31,14 +40,59 @@ _AUDIT_ARCH_X86_64 = 0xC000003E
 _X32_BIT = 0x40000000
 
 # x86-64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
-_SOCKET, _CLONE, _CLONE3 = 41, 56, 435
+_SOCKET, _CLONE3, _FCNTL, _IOCTL, _SETSOCKOPT = 41, 435, 72, 16, 54
 _SIGNAL_CALLS = (62, 234, 129, 297)  # kill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo
+# Calls whose first argument names a process: allowed for 0 ("the caller") or the caller's pid.
+_PID_CALLS = {
+    "getpgid": 121,
+    "getsid": 124,
+    "sched_setparam": 142,
+    "sched_getparam": 143,
+    "sched_setscheduler": 144,
+    "sched_getscheduler": 145,
+    "sched_rr_get_interval": 148,
+    "sched_setaffinity": 203,
+    "sched_getaffinity": 204,
+    "migrate_pages": 256,
+    "move_pages": 279,
+    "prlimit64": 302,
+    "sched_setattr": 314,
+    "sched_getattr": 315,
+}
+# (which, who) calls: allowed only for "a process" (PRIO_PROCESS, IOPRIO_WHO_PROCESS) that is
+# the caller; a process group or a user would reach the worker and every other call.
+_WHO_CALLS = {
+    "getpriority": (140, 0),
+    "setpriority": (141, 0),
+    "ioprio_set": (251, 1),
+    "ioprio_get": (252, 1),
+}
+# fcntl commands that would make the kernel signal another process (F_SETOWN, F_SETSIG,
+# F_SETOWN_EX) or grow a pipe's kernel buffer to 1 MiB (F_SETPIPE_SZ).
+_FCNTL_REFUSED = (8, 10, 15, 1031)
+_IOCTL_REFUSED = (0x8901, 0x8902, 0x5410)  # FIOSETOWN, SIOCSPGRP, TIOCSPGRP
+# Socket buffer sizes (SO_SNDBUF, SO_RCVBUF and their FORCE forms): a socket keeps the
+# default, so 64 descriptors hold a few MiB of kernel buffers, not 64 times wmem_max.
+_SOL_SOCKET, _SOCKOPT_REFUSED = 1, (7, 8, 32, 33)
 _REFUSED = {
+    "shmget": 29,
+    "shmat": 30,
+    "shmctl": 31,
+    "clone": 56,
     "fork": 57,
     "vfork": 58,
     "execve": 59,
+    "semget": 64,
+    "semop": 65,
+    "semctl": 66,
+    "msgget": 68,
+    "msgsnd": 69,
+    "msgrcv": 70,
+    "msgctl": 71,
     "execveat": 322,
     "ptrace": 101,
+    "capget": 125,
+    "capset": 126,
     "syslog": 103,
     "personality": 135,
     "uselib": 134,
@@ -63,12 +117,20 @@ _REFUSED = {
     "quotactl": 179,
     "tkill": 200,
     "lookup_dcookie": 212,
+    "semtimedop": 220,
     "clock_settime": 227,
+    "mq_open": 240,
+    "mq_unlink": 241,
+    "mq_timedsend": 242,
+    "mq_timedreceive": 243,
+    "mq_notify": 244,
+    "mq_getsetattr": 245,
     "kexec_load": 246,
     "add_key": 248,
     "request_key": 249,
     "keyctl": 250,
     "unshare": 272,
+    "get_robust_list": 274,
     "perf_event_open": 298,
     "name_to_handle_at": 303,
     "open_by_handle_at": 304,
@@ -81,6 +143,7 @@ _REFUSED = {
     "kexec_file_load": 320,
     "bpf": 321,
     "userfaultfd": 323,
+    "memfd_create": 319,
     "pidfd_send_signal": 424,
     "io_uring_setup": 425,
     "io_uring_enter": 426,
@@ -93,13 +156,13 @@ _REFUSED = {
     "fspick": 433,
     "pidfd_open": 434,
     "pidfd_getfd": 438,
+    "process_madvise": 440,
     "mount_setattr": 442,
+    "memfd_secret": 447,
+    "process_mrelease": 448,
 }
 
 _AF_UNIX = 1
-_CLONE_THREAD = 0x00010000
-_CLONE_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000
-_CLONE_NAMESPACES |= 0x40000000  # NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
 
 # Classic BPF opcodes and seccomp return values (linux/filter.h, linux/seccomp.h).
 _LD_ABS_W, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
@@ -118,7 +181,7 @@ def supported() -> bool:
 
 
 def program(own_pid: int) -> bytes:
-    """The filter as ``struct sock_filter[]`` bytes; signals may go to ``own_pid`` only."""
+    """The filter as ``struct sock_filter[]`` bytes; ``own_pid`` is the only process it may name."""
     code: list[tuple[int, object, object, int]] = []  # (op, jump-if-true, jump-if-false, k)
     labels: dict[str, int] = {}
 
@@ -133,10 +196,16 @@ def program(own_pid: int) -> bytes:
     emit(_LD_ABS_W, _NR_AT)
     emit(_JGE, _X32_BIT, "kill", 0)
     emit(_JEQ, _SOCKET, "socket", 0)
-    emit(_JEQ, _CLONE, "clone", 0)
     emit(_JEQ, _CLONE3, "nosys", 0)
+    emit(_JEQ, _FCNTL, "fcntl", 0)
+    emit(_JEQ, _IOCTL, "ioctl", 0)
+    emit(_JEQ, _SETSOCKOPT, "setsockopt", 0)
     for number in _SIGNAL_CALLS:
-        emit(_JEQ, number, "signal", 0)
+        emit(_JEQ, number, "own-pid", 0)
+    for number in _PID_CALLS.values():
+        emit(_JEQ, number, "own-or-0", 0)
+    for number, which in _WHO_CALLS.values():
+        emit(_JEQ, number, f"which-{which}", 0)
     for number in sorted(_REFUSED.values()):
         emit(_JEQ, number, "deny", 0)
     emit(_RET, _ALLOW)
@@ -144,12 +213,35 @@ def program(own_pid: int) -> bytes:
     emit(_LD_ABS_W, _arg_low(0))
     emit(_JEQ, _AF_UNIX, "allow", 0)
     emit(_RET, _ERRNO | errno.EAFNOSUPPORT)
-    label("clone")
+    label("fcntl")
+    emit(_LD_ABS_W, _arg_low(1))
+    for command in _FCNTL_REFUSED:
+        emit(_JEQ, command, "deny", 0)
+    emit(_RET, _ALLOW)
+    label("setsockopt")
+    emit(_LD_ABS_W, _arg_low(1))
+    emit(_JEQ, _SOL_SOCKET, 0, "allow")
+    emit(_LD_ABS_W, _arg_low(2))
+    for option in _SOCKOPT_REFUSED:
+        emit(_JEQ, option, "deny", 0)
+    emit(_RET, _ALLOW)
+    label("ioctl")
+    emit(_LD_ABS_W, _arg_low(1))
+    for request in _IOCTL_REFUSED:
+        emit(_JEQ, request, "deny", 0)
+    emit(_RET, _ALLOW)
+    for which in sorted({which for _, which in _WHO_CALLS.values()}):
+        label(f"which-{which}")  # (which, who): only "this process", named as 0 or by its pid
+        emit(_LD_ABS_W, _arg_low(0))
+        emit(_JEQ, which, 0, "deny")
+        emit(_LD_ABS_W, _arg_low(1))
+        emit(_JEQ, 0, "allow", "own-pid-loaded")
+    label("own-or-0")
     emit(_LD_ABS_W, _arg_low(0))
-    emit(_JSET, _CLONE_NAMESPACES, "deny", 0)
-    emit(_JSET, _CLONE_THREAD, "allow", "deny")
-    label("signal")
+    emit(_JEQ, 0, "allow", "own-pid-loaded")
+    label("own-pid")
     emit(_LD_ABS_W, _arg_low(0))
+    label("own-pid-loaded")
     emit(_JEQ, own_pid, "allow", "deny")
     label("nosys")
     emit(_RET, _ERRNO | errno.ENOSYS)

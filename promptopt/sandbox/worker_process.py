@@ -11,6 +11,15 @@ Every line from the worker is checked before it is believed: its size is
 capped, it must be one JSON object of the expected shape, and its ``id`` must
 belong to a call in flight. A worker that breaks the protocol or dies fails
 every call in flight and is not used again.
+
+The worker is started from one thread that lives as long as the process
+(:func:`_spawn`): bubblewrap's ``--die-with-parent`` is the kernel's
+``PR_SET_PDEATHSIG``, which fires when the *thread* that forked it ends, so a
+worker started from a short-lived thread would die with it, and one started
+from any thread dies with the process, SIGKILL included. Isolated, bubblewrap
+names the namespace's init on its info pipe; :meth:`WorkerProcess.close`
+kills it through a pidfd (never a pid that may have been reused), which ends
+every process of the sandbox, stopped or spinning.
 """
 
 from __future__ import annotations
@@ -18,22 +27,31 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
+import queue
+import signal
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from promptopt.errors import SandboxError
 
 __all__ = ["WorkerGone", "WorkerProcess"]
 
+T = TypeVar("T")
+
 _START_TIMEOUT_S = 60.0
+_CLOSE_WAIT_S = 2.0  # opted out, the worker's own time to kill its children's groups
 _TAIL_BYTES = 8192
 _ANSWER_FIELDS: Mapping[str, tuple[type, ...]] = {
     "answer": (str, type(None)),
     "timed_out": (bool,),
     "oversize": (bool,),
+    "malformed": (bool,),
+    "too_many_files": (bool,),
     "returncode": (int,),
     "stdout": (str,),
     "stderr": (str,),
@@ -45,37 +63,76 @@ class WorkerGone(Exception):
     """The worker died or broke the protocol while a call was in flight."""
 
 
+_spawn_queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+_spawn_lock = threading.Lock()
+_spawner: threading.Thread | None = None
+
+
+def _serve_spawns() -> None:
+    while True:
+        fn, future = _spawn_queue.get()
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            future.set_exception(exc)
+
+
+def _spawn(fn: Callable[[], T]) -> T:
+    """Run ``fn`` (a ``Popen``) on the process's one spawning thread, which never ends."""
+    global _spawner
+    with _spawn_lock:
+        if _spawner is None:
+            _spawner = threading.Thread(
+                target=_serve_spawns, name="promptopt-sandbox-spawner", daemon=True
+            )
+            _spawner.start()
+    future: Future[T] = Future()
+    _spawn_queue.put((fn, future))
+    return future.result()
+
+
 class WorkerProcess:
     """A running worker and the calls in flight on it."""
 
     def __init__(
         self,
-        argv: Sequence[str],
+        argv: Sequence[str] | Callable[[int], Sequence[str]],
         *,
         env: Mapping[str, str],
         cwd: str,
         line_limit: int,
     ) -> None:
+        """Start ``argv``; a callable gets the write end of bubblewrap's info pipe."""
         self._line_limit = line_limit
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._pending: dict[int, Future[dict[str, Any]]] = {}
+        self._started: dict[int, float | None] = {}  # None: waiting in the worker's queue
         self._stderr = bytearray()
         self._ready: Future[None] = Future()
+        self._init: int | None = None  # a pidfd of the namespace's init, when isolated
         self.dead: str | None = None
+        info_r, info_w = os.pipe() if callable(argv) else (-1, -1)
+        command = list(argv(info_w) if callable(argv) else argv)
         try:
-            self._proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=dict(env),
-                cwd=cwd,
-                close_fds=True,
-                start_new_session=True,
+            self._proc = _spawn(
+                lambda: subprocess.Popen(
+                    command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=dict(env),
+                    cwd=cwd,
+                    close_fds=True,
+                    pass_fds=(info_w,) if info_w >= 0 else (),
+                    start_new_session=True,
+                )
             )
         except OSError as exc:
-            raise SandboxError(f"cannot start the sandbox worker {argv[0]!r}: {exc}") from exc
+            raise SandboxError(f"cannot start the sandbox worker {command[0]!r}: {exc}") from exc
+        finally:
+            if info_w >= 0:
+                os.close(info_w)
         assert self._proc.stdout is not None and self._proc.stderr is not None
         for target, stream in ((self._read_answers, self._proc.stdout),
                                (self._read_stderr, self._proc.stderr)):  # fmt: skip
@@ -84,10 +141,15 @@ class WorkerProcess:
             ).start()
         try:
             self._ready.result(timeout=_START_TIMEOUT_S)
+            if info_r >= 0:
+                self._init = _open_init(info_r)
         except Exception as exc:
             self.close()
             why = self.stderr_tail().strip().splitlines()[-1:] or [str(exc) or type(exc).__name__]
             raise SandboxError(f"the sandbox worker did not start: {why[0]}") from exc
+        finally:
+            if info_r >= 0:
+                os.close(info_r)
 
     @property
     def pid(self) -> int:
@@ -105,25 +167,46 @@ class WorkerProcess:
                 raise WorkerGone(self.dead)
             call_id = next(self._ids)
             self._pending[call_id] = future
+            self._started[call_id] = time.monotonic()
             self._write({**request, "id": call_id})
         return call_id, future
+
+    def started_at(self, call_id: int) -> float | None:
+        """When the call's child started (monotonic), or None while it waits for a free slot."""
+        with self._lock:
+            return self._started.get(call_id, 0.0)
 
     def cancel(self, call_id: int) -> None:
         """Kill one call's child; its future is dropped, never completed."""
         with self._lock:
+            self._started.pop(call_id, None)
             if self._pending.pop(call_id, None) is not None and self.dead is None:
                 self._write({"cancel": call_id})
 
     def close(self) -> None:
-        """End the worker (it kills its children when its stdin closes) and fail what is in flight."""
-        self._fail("the sandbox worker was closed")
+        """End the worker and every process it started; fail what is in flight."""
+        with self._lock:
+            self._fail_locked("the sandbox worker was closed", kill=False)
         with contextlib.suppress(OSError, ValueError):
             assert self._proc.stdin is not None
-            self._proc.stdin.close()
-        with contextlib.suppress(OSError):
-            self._proc.kill()
+            self._proc.stdin.close()  # opted out, the worker then kills its children's groups
+        if self._init is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=_CLOSE_WAIT_S)
+        self._kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout=5)
+        init, self._init = self._init, None
+        if init is not None:
+            os.close(init)
+
+    def _kill(self) -> None:
+        """SIGKILL the namespace's init (the whole sandbox) and the process we started."""
+        if self._init is not None:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self._init, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self._proc.kill()
 
     def _write(self, message: Mapping[str, Any]) -> None:
         """Write one line (the lock is held)."""
@@ -153,7 +236,7 @@ class WorkerProcess:
     def _dispatch(self, line: bytes) -> None:
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             self._fail("the sandbox worker sent a line that is not JSON")
             return
         if not self._ready.done():
@@ -162,12 +245,20 @@ class WorkerProcess:
             else:
                 self._fail("the sandbox worker did not say it was ready")
             return
+        if _is_progress(message):
+            with self._lock:
+                if message["id"] in self._started:
+                    self._started[message["id"]] = (
+                        time.monotonic() if message.get("started") else None
+                    )
+            return
         problem = _shape_problem(message)
         if problem:
             self._fail(f"the sandbox worker sent a malformed answer: {problem}")
             return
         with self._lock:
             future = self._pending.pop(message["id"], None)
+            self._started.pop(message["id"], None)
         if future is not None:  # None: a cancelled call
             future.set_result(message)
 
@@ -182,16 +273,50 @@ class WorkerProcess:
         with self._lock:
             self._fail_locked(why)
 
-    def _fail_locked(self, why: str) -> None:
+    def _fail_locked(self, why: str, *, kill: bool = True) -> None:
         if self.dead is None:
             self.dead = why
-            with contextlib.suppress(OSError):
-                self._proc.kill()
+            if kill:
+                self._kill()
         pending, self._pending = self._pending, {}
+        self._started.clear()
         if not self._ready.done():
             self._ready.set_exception(WorkerGone(why))
         for future in pending.values():
             future.set_exception(WorkerGone(self.dead))
+
+
+def _open_init(info: int) -> int | None:
+    """A pidfd of the namespace's init, from bubblewrap's ``{"child-pid": N}`` on ``info``.
+
+    Read once the worker said it was ready, so bubblewrap has written it; the
+    pipe may stay open (the worker inherits it), so the object is read whole
+    or not at all, without waiting for its end.
+    """
+    os.set_blocking(info, False)
+    text = b""
+    with contextlib.suppress(BlockingIOError):
+        while len(text) < 65536 and (chunk := os.read(info, 4096)):
+            text += chunk
+    try:
+        pid = json.JSONDecoder().raw_decode(text.decode("utf-8", "replace").strip())[0]
+        pid = pid["child-pid"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SandboxError(f"bubblewrap's info pipe held no child pid: {text[:200]!r}") from exc
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+        raise SandboxError(f"bubblewrap named no usable child pid: {pid!r}")
+    try:
+        return os.pidfd_open(pid)
+    except OSError:  # before Linux 5.3; closing stdin and bwrap's death signal still hold
+        return None
+
+
+def _is_progress(message: Any) -> bool:
+    return (
+        isinstance(message, dict)
+        and isinstance(message.get("id"), int)
+        and (message.keys() == {"id", "queued"} or message.keys() == {"id", "started"})
+    )
 
 
 def _shape_problem(message: Any) -> str | None:

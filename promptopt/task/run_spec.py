@@ -40,7 +40,12 @@ class SandboxSpec(Frozen):
         "your files and the network (an explicit opt-out).",
     )
     timeout_s: float = Field(5.0, gt=0, le=3600, description="Seconds per call of proposed code.")
-    memory_mb: int = Field(256, ge=32, le=65536, description="Address space per call, MiB.")
+    memory_mb: int = Field(
+        256,
+        ge=32,
+        le=65536,
+        description="RAM per call, MiB: 1/8 for its files, the rest its address space.",
+    )
 
 
 class PriceSpec(Frozen):

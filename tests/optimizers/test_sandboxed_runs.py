@@ -88,6 +88,31 @@ async def test_a_planted_key_reaches_no_trace_row_file_export_or_prompt(
     assert PLANTED not in repr(result)
 
 
+FORGER = route_source("""
+    import os
+    depth = 200_000  # a forged answer nested past any JSON parser's depth
+    os.write(3, b'{"kind": "ok", "error": null, "value": ' + b"[" * depth + b"]" * depth + b"}")
+    os._exit(0)
+""")
+
+
+@pytest.mark.skipif(isolation_problem() is not None, reason=f"no isolation: {isolation_problem()}")
+async def test_a_forged_answer_is_a_proposed_code_error_on_its_node(triage_task) -> None:
+    """The answer channel's worst case fails that example's node; the run goes on."""
+    replies = [json.dumps({"reasoning": "r", "answer": "", "suggestion": {"route": FORGER}})]
+    result = await aoptimize(
+        triage_task(optimizer="optoprime", config={"steps": 1}),
+        backends={"task": FakeBackend(triage_model), "optimizer": ScriptedBackend(replies)},
+    )
+    with RunStore.open(result.run_dir) as store:
+        forger = next(c for c in store.candidates() if c["meta"].get("updated") == ["route.code"])
+        traces = store.traces(candidate_id=forger["id"], split="val")
+        candidates = store.candidates()
+    routes = [next(n for n in t.nodes if n.name == "route") for t in traces]
+    assert routes and all("ProposedCodeError" in str(r.error) for r in routes), routes[0].error
+    assert len(candidates) == 2 and forger["id"] != candidates[0]["id"]  # the seed, then it
+
+
 @pytest.fixture
 def no_isolation(monkeypatch: pytest.MonkeyPatch) -> None:
     """This machine as one without bubblewrap."""
