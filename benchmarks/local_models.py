@@ -62,7 +62,9 @@ def child(model: str, threads: int, tokens: int, repeats: int, policy: str) -> d
     from promptopt.llm.backends.local import LocalBackend
     from promptopt.llm.types import LLMRequest, messages
 
-    backend = LocalBackend(model=model, n_threads=threads, n_ctx=1024, prefix_reuse=False)
+    backend = LocalBackend(
+        model=model, n_threads=threads, n_contexts=1, n_ctx=1024, prefix_reuse=False
+    )
     request = LLMRequest(messages=messages(("user", META_PROMPT)), max_tokens=tokens)
     runs = []
 
@@ -71,11 +73,11 @@ def child(model: str, threads: int, tokens: int, repeats: int, policy: str) -> d
         await backend.agenerate(LLMRequest(messages=messages(("user", "Hi")), max_tokens=1))
         load_s = time.perf_counter() - started
         for _ in range(repeats):
-            llama_cpp.llama_perf_context_reset(backend._llama.ctx)
+            llama_cpp.llama_perf_context_reset(backend._contexts[0].llama.ctx)
             started = time.perf_counter()
             response = await backend.agenerate(request)
             wall = time.perf_counter() - started
-            perf = llama_cpp.llama_perf_context(backend._llama.ctx)
+            perf = llama_cpp.llama_perf_context(backend._contexts[0].llama.ctx)
             runs.append(
                 {
                     "load_s": load_s,

@@ -42,7 +42,9 @@ class OptimizeResult:
     (OptoPrime: replies, unparseable, repaired, ...), empty if it counts nothing;
     ``optimizer_usage`` the optimizer model's share of ``usage`` (calls, prompt and
     completion tokens: what a slow local optimizer model spends its time on);
-    ``judge_usage`` the judge model's share (``spo``'s votes, a judge metric).
+    ``judge_usage`` the judge model's share (``spo``'s votes, a judge metric);
+    ``task_usage`` the task model's (each usage also holds ``busy_s``, the seconds
+    that model had a call in flight: tokens over it is its speed in this run).
     """
 
     best: Candidate
@@ -60,6 +62,7 @@ class OptimizeResult:
     optimizer_stats: Mapping[str, Any] = field(default_factory=dict)
     optimizer_usage: Mapping[str, Any] = field(default_factory=dict)
     judge_usage: Mapping[str, Any] = field(default_factory=dict)
+    task_usage: Mapping[str, Any] = field(default_factory=dict)
 
 
 def optimize(
@@ -238,6 +241,7 @@ def _result(
         optimizer_stats=dict(outcome.extra.get("optimizer_stats") or {}),
         optimizer_usage=parts.optimizer_llm.stats.snapshot(),
         judge_usage=parts.judge_llm.stats.snapshot(),
+        task_usage=parts.task_llm.stats.snapshot(),
     )
 
 

@@ -8,7 +8,7 @@ otherwise), library callers get :class:`SilentReporter` unless they ask.
 from __future__ import annotations
 
 import sys
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 __all__ = ["ConsoleReporter", "Reporter", "SilentReporter"]
 
@@ -38,6 +38,24 @@ class SilentReporter:
         pass
 
 
+def _rate(speed: float | None) -> str:
+    """An evaluation rate as the bar shows it: evaluations (one model call each for a
+    prompt program) per second over the last seconds, blank until there is one."""
+    return "" if not speed else f"{speed:.1f} evals/s"
+
+
+def _rate_column() -> Any:
+    """A rich column with :func:`_rate` (built here: rich loads only for a live bar)."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(_rate(task.speed))
+
+    return RateColumn()
+
+
 class ConsoleReporter:
     """A rich progress bar when the stream is a terminal; one line per phase and message otherwise."""
 
@@ -61,6 +79,7 @@ class ConsoleReporter:
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
+                _rate_column(),
                 TimeElapsedColumn(),
                 console=self._console,
                 transient=False,

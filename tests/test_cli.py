@@ -74,3 +74,10 @@ def test_dry_run_spends_nothing(tmp_path, capsys, monkeypatch):
 def test_runs_lists_nothing_in_an_empty_folder(tmp_path, capsys):
     assert main(["runs", "--output", str(tmp_path)]) == 0
     assert "no runs" in capsys.readouterr().out
+
+
+def test_the_progress_rate_reads_as_evaluations_per_second() -> None:
+    from promptopt.progress import _rate
+
+    assert _rate(None) == "" and _rate(0.0) == ""
+    assert _rate(2.345) == "2.3 evals/s"

@@ -75,7 +75,9 @@ Listener = Callable[[CallEvent], None]
 
 @dataclass
 class UsageStats:
-    """Running totals of one client. ``calls`` counts backend calls that returned an answer."""
+    """Running totals of one client. ``calls`` counts backend calls that returned an answer;
+    ``busy_s`` the seconds in which at least one backend call was in flight, so tokens
+    over ``busy_s`` is the model's speed as this run saw it, however many calls overlapped."""
 
     calls: int = 0
     cache_hits: int = 0
@@ -84,6 +86,7 @@ class UsageStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    busy_s: float = 0.0
 
     @property
     def total_tokens(self) -> int:
@@ -142,6 +145,8 @@ class LLM:
         self._listeners: list[Listener] = list(listeners)
         self._rng = rng if rng is not None else random.Random(0)
         self._stats_lock = threading.Lock()
+        self._in_flight = 0
+        self._busy_since = 0.0
         # One semaphore per event loop: asyncio primitives are bound to the loop they run in.
         self._slots_lock = threading.Lock()
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
@@ -199,7 +204,11 @@ class LLM:
         tries = _Tries()
         try:
             async with self._slot():
-                response = await self._call_with_retries(request, tries)
+                self._busy(+1)
+                try:
+                    response = await self._call_with_retries(request, tries)
+                finally:
+                    self._busy(-1)
         except BaseException as exc:
             if reservation is not None:
                 reservation.release()
@@ -235,6 +244,16 @@ class LLM:
             self._event(request, key, started_at, t0, response=response, attempts=tries.count)
         )
         return response
+
+    def _busy(self, change: int) -> None:
+        """Count a backend call in (+1) or out (-1); time while any is in flight."""
+        with self._stats_lock:
+            now = time.perf_counter()
+            if self._in_flight == 0:
+                self._busy_since = now
+            self._in_flight += change
+            if self._in_flight == 0:
+                self.stats.busy_s += now - self._busy_since
 
     def _reserve(self, request: LLMRequest) -> Reservation | None:
         if self.budget is None:

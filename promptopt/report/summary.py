@@ -64,6 +64,9 @@ def print_summary(result: Any, console: Console | None = None) -> None:
     usage.add_row("cost (USD)", f"{u.get('cost_usd', 0.0):.4f}", f"{t.get('cost_usd', 0.0):.4f}")
     console.print(usage)
     console.print(f"steps: {result.steps} ({result.stopped}); wall time {result.wall_s:.1f} s")
+    speeds = model_speeds(result)
+    if speeds:
+        console.print(f"model speed while busy: {'; '.join(speeds)}", soft_wrap=True)
     stats = getattr(result, "optimizer_stats", None) or {}
     if stats:  # what the optimizer counted of its model's replies: no-op replies among them
         said = ", ".join(f"{_STAT_NAMES.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items())
@@ -72,6 +75,23 @@ def print_summary(result: Any, console: Console | None = None) -> None:
         f"seed test accuracy: {_fmt(s['seed_test'])}   best test accuracy: {_fmt(s['best_test'])}"
     )
     console.print(f"best prompt written to {result.best_prompt_path}", soft_wrap=True)
+
+
+def model_speeds(result: Any) -> list[str]:
+    """``task 5.1 calls/s, 330 tokens/s (40 s busy)`` per model role that made calls."""
+    roles = [("task", getattr(result, "task_usage", None)),
+             ("optimizer", getattr(result, "optimizer_usage", None))]  # fmt: skip
+    out, seen = [], []
+    for role, usage in roles:
+        usage = usage or {}
+        busy, calls = float(usage.get("busy_s", 0.0)), int(usage.get("calls", 0))
+        if busy <= 0 or calls == 0 or usage in seen:  # one model in both roles: said once
+            continue
+        seen.append(usage)
+        tokens = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+        out.append(f"{role} {calls / busy:.2f} calls/s, {tokens / busy:.0f} tokens/s "
+                   f"({busy:.0f} s busy)")  # fmt: skip
+    return out
 
 
 def print_eval(report: Any, console: Console | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 
@@ -12,6 +13,7 @@ from promptopt.errors import ConfigError, LLMError, RateLimitError
 from promptopt.llm import (
     LLM,
     CallEvent,
+    FakeBackend,
     LLMRequest,
     LLMResponse,
     Message,
@@ -46,8 +48,33 @@ async def test_fills_model_and_prices_the_answer() -> None:
         "prompt_tokens": 1000,
         "completion_tokens": 500,
         "cost_usd": pytest.approx(0.002),
+        "busy_s": pytest.approx(llm.stats.busy_s),
         "total_tokens": 1500,
     }
+    assert llm.stats.busy_s > 0
+
+
+async def test_busy_time_counts_overlapping_calls_once() -> None:
+    """Two calls forced to overlap: busy time is under their sum, and within the wall time."""
+    started: list[asyncio.Event] = [asyncio.Event(), asyncio.Event()]
+    spans: list[float] = []
+
+    async def handler(request: LLMRequest) -> str:
+        me = int(request.messages[-1].content)
+        t0 = time.perf_counter()
+        started[me].set()
+        await started[1 - me].wait()  # neither ends before both began
+        await asyncio.sleep(0.05)
+        spans.append(time.perf_counter() - t0)
+        return "ok"
+
+    llm = LLM(FakeBackend(handler), provider="fake", model="m")
+    t0 = time.perf_counter()
+    await asyncio.gather(*(llm.acomplete(LLMRequest(messages=(Message("user", str(i)),)))
+                           for i in (0, 1)))  # fmt: skip
+    wall = time.perf_counter() - t0
+    assert max(spans) <= llm.stats.busy_s <= wall
+    assert llm.stats.busy_s < sum(spans)
 
 
 async def test_unknown_and_free_models_cost_nothing() -> None:

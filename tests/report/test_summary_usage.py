@@ -35,3 +35,35 @@ def test_summary_counts_optimizer_calls_and_tokens() -> None:
     assert rows["optimizer model calls"] == ["4", "-"]
     assert rows["optimizer tokens (prompt + completion)"] == ["2100 + 250", "-"]
     assert rows["tokens"] == ["9300", "0"]  # every role's tokens, as before
+
+
+def test_summary_gives_each_models_speed_while_busy() -> None:
+    result = SimpleNamespace(
+        run_id="r2",
+        scores={"seed_val": 0.5, "best_val": 0.7, "seed_test": None, "best_test": None},
+        invalid={"seed_test": None, "best_test": None},
+        usage={"calls": 104},
+        test_usage={},
+        task_usage={"calls": 100, "prompt_tokens": 6000, "completion_tokens": 200, "busy_s": 20.0},
+        optimizer_usage={
+            "calls": 4,
+            "prompt_tokens": 900,
+            "completion_tokens": 100,
+            "busy_s": 50.0,
+        },
+        steps=2,
+        stopped="max_steps",
+        wall_s=70.0,
+        best_prompt_path=Path("traces/r2/best_prompt.txt"),
+    )
+    out = io.StringIO()
+    print_summary(result, Console(file=out, width=200))
+    (line,) = [x for x in out.getvalue().splitlines() if x.startswith("model speed while busy")]
+    assert line == (
+        "model speed while busy: task 5.00 calls/s, 310 tokens/s (20 s busy); "
+        "optimizer 0.08 calls/s, 20 tokens/s (50 s busy)"
+    )
+    result.optimizer_usage = result.task_usage  # one model in both roles: said once
+    out = io.StringIO()
+    print_summary(result, Console(file=out, width=200))
+    assert "optimizer" not in [x for x in out.getvalue().splitlines() if "busy" in x][0]

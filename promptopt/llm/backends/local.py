@@ -10,9 +10,16 @@ model name ending in ``.gguf``) points at any other chat GGUF instead.
 * Constructing :class:`LocalBackend` is cheap and has no side effects; the
   ``llama_cpp.Llama`` is loaded on the first request and belongs to this
   backend (no process-wide cache: create one backend per run and share it).
-* llama.cpp is not thread-safe, so every generation runs on the backend's one
-  worker thread, in arrival order: concurrent ``agenerate`` calls queue there
-  without blocking the event loop or holding other threads.
+* Concurrent requests run on ``n_contexts`` llama.cpp contexts at once (one per
+  core this process may use, by default, each on one thread), each owned by one
+  worker thread, in arrival order: concurrent ``agenerate`` calls queue for the
+  next free context without blocking the event loop. A context is never used by
+  two threads at once (llama.cpp is not thread-safe), the model file is mapped
+  once and shared, and every context computes a request exactly as a lone one
+  would, so answers do not depend on which context, or which neighbour, a
+  request had (measured against one multi-sequence batch on 2 threads, which
+  changed 2 of 200 greedy labels: see ``benchmarks/local_throughput.py``). A
+  request cancelled while it waits never reaches a context.
 * ``request.choices`` become a GBNF grammar (:mod:`._grammar`), so the answer
   is exactly one of them; ``request.json_schema`` becomes llama.cpp's grammar
   for that schema, so the reply is JSON of that shape; compiled grammars are kept
@@ -39,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import json
 import os
 import threading
@@ -61,7 +69,7 @@ from promptopt.llm.backends._grammar import choices_grammar
 from promptopt.llm.backends._scoring import choice_logprobs
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
 
-__all__ = ["SMOLLM2", "LocalBackend", "default_threads", "smollm2_path"]
+__all__ = ["SMOLLM2", "LocalBackend", "default_contexts", "default_threads", "smollm2_path"]
 
 SMOLLM2 = "SmolLM2-135M-Instruct"
 _ALIASES = {"smollm2": SMOLLM2, SMOLLM2.lower(): SMOLLM2}
@@ -69,25 +77,36 @@ _INSTALL_HINT = "pip install 'promptopt[local]'"
 # llama.cpp's OpenMP runtime reads this once, when the library loads.
 _OMP_WAIT_POLICY = ("OMP_WAIT_POLICY", "passive")
 _MAX_GRAMMARS = 256
+_MAX_CONTEXTS = 8
 
 T = TypeVar("T")
 
 
-def default_threads() -> int:
-    """Threads for llama.cpp: half the cores this process may use (1 on a 2-core machine).
-
-    llama.cpp's threads meet at a barrier after every op; under OpenMP's default
-    policy the waiting threads spin, so one thread that the OS preempts stalls all
-    of them: on 2 busy cores 2 threads ran 25x slower than 1 (0.1 vs 2.5 calls/s;
-    SmolLM2 generated 0.9 vs 7.3 tokens/s). With ``OMP_WAIT_POLICY=passive``, which
-    the backend sets, the collapse is gone, but 2 threads still gained nothing
-    measurable over 1 on busy cores, so 1 stays the default there.
-    """
+def _usable_cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // 2)
+        return os.cpu_count() or 1
+
+
+def default_contexts() -> int:
+    """llama.cpp contexts: one per core this process may use (at most 8).
+
+    Measured on 2 cores (``benchmarks/local_throughput.py``): two contexts of one
+    thread each answered SmolLM2's scoring requests 2.1x faster than one context
+    on one thread, where one context on two threads reached 1.8x idle and lost
+    everything on busy cores (its threads meet at a barrier after every op, so
+    one preempted thread stalls the other). A context per core has no barrier.
+    """
+    return max(1, min(_MAX_CONTEXTS, _usable_cores()))
+
+
+def default_threads(n_contexts: int | None = None) -> int:
+    """Threads per context: the cores this process may use, shared among the contexts.
+
+    With the default one context per core, that is 1 thread each.
+    """
+    return max(1, _usable_cores() // (n_contexts or default_contexts()))
 
 
 def smollm2_path() -> Path:
@@ -112,6 +131,17 @@ class _Prompt:
     tokens: list[int]
     stop: list[str]
     stopping_criteria: Any
+
+
+class _Context:
+    """One llama.cpp context (its KV cache included) and the lock that keeps it to one thread."""
+
+    __slots__ = ("cached_prompt_len", "llama", "lock")
+
+    def __init__(self) -> None:
+        self.llama: Any = None
+        self.cached_prompt_len = 0  # tokens of the last prompt whose KV cache is intact
+        self.lock = threading.Lock()
 
 
 def _chat_formatter(llama_cpp: Any, llama: Any) -> Any:
@@ -158,6 +188,7 @@ class LocalBackend:
         model_path: str | Path | None = None,
         n_ctx: int = 2048,
         n_threads: int | None = None,
+        n_contexts: int | None = None,
         n_batch: int = 64,
         seed: int = 0,
         prefix_reuse: bool = True,
@@ -183,30 +214,43 @@ class LocalBackend:
             )
         if n_ctx < 16:
             raise ConfigError(f"n_ctx must be at least 16, got {n_ctx!r}")
+        for field, value in (("n_threads", n_threads), ("n_contexts", n_contexts)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):  # fmt: skip
+                raise ConfigError(f"{field} must be a positive int, got {value!r}")
         self.model = name
         self.model_path = None if model_path is None else Path(model_path)
         # llama.cpp pads the context to a multiple of 256 while llama-cpp-python sizes its
         # token buffer by the number asked for; asking for the padded size keeps them equal.
         self.n_ctx = -(-n_ctx // 256) * 256
-        self.n_threads = n_threads or default_threads()
+        if n_contexts is None:  # by default the cores: n_threads given, as many contexts as fit
+            n_contexts = (
+                default_contexts()
+                if n_threads is None
+                else max(1, min(_MAX_CONTEXTS, _usable_cores() // n_threads))
+            )
+        self.n_contexts = n_contexts
+        self.n_threads = n_threads or default_threads(n_contexts)
         self.n_batch = n_batch
         self.seed = seed
         self.prefix_reuse = prefix_reuse
         self.verbose = verbose
-        self._llama: Any = None
+        self._contexts = [_Context() for _ in range(n_contexts)]
+        self._bound = threading.local()  # a worker thread's own context
+        self._unbound = itertools.count()
         self._load_error: PromptoptError | None = None
+        self._load_lock = threading.Lock()  # one thread resolves (joins) the model file
+        self._path: Path | None = None
         self._formatter: Any = None
-        self._cached_prompt_len = 0  # tokens of the last prompt whose KV cache is intact
         self._grammars: dict[tuple[str, ...], Any] = {}  # by choices, or ("json_schema", text)
         self._choice_token_cache: dict[str, list[int]] = {}
-        self._lock = threading.Lock()  # guards the model for callers outside the worker
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
 
     @property
     def loaded(self) -> bool:
         """Whether the model has been loaded (it is, from the first request on)."""
-        return self._llama is not None
+        return any(context.llama is not None for context in self._contexts)
 
     async def agenerate(self, request: LLMRequest) -> LLMResponse:
         return await self._in_worker(self.generate, request)
@@ -216,22 +260,27 @@ class LocalBackend:
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True)
-        with self._lock:
-            llama, self._llama = self._llama, None
-            self._grammars.clear()
-        if llama is not None:
-            llama.close()
+        for context in self._contexts:
+            with context.lock:
+                llama, context.llama = context.llama, None
+            if llama is not None:
+                llama.close()
+        self._grammars.clear()
 
     def generate(self, request: LLMRequest) -> LLMResponse:
-        """Answer ``request`` in the calling thread (``agenerate`` calls this on the worker)."""
+        """Answer ``request`` in the calling thread (``agenerate`` calls this on a worker).
+
+        A worker uses its own context; any other thread the first one.
+        """
         if self._closed:
             raise LLMError(f"the local backend for {self.model!r} is closed")
         started = time.perf_counter()
-        with self._lock:
-            llama = self._load()
+        context = getattr(self._bound, "context", None) or self._contexts[0]
+        with context.lock:
+            llama = self._load(context)
             prompt = self._render(llama, request)
             if request.choices and request.temperature == 0 and request.n == 1:
-                return self._pick(llama, prompt, request, started)
+                return self._pick(context, prompt, request, started)
             grammar = (
                 self._grammar(request.choices)
                 if request.choices
@@ -244,7 +293,9 @@ class LocalBackend:
             completion_tokens = 0
             raw_id = None
             for i in range(request.n):
-                result = self._complete(llama, prompt, request, seed=base_seed + i, grammar=grammar)
+                result = self._complete(
+                    context, prompt, request, seed=base_seed + i, grammar=grammar
+                )
                 texts.append(result["choices"][0]["text"])
                 completion_tokens += int(result["usage"]["completion_tokens"])
                 raw_id = raw_id or result.get("id")
@@ -257,21 +308,22 @@ class LocalBackend:
             model=self.model,
         )
 
-    # -- inside the lock -------------------------------------------------------------------
+    # -- inside a context's lock -------------------------------------------------------------
 
     def _pick(
-        self, llama: Any, prompt: _Prompt, request: LLMRequest, started: float
+        self, context: _Context, prompt: _Prompt, request: LLMRequest, started: float
     ) -> LLMResponse:
         """A greedy choice: score every choice and answer the most likely one."""
-        self._keep_aligned_prefix(llama, prompt.tokens)
-        self._cached_prompt_len = 0
+        llama = context.llama
+        self._keep_aligned_prefix(context, prompt.tokens)
+        context.cached_prompt_len = 0
         try:
             llama.eval(prompt.tokens[llama.n_tokens :])
             tokens = [self._choice_tokens(llama, c) for c in request.choices]
             scores = choice_logprobs(llama, tokens)
         except RuntimeError as exc:  # llama_decode failures
             raise LLMError(f"local model {self.model!r} failed: {exc}") from exc
-        self._cached_prompt_len = len(prompt.tokens)
+        context.cached_prompt_len = len(prompt.tokens)
         best = max(range(len(scores)), key=scores.__getitem__)
         return LLMResponse(
             text=request.choices[best],
@@ -317,12 +369,12 @@ class LocalBackend:
         return _Prompt(tokens, stop, rendered.stopping_criteria)
 
     def _complete(
-        self, llama: Any, prompt: _Prompt, request: LLMRequest, *, seed: int, grammar: Any
+        self, context: _Context, prompt: _Prompt, request: LLMRequest, *, seed: int, grammar: Any
     ) -> Any:
-        self._keep_aligned_prefix(llama, prompt.tokens)
-        self._cached_prompt_len = 0  # until this call succeeds, trust nothing in the KV cache
+        self._keep_aligned_prefix(context, prompt.tokens)
+        context.cached_prompt_len = 0  # until this call succeeds, trust nothing in the KV cache
         try:
-            result = llama.create_completion(
+            result = context.llama.create_completion(
                 prompt=prompt.tokens,
                 temperature=request.temperature,
                 max_tokens=_max_tokens(request),
@@ -335,10 +387,10 @@ class LocalBackend:
             raise BadRequestError(f"local model {self.model!r} refused the request: {exc}") from exc
         except RuntimeError as exc:  # llama_decode failures
             raise LLMError(f"local model {self.model!r} failed: {exc}") from exc
-        self._cached_prompt_len = len(prompt.tokens)
+        context.cached_prompt_len = len(prompt.tokens)
         return result
 
-    def _keep_aligned_prefix(self, llama: Any, tokens: list[int]) -> None:
+    def _keep_aligned_prefix(self, context: _Context, tokens: list[int]) -> None:
         """Let llama.cpp reuse only whole ``n_batch`` chunks of the previous prompt.
 
         llama.cpp's own prefix reuse keeps the KV cache up to the longest common
@@ -351,10 +403,11 @@ class LocalBackend:
         are identical with and without reuse, and repeated prefixes (system
         prompt + exemplars) are evaluated once.
         """
+        llama = context.llama
         keep = 0
         if self.prefix_reuse:
             # leave at least one token to evaluate, so the logits are fresh
-            limit = min(self._cached_prompt_len, len(tokens) - 1, llama.n_tokens)
+            limit = min(context.cached_prompt_len, len(tokens) - 1, llama.n_tokens)
             if limit >= self.n_batch:
                 cached = list(llama.input_ids[:limit])
                 pairs = enumerate(zip(cached, tokens, strict=False))
@@ -365,24 +418,30 @@ class LocalBackend:
         else:
             llama.n_tokens = min(llama.n_tokens, keep)
 
-    def _load(self) -> Any:
-        if self._llama is None:
+    def _load(self, context: _Context) -> Any:
+        if context.llama is None:
             if self._load_error is not None:
                 error = self._load_error
                 raise type(error)(*error.args)
             try:
-                self._llama = self._open_model()
+                context.llama = self._open_model()
             except PromptoptError as exc:
                 self._load_error = exc
                 raise
-        return self._llama
+            context.cached_prompt_len = 0
+        return context.llama
 
     def _model_file(self) -> Path:
-        if self.model_path is not None:
-            return self.model_path
-        if self._pinned is not None:
-            return weights.ensure_file(self._pinned)
-        return smollm2_path()
+        """The GGUF to load, resolved (a pinned one joined and verified) once, by one thread."""
+        with self._load_lock:
+            if self._path is None:
+                if self.model_path is not None:
+                    self._path = self.model_path
+                elif self._pinned is not None:
+                    self._path = weights.ensure_file(self._pinned)
+                else:
+                    self._path = smollm2_path()
+            return self._path
 
     def _open_model(self) -> Any:
         llama_cpp = _import_llama_cpp()
@@ -401,8 +460,9 @@ class LocalBackend:
             )
         except (ValueError, RuntimeError) as exc:
             raise BadRequestError(f"llama.cpp could not load {str(path)!r}: {exc}") from exc
-        self._formatter = _chat_formatter(llama_cpp, llama)
-        self._cached_prompt_len = 0
+        with self._load_lock:
+            if self._formatter is None:
+                self._formatter = _chat_formatter(llama_cpp, llama)
         return llama
 
     def _grammar(self, choices: tuple[str, ...]) -> Any:
@@ -438,12 +498,21 @@ class LocalBackend:
     # -- the worker thread -----------------------------------------------------------------
 
     async def _in_worker(self, func: Callable[[LLMRequest], T], request: LLMRequest) -> T:
+        """Run on the next free worker; a request cancelled while it waits never runs."""
         if self._closed:
             raise LLMError(f"the local backend for {self.model!r} is closed")
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptopt-local")
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.n_contexts,
+                thread_name_prefix="promptopt-local",
+                initializer=self._bind_worker,
+            )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, func, request)
+
+    def _bind_worker(self) -> None:
+        """A new worker thread takes the next context as its own, for good."""
+        self._bound.context = self._contexts[next(self._unbound)]
 
 
 _GRAMMAR_MAX_BOUND = 512

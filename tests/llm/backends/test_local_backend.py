@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import sys
 import threading
@@ -115,6 +116,7 @@ class FakeLlama:
     """
 
     instances: list[FakeLlama] = []
+    delay_s = 0.005
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
@@ -153,8 +155,10 @@ class FakeLlama:
         if not self._busy.acquire(blocking=False):
             raise AssertionError("llama used from two threads at once")
         try:
-            time.sleep(0.005)
-            self.calls.append({**kwargs, "n_tokens_before": self.n_tokens})
+            time.sleep(self.delay_s)
+            self.calls.append(
+                {**kwargs, "n_tokens_before": self.n_tokens, "thread": threading.get_ident()}
+            )
             prompt = kwargs["prompt"]
             if kwargs["grammar"] is not None:
                 text = kwargs["grammar"].text.split('"')[1]
@@ -194,6 +198,7 @@ def fake_llama_cpp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
     monkeypatch.setitem(sys.modules, "llama_cpp", module)
     monkeypatch.setitem(sys.modules, "llama_cpp.llama_chat_format", chat_format)
     FakeLlama.instances = []
+    FakeLlama.delay_s = 0.005
     FakeGrammar.compiled = 0
     model = tmp_path / "fake.gguf"
     model.write_bytes(b"GGUF")
@@ -272,11 +277,47 @@ async def test_choices_compile_one_cached_grammar(fake_llama_cpp: Path) -> None:
     assert FakeLlama.instances[0].calls[0]["grammar"].text == choices_grammar(LABELS)
 
 
-async def test_concurrent_calls_queue_on_one_thread(fake_llama_cpp: Path) -> None:
-    backend = LocalBackend(model_path=fake_llama_cpp)
+async def test_concurrent_calls_spread_over_the_contexts_each_on_its_own_thread(
+    fake_llama_cpp: Path,
+) -> None:
+    backend = LocalBackend(model_path=fake_llama_cpp, n_contexts=3)
     responses = await asyncio.gather(*(backend.agenerate(ask(f"r{i}", seed=i)) for i in range(12)))
     assert [r.text for r in responses] == [f"seed={i} t=0.0" for i in range(12)]
-    assert len(FakeLlama.instances[0].calls) == 12
+    llamas = FakeLlama.instances  # each raises if two threads use it at once
+    assert len(llamas) == 3 and sum(len(llama.calls) for llama in llamas) == 12
+    threads = [{call["thread"] for call in llama.calls} for llama in llamas]
+    assert all(len(owner) == 1 for owner in threads)  # a context belongs to one thread
+    assert len(set.union(*threads)) == 3
+    await backend.aclose()
+    assert all(llama.closed for llama in llamas)
+
+
+def test_contexts_and_threads_default_to_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert (LocalBackend().n_contexts, LocalBackend().n_threads) == (4, 1)
+    assert (LocalBackend(n_threads=2).n_contexts, LocalBackend(n_threads=2).n_threads) == (2, 2)
+    assert LocalBackend(n_contexts=1).n_threads == 4  # today's one context, on every core
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert LocalBackend().n_contexts == 8
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError):
+            LocalBackend(n_contexts=bad)  # type: ignore[arg-type]
+
+
+async def test_a_cancelled_waiting_request_never_reaches_a_context(fake_llama_cpp: Path) -> None:
+    FakeLlama.delay_s = 0.2
+    backend = LocalBackend(model_path=fake_llama_cpp, n_contexts=2)
+    tasks = [asyncio.create_task(backend.agenerate(ask(f"r{i}", seed=i))) for i in range(8)]
+    await asyncio.sleep(0.1)  # two run, six wait
+    for task in tasks[2:5]:
+        task.cancel()  # a budget stop, a Ctrl-C
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [type(r).__name__ for r in done[2:5]] == ["CancelledError"] * 3
+    answered = [r.text for i, r in enumerate(done) if i not in (2, 3, 4)]
+    assert answered == [f"seed={i} t=0.0" for i in (0, 1, 5, 6, 7)]
+    seeds = sorted(call["seed"] for llama in FakeLlama.instances for call in llama.calls)
+    assert seeds == [0, 1, 5, 6, 7]
+    await backend.aclose()
 
 
 async def test_prefix_reuse_off_resets_before_each_generation(fake_llama_cpp: Path) -> None:
@@ -484,6 +525,61 @@ async def test_real_concurrent_calls_are_safe(smollm2: LocalBackend) -> None:
     serial = [(await smollm2.agenerate(r)).text for r in requests]
     together = await asyncio.gather(*(smollm2.agenerate(r) for r in requests))
     assert [r.text for r in together] == serial
+
+
+SCHEMA = json.dumps(
+    {"type": "object", "properties": {"label": {"enum": list(LABELS)}}, "required": ["label"]}
+)
+
+
+def variety() -> list[LLMRequest]:
+    """Choices (scored), greedy text, a grammar, a JSON schema, n > 1 with seeds."""
+    out = []
+    for review in REVIEWS:
+        out += [
+            ask(review, choices=LABELS),
+            ask(review, max_tokens=6),
+            ask(review, choices=LABELS, temperature=0.8, seed=5),
+            ask(review, json_schema=SCHEMA, max_tokens=24),
+            ask(review, temperature=1.0, max_tokens=5, n=3, seed=11),
+        ]
+    return out
+
+
+@pytest.mark.real
+async def test_real_answers_do_not_depend_on_the_contexts_or_the_neighbours() -> None:
+    """Concurrent on two contexts, interleaved, equals one context one request at a time."""
+    requests = variety()
+    serial, together = LocalBackend(n_contexts=1, n_threads=1), LocalBackend(n_contexts=2)
+    try:
+        alone = [await serial.agenerate(r) for r in requests]
+        mixed = await asyncio.gather(*(together.agenerate(r) for r in requests[::-1]))
+    finally:
+        await serial.aclose()
+        await together.aclose()
+    assert [r.texts for r in mixed[::-1]] == [r.texts for r in alone]
+    assert [r.choice_logprobs for r in mixed[::-1]] == [r.choice_logprobs for r in alone]
+    assert all(json.loads(r.text)["label"] in LABELS for r in alone[3::5])
+
+
+@pytest.mark.real
+async def test_real_a_failing_request_fails_alone() -> None:
+    backend = LocalBackend(n_ctx=256, n_contexts=2)
+    good = [ask(r, choices=LABELS) for r in REVIEWS]
+    bad = [
+        ask("very " * 400, max_tokens=2),  # longer than the context
+        ask("x", json_schema='{"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}'),
+    ]
+    try:
+        mixed = await asyncio.gather(
+            *(backend.agenerate(r) for r in [good[0], bad[0], good[1], bad[1], good[2]]),
+            return_exceptions=True,
+        )
+        alone = [await backend.agenerate(r) for r in good]
+    finally:
+        await backend.aclose()
+    assert isinstance(mixed[1], BadRequestError) and isinstance(mixed[3], BadRequestError)
+    assert [r.text for r in (mixed[0], mixed[2], mixed[4])] == [r.text for r in alone]
 
 
 @pytest.mark.real

@@ -39,7 +39,7 @@ async def test_qwen_is_joined_verified_and_answers_in_chatml(tmp_path: Path) -> 
         assert joined.stat().st_size == QWEN.size
         marker = json.loads(joined.with_name(joined.name + ".verified.json").read_text())
         assert marker["sha256"] == QWEN.sha256
-        assert "<|im_start|>" in backend._llama.metadata["tokenizer.chat_template"]
+        assert "<|im_start|>" in backend._contexts[0].llama.metadata["tokenizer.chat_template"]
         assert response.model == "Qwen2.5-Coder-1.5B-Instruct"
         assert "blue" in response.text.lower()
         assert 0 < response.usage.completion_tokens <= 8  # stopped at <|im_end|>
