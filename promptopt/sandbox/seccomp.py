@@ -213,23 +213,22 @@ def program(own_pid: int) -> bytes:
     emit(_LD_ABS_W, _arg_low(0))
     emit(_JEQ, _AF_UNIX, "allow", 0)
     emit(_RET, _ERRNO | errno.EAFNOSUPPORT)
+
+    def refuse_when(arg: int, values: tuple[int, ...]) -> None:
+        """Deny the call when argument ``arg`` is one of ``values``; allow it otherwise."""
+        emit(_LD_ABS_W, _arg_low(arg))
+        for value in values:
+            emit(_JEQ, value, "deny", 0)
+        emit(_RET, _ALLOW)
+
     label("fcntl")
-    emit(_LD_ABS_W, _arg_low(1))
-    for command in _FCNTL_REFUSED:
-        emit(_JEQ, command, "deny", 0)
-    emit(_RET, _ALLOW)
+    refuse_when(1, _FCNTL_REFUSED)
+    label("ioctl")
+    refuse_when(1, _IOCTL_REFUSED)
     label("setsockopt")
     emit(_LD_ABS_W, _arg_low(1))
     emit(_JEQ, _SOL_SOCKET, 0, "allow")
-    emit(_LD_ABS_W, _arg_low(2))
-    for option in _SOCKOPT_REFUSED:
-        emit(_JEQ, option, "deny", 0)
-    emit(_RET, _ALLOW)
-    label("ioctl")
-    emit(_LD_ABS_W, _arg_low(1))
-    for request in _IOCTL_REFUSED:
-        emit(_JEQ, request, "deny", 0)
-    emit(_RET, _ALLOW)
+    refuse_when(2, _SOCKOPT_REFUSED)
     for which in sorted({which for _, which in _WHO_CALLS.values()}):
         label(f"which-{which}")  # (which, who): only "this process", named as 0 or by its pid
         emit(_LD_ABS_W, _arg_low(0))

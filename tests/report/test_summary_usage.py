@@ -11,19 +11,28 @@ from rich.console import Console
 from promptopt.report.summary import print_summary
 
 
+def run_result(**fields: object) -> SimpleNamespace:
+    """What print_summary reads of an OptimizeResult, with ``fields`` changed."""
+    return SimpleNamespace(**{
+        "run_id": "r1",
+        "scores": {"seed_val": 0.5, "best_val": 0.7, "seed_test": 0.4, "best_test": 0.6},
+        "invalid": {"seed_test": 0, "best_test": 0},
+        "usage": {},
+        "test_usage": {},
+        "steps": 4,
+        "stopped": "max_steps",
+        "wall_s": 12.0,
+        "best_prompt_path": Path("traces/r1/best_prompt.txt"),
+        **fields,
+    })  # fmt: skip
+
+
 def test_summary_counts_optimizer_calls_and_tokens() -> None:
     usage = {"calls": 40, "cache_hits": 2, "prompt_tokens": 9000, "completion_tokens": 300}
-    result = SimpleNamespace(
-        run_id="r1",
-        scores={"seed_val": 0.5, "best_val": 0.7, "seed_test": 0.4, "best_test": 0.6},
-        invalid={"seed_test": 0, "best_test": 0},
+    result = run_result(
         usage=usage,
         test_usage={"calls": 10},
         optimizer_usage={"calls": 4, "prompt_tokens": 2100, "completion_tokens": 250},
-        steps=4,
-        stopped="max_steps",
-        wall_s=12.0,
-        best_prompt_path=Path("traces/r1/best_prompt.txt"),
     )
     out = io.StringIO()
     print_summary(result, Console(file=out, width=120))
