@@ -21,8 +21,10 @@ Qwen2.5-Coder-1.5B costs about 10x SmolLM2 per token, so it gets an evenly sprea
   last logits (and, for labels of several tokens, a batch of continuations that share
   their prompt's KV cells);
 - ``local``: ``LocalBackend()`` at its defaults, every request sent at once;
-- ``serial``: today's one-request-at-a-time path, the same code with one context on
-  half the cores (the default before contexts; 1 thread here);
+- ``serial``: the one-request-at-a-time path before contexts, kept as options: one
+  context on half the cores (1 thread here), prompts chunked from position 0 only
+  (``split_conversation=False``);
+- ``1 ctx``: one context as ``serial``, with the conversation split (SmolLM2 only);
 - ``1 ctx x N thr``: one context on every core (SmolLM2 only).
 
 calls/s counts requests, tokens/s their prompt tokens (the same count for every row).
@@ -248,7 +250,8 @@ def cores() -> int:
 def measure(
     model: str, workload: str, requests: list[LLMRequest], *, thread_row: bool
 ) -> list[Row]:
-    serial = LocalBackend(model=model, n_contexts=1, n_threads=max(1, cores() // 2))
+    half = max(1, cores() // 2)
+    serial = LocalBackend(model=model, n_contexts=1, n_threads=half, split_conversation=False)
     llama = serial._load(serial._contexts[0])
     prompts = [serial._render(llama, r).tokens for r in requests]
     labels = requests[0].choices
@@ -263,11 +266,15 @@ def measure(
 
     seconds, texts = run_backend(LocalBackend(model=model), requests)
     rows.append(Row(model, workload, "local", seconds, len(requests), tokens, same(texts)))
-    if thread_row and cores() > 1:
-        wide = LocalBackend(model=model, n_contexts=1, n_threads=cores())
-        seconds, texts = run_backend(wide, requests)
-        name = f"1 ctx x {cores()} thr"
-        rows.append(Row(model, workload, name, seconds, len(requests), tokens, same(texts)))
+    if thread_row:
+        others = {"1 ctx": LocalBackend(model=model, n_contexts=1, n_threads=half)}
+        if cores() > 1:
+            others[f"1 ctx x {cores()} thr"] = LocalBackend(
+                model=model, n_contexts=1, n_threads=cores()
+            )
+        for name, backend in others.items():
+            seconds, texts = run_backend(backend, requests)
+            rows.append(Row(model, workload, name, seconds, len(requests), tokens, same(texts)))
     seconds, best = ceiling(path, prompts, choice_tokens, cores())
     texts = [labels[i] for i in best]
     rows.append(Row(model, workload, "ceiling", seconds, len(requests), tokens, same(texts)))

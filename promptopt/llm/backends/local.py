@@ -28,11 +28,14 @@ model name ending in ``.gguf``) points at any other chat GGUF instead.
   ``seed`` is ``request.seed`` or the backend's seed, so sampling at
   ``temperature > 0`` is reproducible.
 * Prompts are rendered with the model's own chat template (GGUF metadata) and
-  evaluated in ``n_batch``-token chunks from position 0. The KV cache of whole
-  chunks shared with the previous prompt is kept, so a long system + exemplar
-  prefix is evaluated once (5x more calls/s at 277 prompt tokens), and answers
-  are bit-identical to evaluating from scratch (llama.cpp's own reuse, which
-  cuts at any token, changed greedy answers); ``prefix_reuse=False`` turns it off.
+  evaluated in two parts, the conversation before the last message and that
+  message, each in ``n_batch``-token chunks from its own start. A context keeps
+  the KV cache of whole chunks shared with its previous prompt, and all of a
+  shared conversation, so a candidate's system line and exemplars are evaluated
+  once per context, and answers are bit-identical to evaluating from scratch
+  (the split depends on the request alone; llama.cpp's own reuse, which cuts at
+  any token, changed greedy answers); ``prefix_reuse=False`` turns reuse off,
+  ``split_conversation=False`` the split (chunks from 0 only, as before it).
 * Prompts longer than the context are a BadRequestError; ``n_ctx`` is rounded
   up to a multiple of 256, as llama.cpp does internally.
 * A failed load (missing or corrupt model file) is remembered: later requests
@@ -131,21 +134,27 @@ class _Prompt:
     tokens: list[int]
     stop: list[str]
     stopping_criteria: Any
+    split: int = 0  # tokens of the conversation before the last message (0: not split)
 
 
 class _Context:
     """One llama.cpp context (its KV cache included) and the lock that keeps it to one thread."""
 
-    __slots__ = ("cached_prompt_len", "llama", "lock")
+    __slots__ = ("cached_prompt_len", "cached_split", "llama", "lock")
 
     def __init__(self) -> None:
         self.llama: Any = None
         self.cached_prompt_len = 0  # tokens of the last prompt whose KV cache is intact
+        self.cached_split = 0  # that prompt's split: the grid its chunks were computed on
         self.lock = threading.Lock()
 
 
-def _chat_formatter(llama_cpp: Any, llama: Any) -> Any:
-    """A formatter for the model's own chat template (GGUF metadata), as llama.cpp builds it."""
+def _chat_formatter(llama_cpp: Any, llama: Any, *, generation_prompt: bool = True) -> Any:
+    """A formatter for the model's own chat template (GGUF metadata), as llama.cpp builds it.
+
+    Without ``generation_prompt`` it renders a conversation so far, with no
+    assistant turn opened after it: the prefix of a longer one.
+    """
     template = llama.metadata.get("tokenizer.chat_template")
     if not template:
         return None
@@ -154,6 +163,7 @@ def _chat_formatter(llama_cpp: Any, llama: Any) -> Any:
         template=template,
         eos_token=_token_text(llama, eos),
         bos_token=_token_text(llama, bos),
+        add_generation_prompt=generation_prompt,
         stop_token_ids=[eos],
     )
 
@@ -192,6 +202,7 @@ class LocalBackend:
         n_batch: int = 64,
         seed: int = 0,
         prefix_reuse: bool = True,
+        split_conversation: bool = True,
         verbose: bool = False,
     ) -> None:
         alias = _ALIASES.get(model.lower())
@@ -234,6 +245,7 @@ class LocalBackend:
         self.n_batch = n_batch
         self.seed = seed
         self.prefix_reuse = prefix_reuse
+        self.split_conversation = split_conversation
         self.verbose = verbose
         self._contexts = [_Context() for _ in range(n_contexts)]
         self._bound = threading.local()  # a worker thread's own context
@@ -242,6 +254,7 @@ class LocalBackend:
         self._load_lock = threading.Lock()  # one thread resolves (joins) the model file
         self._path: Path | None = None
         self._formatter: Any = None
+        self._prefix_formatter: Any = None
         self._grammars: dict[tuple[str, ...], Any] = {}  # by choices, or ("json_schema", text)
         self._choice_token_cache: dict[str, list[int]] = {}
         self._executor: ThreadPoolExecutor | None = None
@@ -315,15 +328,15 @@ class LocalBackend:
     ) -> LLMResponse:
         """A greedy choice: score every choice and answer the most likely one."""
         llama = context.llama
-        self._keep_aligned_prefix(context, prompt.tokens)
+        self._keep_aligned_prefix(context, prompt)
         context.cached_prompt_len = 0
         try:
-            llama.eval(prompt.tokens[llama.n_tokens :])
+            self._evaluate(llama, prompt)
             tokens = [self._choice_tokens(llama, c) for c in request.choices]
             scores = choice_logprobs(llama, tokens)
         except RuntimeError as exc:  # llama_decode failures
             raise LLMError(f"local model {self.model!r} failed: {exc}") from exc
-        context.cached_prompt_len = len(prompt.tokens)
+        context.cached_prompt_len, context.cached_split = len(prompt.tokens), prompt.split
         best = max(range(len(scores)), key=scores.__getitem__)
         return LLMResponse(
             text=request.choices[best],
@@ -366,14 +379,43 @@ class LocalBackend:
                 f"{n_ctx} tokens of local model {self.model!r} (raise n_ctx)"
             )
         stop = list(request.stop) + [s for s in (rendered.stop or []) if s]
-        return _Prompt(tokens, stop, rendered.stopping_criteria)
+        split = self._split(llama, chat, rendered, tokens)
+        return _Prompt(tokens, stop, rendered.stopping_criteria, split)
+
+    def _split(
+        self, llama: Any, chat: list[dict[str, str]], rendered: Any, tokens: list[int]
+    ) -> int:
+        """Where the last message starts: the tokens of the conversation before it.
+
+        The prompt is evaluated in two parts, that conversation and then the last
+        message, each in ``n_batch`` chunks from its own start. The split depends
+        on the request alone, so an answer never depends on the request before
+        it, and a next request with the same conversation (a candidate's system
+        line and exemplars) reuses all of its KV cache, not only whole chunks.
+        0 (one part) when the conversation is one message, or when the template
+        does not render it as a prefix of the whole.
+        """
+        if len(chat) < 2 or self._prefix_formatter is None or not self.split_conversation:
+            return 0
+        try:
+            before = self._prefix_formatter(messages=chat[:-1]).prompt
+        except Exception:  # a template that refuses a conversation ending on a user turn
+            return 0
+        if not before or not rendered.prompt.startswith(before):
+            return 0
+        head = llama.tokenize(
+            before.encode("utf-8"), add_bos=not rendered.added_special, special=True
+        )
+        return len(head) if 0 < len(head) < len(tokens) and tokens[: len(head)] == head else 0
 
     def _complete(
         self, context: _Context, prompt: _Prompt, request: LLMRequest, *, seed: int, grammar: Any
     ) -> Any:
-        self._keep_aligned_prefix(context, prompt.tokens)
+        self._keep_aligned_prefix(context, prompt)
         context.cached_prompt_len = 0  # until this call succeeds, trust nothing in the KV cache
         try:
+            # the conversation first; llama.cpp then evaluates the last message from the split
+            self._evaluate(context.llama, prompt, upto=prompt.split)
             result = context.llama.create_completion(
                 prompt=prompt.tokens,
                 temperature=request.temperature,
@@ -387,36 +429,59 @@ class LocalBackend:
             raise BadRequestError(f"local model {self.model!r} refused the request: {exc}") from exc
         except RuntimeError as exc:  # llama_decode failures
             raise LLMError(f"local model {self.model!r} failed: {exc}") from exc
-        context.cached_prompt_len = len(prompt.tokens)
+        context.cached_prompt_len, context.cached_split = len(prompt.tokens), prompt.split
         return result
 
-    def _keep_aligned_prefix(self, context: _Context, tokens: list[int]) -> None:
-        """Let llama.cpp reuse only whole ``n_batch`` chunks of the previous prompt.
+    def _keep_aligned_prefix(self, context: _Context, prompt: _Prompt) -> None:
+        """Keep of the previous prompt's KV cache only what this one would compute the same way.
 
         llama.cpp's own prefix reuse keeps the KV cache up to the longest common
         prefix and evaluates the rest, but logits then depend on how the prompt
         was split into batches, so the answer to a request would depend on the
-        request before it (measured: it changes greedy outputs). Prompts are
-        always evaluated in ``n_batch`` chunks from position 0; keeping only
-        whole chunks of the previous prompt that this one shares means every
+        request before it (measured: it changes greedy outputs). A prompt here
+        is always evaluated in ``n_batch`` chunks from fixed points (position 0,
+        and its ``split``, see :meth:`_split`); keeping only whole chunks on
+        those points that this prompt shares with the previous one means every
         chunk is computed exactly as it would be from scratch, so the answers
-        are identical with and without reuse, and repeated prefixes (system
-        prompt + exemplars) are evaluated once.
+        are identical with and without reuse, and a repeated conversation
+        (system line + exemplars) is evaluated once.
         """
-        llama = context.llama
+        llama, tokens = context.llama, prompt.tokens
         keep = 0
         if self.prefix_reuse:
             # leave at least one token to evaluate, so the logits are fresh
             limit = min(context.cached_prompt_len, len(tokens) - 1, llama.n_tokens)
-            if limit >= self.n_batch:
+            if limit > 0:
                 cached = list(llama.input_ids[:limit])
                 pairs = enumerate(zip(cached, tokens, strict=False))
                 common = next((i for i, (a, b) in pairs if a != b), limit)
-                keep = common - common % self.n_batch
+                if context.cached_split == prompt.split:
+                    keep = self._chunk_start(common, prompt.split)
+                else:  # the two grids agree only on whole chunks before either split
+                    agree = min([common] + [x for x in (prompt.split, context.cached_split) if x])
+                    keep = agree - agree % self.n_batch
         if keep == 0:
             llama.reset()
         else:
             llama.n_tokens = min(llama.n_tokens, keep)
+
+    def _chunk_start(self, at: int, split: int) -> int:
+        """The last chunk boundary at or before ``at``: n_batch steps from 0, then from split."""
+        if split and at >= split:
+            return split + (at - split) - (at - split) % self.n_batch
+        return at - at % self.n_batch
+
+    def _evaluate(self, llama: Any, prompt: _Prompt, *, upto: int | None = None) -> None:
+        """Evaluate the prompt from the cache's end (a chunk boundary) up to ``upto`` tokens.
+
+        Each part (before the split, after it) is handed to llama.cpp on its own,
+        which cuts it into ``n_batch`` chunks from its start.
+        """
+        end = len(prompt.tokens) if upto is None else upto
+        if prompt.split and llama.n_tokens < prompt.split <= end:
+            llama.eval(prompt.tokens[llama.n_tokens : prompt.split])
+        if llama.n_tokens < end:
+            llama.eval(prompt.tokens[llama.n_tokens : end])
 
     def _load(self, context: _Context) -> Any:
         if context.llama is None:
@@ -463,6 +528,7 @@ class LocalBackend:
         with self._load_lock:
             if self._formatter is None:
                 self._formatter = _chat_formatter(llama_cpp, llama)
+                self._prefix_formatter = _chat_formatter(llama_cpp, llama, generation_prompt=False)
         return llama
 
     def _grammar(self, choices: tuple[str, ...]) -> Any:

@@ -34,14 +34,11 @@ from promptopt.llm.types import LLMRequest, messages
 LABELS = ("positive", "negative", "neutral")
 
 
+ASKED = "Classify the sentiment of the review as positive, negative or neutral."
+
+
 def ask(text: str, **kwargs: Any) -> LLMRequest:
-    return LLMRequest(
-        messages=messages(
-            ("system", "Classify the sentiment of the review as positive, negative or neutral."),
-            ("user", text),
-        ),
-        **kwargs,
-    )
+    return LLMRequest(messages=messages(("system", ASKED), ("user", text)), **kwargs)
 
 
 # -- the grammar -------------------------------------------------------------------------
@@ -103,7 +100,9 @@ class FakeFormatter:
         self.kwargs = kwargs
 
     def __call__(self, *, messages: list[dict[str, str]]) -> Any:
-        prompt = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+        prompt = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+        if self.kwargs.get("add_generation_prompt", True):
+            prompt += "\nassistant:"
         return types.SimpleNamespace(
             prompt=prompt, stop=["<eos>"], stopping_criteria=None, added_special=True
         )
@@ -125,6 +124,7 @@ class FakeLlama:
         self.input_ids: list[int] = []
         self.n_tokens = 0
         self.resets = 0
+        self.evals: list[tuple[int, int]] = []  # (from, tokens) of each eval() call
         self.closed = False
         self._busy = threading.Lock()
         FakeLlama.instances.append(self)
@@ -147,6 +147,11 @@ class FakeLlama:
     def reset(self) -> None:
         self.resets += 1
         self.n_tokens = 0
+
+    def eval(self, tokens: list[int]) -> None:
+        self.evals.append((self.n_tokens, len(tokens)))
+        self.input_ids = [*self.input_ids[: self.n_tokens], *tokens]
+        self.n_tokens += len(tokens)
 
     def close(self) -> None:
         self.closed = True
@@ -206,7 +211,7 @@ def fake_llama_cpp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
 
 
 async def test_loads_lazily_once_with_its_settings(fake_llama_cpp: Path) -> None:
-    backend = LocalBackend(model_path=fake_llama_cpp, n_ctx=512, n_threads=3, seed=7)
+    backend = LocalBackend(model_path=fake_llama_cpp, n_ctx=512, n_threads=3, seed=7, n_contexts=1)
     assert FakeLlama.instances == []
     await backend.agenerate(ask("a"))
     await backend.agenerate(ask("b"))
@@ -268,7 +273,7 @@ async def test_n_uses_consecutive_seeds_and_backend_seed(fake_llama_cpp: Path) -
 
 
 async def test_choices_compile_one_cached_grammar(fake_llama_cpp: Path) -> None:
-    backend = LocalBackend(model_path=fake_llama_cpp)
+    backend = LocalBackend(model_path=fake_llama_cpp, n_contexts=1)
     for _ in range(3):
         # sampling with choices goes through the grammar (greedy choices are scored instead)
         response = await backend.agenerate(ask("meh", choices=LABELS, temperature=0.5))
@@ -321,21 +326,26 @@ async def test_a_cancelled_waiting_request_never_reaches_a_context(fake_llama_cp
 
 
 async def test_prefix_reuse_off_resets_before_each_generation(fake_llama_cpp: Path) -> None:
-    backend = LocalBackend(model_path=fake_llama_cpp, prefix_reuse=False)
+    backend = LocalBackend(model_path=fake_llama_cpp, prefix_reuse=False, n_contexts=1)
     await backend.agenerate(ask("x", n=2))
     await backend.agenerate(ask("x"))
     assert FakeLlama.instances[0].resets == 3
 
 
-async def test_prefix_reuse_keeps_whole_chunks_of_the_previous_prompt(fake_llama_cpp: Path) -> None:
-    backend = LocalBackend(model_path=fake_llama_cpp, n_batch=4)
+async def test_prefix_reuse_keeps_the_conversation_and_whole_chunks(fake_llama_cpp: Path) -> None:
+    """A prompt is evaluated as its conversation, then its last message, each in chunks of 5."""
+    backend = LocalBackend(model_path=fake_llama_cpp, n_batch=5, n_contexts=1)
     llama_calls = lambda: FakeLlama.instances[0].calls  # noqa: E731
-    # each prompt: "system:" + 11 words, "user:" + 3 words, "assistant:" = 17 tokens
-    await backend.agenerate(ask("one two three"))
-    await backend.agenerate(ask("four five six"))  # shares 13 tokens: 3 whole chunks of 4
-    await backend.agenerate(ask("four five six"))  # the same: 16 of 17, one is left to evaluate
+    # each prompt: "system:" + 11 words (the split: 12), "user:" + 3 words, "assistant:" = 17
+    await backend.agenerate(ask("one two three"))  # the conversation, then the last message
+    await backend.agenerate(ask("four five six"))  # the same conversation: all 12 kept
+    await backend.agenerate(ask("four five six"))  # 16 shared, but 17 is the next chunk point
+    longer = LLMRequest(messages=messages(
+        ("system", ASKED + " additional words here"), ("user", "four five six")))  # fmt: skip
+    await backend.agenerate(longer)  # split 15: the grids agree on whole chunks before 12
     await backend.agenerate(LLMRequest(messages=messages(("user", "hi"))))  # nothing shared
-    assert [c["n_tokens_before"] for c in llama_calls()] == [0, 12, 16, 0]
+    assert [c["n_tokens_before"] for c in llama_calls()] == [12, 12, 12, 15, 0]
+    assert FakeLlama.instances[0].evals == [(0, 12), (10, 5)]  # (from, tokens)
 
 
 async def test_too_long_prompt_is_a_bad_request(fake_llama_cpp: Path) -> None:
