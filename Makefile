@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TASK ?= tasks/reviews/task.yaml
 
-.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-latency clean
+.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-local-throughput bench-latency clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench-export: install-dev
 
 bench-local: install-qwen
 	$(BIN)/python benchmarks/local_models.py
+
+# The local backend on concurrent scoring requests against raw llama.cpp (needs promptopt[qwen]).
+bench-local-throughput: install-qwen
+	$(BIN)/python benchmarks/local_throughput.py
 
 bench-latency: install-dev
 	$(BIN)/python benchmarks/latency_bound.py
