@@ -287,28 +287,32 @@ class Sandbox:
             weakref.finalize(self, _stop, self._worker, self._folder)
             return self._worker
 
-    def _start(self) -> tuple[WorkerProcess, str]:
+    def _start(self) -> tuple[WorkerProcess, str | None]:
+        """Start a worker; opted out, with a host folder of its own (isolated, it needs none).
+
+        Isolated, every file a call writes lives on the sandbox's own tmpfs, so
+        nothing of it is left on the host even if this process is SIGKILLed.
+        """
+        line_limit = 2 * self.max_result_bytes + 2 * _TAIL_CHARS + 4096  # `"`/`\\` escaped
+        if self.isolation == "namespaces":
+            env = scrubbed_environment(os.environ, allow=self.env_allow, home="/work")
+            if "PATH" in env:
+                env["PATH"] = _ISOLATED_PATH  # the host's says where the user keeps tools
+            files = _file_bytes(self.memory_mb)
+
+            def argv(info_fd: int) -> list[str]:
+                return bwrap_command(env=env, slots=_SLOTS, slot_bytes=files, info_fd=info_fd)
+
+            outer_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            return WorkerProcess(argv, env=outer_env, cwd="/", line_limit=line_limit), None
         try:
             folder = tempfile.mkdtemp(prefix="promptopt-sandbox-")
         except OSError as exc:
             raise SandboxError(f"cannot create a sandbox folder: {exc}") from exc
-        line_limit = 2 * self.max_result_bytes + 2 * _TAIL_CHARS + 4096  # `"`/`\\` escaped
         try:
-            if self.isolation == "namespaces":
-                env = scrubbed_environment(os.environ, allow=self.env_allow, home="/work")
-                if "PATH" in env:
-                    env["PATH"] = _ISOLATED_PATH  # the host's says where the user keeps tools
-                files = _file_bytes(self.memory_mb)
-
-                def argv(info_fd: int) -> list[str]:
-                    return bwrap_command(env=env, slots=_SLOTS, slot_bytes=files, info_fd=info_fd)
-
-                outer_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-                worker = WorkerProcess(argv, env=outer_env, cwd=folder, line_limit=line_limit)
-            else:
-                env = scrubbed_environment(os.environ, allow=self.env_allow, home=folder)
-                command = worker_command(folder, slots=_SLOTS)
-                worker = WorkerProcess(command, env=env, cwd=folder, line_limit=line_limit)
+            env = scrubbed_environment(os.environ, allow=self.env_allow, home=folder)
+            command = worker_command(folder, slots=_SLOTS)
+            worker = WorkerProcess(command, env=env, cwd=folder, line_limit=line_limit)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
