@@ -11,10 +11,12 @@ byte for byte, with nothing before or after it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from promptopt.errors import ConfigError
+from promptopt.llm.types import LLMRequest
 
-__all__ = ["choices_grammar", "gbnf_literal"]
+__all__ = ["choices_grammar", "gbnf_literal", "grammar_safe", "max_tokens_for"]
 
 # Characters that must be escaped inside a GBNF double-quoted literal.
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -49,3 +51,42 @@ def choices_grammar(choices: Sequence[str]) -> str:
             raise ConfigError(f"each choice must be a non-empty string, got {choice!r}")
     alternatives = " | ".join(gbnf_literal(choice) for choice in unique)
     return f"root ::= {alternatives}\n"
+
+
+_GRAMMAR_MAX_BOUND = 512
+_BOUNDS = ("maxLength", "maxItems")
+
+
+def grammar_safe(schema: Any) -> Any:
+    """``schema`` with length bounds above ``_GRAMMAR_MAX_BOUND`` lowered to it.
+
+    llama.cpp spells ``maxLength: n`` as n nested optional rules, and sampling
+    with 1500 of them crashed the process (600 did not). Dropping the bound
+    instead would let a small model fill the string until ``max_tokens`` cuts
+    the JSON short; a lowered bound keeps the reply readable JSON (a value cut
+    at the bound is then judged on its own, e.g. code that does not compile).
+    """
+    if isinstance(schema, dict):
+        return {
+            key: min(value, _GRAMMAR_MAX_BOUND)
+            if key in _BOUNDS and isinstance(value, int) and not isinstance(value, bool)
+            else grammar_safe(value)
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [grammar_safe(item) for item in schema]
+    return schema
+
+
+def max_tokens_for(request: LLMRequest) -> int | None:
+    """The request's limit, raised so that a grammar-constrained choice is never cut short.
+
+    Under a choices grammar the answer ends with the choice itself; a limit that
+    is too small for the longest choice would cut it into a non-answer
+    (``max_tokens=3`` and ``negative`` produced ``neg``). Every token holds at
+    least one character, so the longest choice's length is an upper bound.
+    """
+    if not request.choices:
+        return request.max_tokens
+    needed = max(len(choice) for choice in request.choices) + 1
+    return needed if request.max_tokens is None else max(request.max_tokens, needed)

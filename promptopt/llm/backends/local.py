@@ -56,7 +56,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -68,7 +67,8 @@ from promptopt.errors import (
     PromptoptError,
 )
 from promptopt.llm import weights
-from promptopt.llm.backends._grammar import choices_grammar
+from promptopt.llm.backends._chat import Prompt, chat_formatter, render
+from promptopt.llm.backends._grammar import choices_grammar, grammar_safe, max_tokens_for
 from promptopt.llm.backends._scoring import choice_logprobs
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
 
@@ -129,14 +129,6 @@ def smollm2_path() -> Path:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Prompt:
-    tokens: list[int]
-    stop: list[str]
-    stopping_criteria: Any
-    split: int = 0  # tokens of the conversation before the last message (0: not split)
-
-
 class _Context:
     """One llama.cpp context (its KV cache included) and the lock that keeps it to one thread."""
 
@@ -147,31 +139,6 @@ class _Context:
         self.cached_prompt_len = 0  # tokens of the last prompt whose KV cache is intact
         self.cached_split = 0  # that prompt's split: the grid its chunks were computed on
         self.lock = threading.Lock()
-
-
-def _chat_formatter(llama_cpp: Any, llama: Any, *, generation_prompt: bool = True) -> Any:
-    """A formatter for the model's own chat template (GGUF metadata), as llama.cpp builds it.
-
-    Without ``generation_prompt`` it renders a conversation so far, with no
-    assistant turn opened after it: the prefix of a longer one.
-    """
-    template = llama.metadata.get("tokenizer.chat_template")
-    if not template:
-        return None
-    eos, bos = llama.token_eos(), llama.token_bos()
-    return llama_cpp.llama_chat_format.Jinja2ChatFormatter(
-        template=template,
-        eos_token=_token_text(llama, eos),
-        bos_token=_token_text(llama, bos),
-        add_generation_prompt=generation_prompt,
-        stop_token_ids=[eos],
-    )
-
-
-def _token_text(llama: Any, token: int) -> str:
-    if token == -1:
-        return ""
-    return llama.detokenize([token], special=True).decode("utf-8", errors="replace")
 
 
 def _import_llama_cpp() -> Any:
@@ -324,7 +291,7 @@ class LocalBackend:
     # -- inside a context's lock -------------------------------------------------------------
 
     def _pick(
-        self, context: _Context, prompt: _Prompt, request: LLMRequest, started: float
+        self, context: _Context, prompt: Prompt, request: LLMRequest, started: float
     ) -> LLMResponse:
         """A greedy choice: score every choice and answer the most likely one."""
         llama = context.llama
@@ -355,61 +322,13 @@ class LocalBackend:
             self._choice_token_cache[choice] = found
         return found
 
-    def _render(self, llama: Any, request: LLMRequest) -> _Prompt:
-        """The request as prompt tokens, through the model's own chat template."""
-        formatter = self._formatter
-        if formatter is None:
-            raise BadRequestError(
-                f"local model {self.model!r} has no chat template in its GGUF metadata"
-            )
-        chat = [{"role": m.role, "content": m.content} for m in request.messages]
-        try:
-            rendered = formatter(messages=chat)
-        except Exception as exc:  # jinja2 errors, raise_exception() in templates
-            raise BadRequestError(
-                f"the chat template of {self.model!r} refused the messages: {exc}"
-            ) from exc
-        tokens = llama.tokenize(
-            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-        )
-        n_ctx = llama.n_ctx()
-        if len(tokens) >= n_ctx:
-            raise BadRequestError(
-                f"the prompt has {len(tokens)} tokens, more than the context window of "
-                f"{n_ctx} tokens of local model {self.model!r} (raise n_ctx)"
-            )
-        stop = list(request.stop) + [s for s in (rendered.stop or []) if s]
-        split = self._split(llama, chat, rendered, tokens)
-        return _Prompt(tokens, stop, rendered.stopping_criteria, split)
-
-    def _split(
-        self, llama: Any, chat: list[dict[str, str]], rendered: Any, tokens: list[int]
-    ) -> int:
-        """Where the last message starts: the tokens of the conversation before it.
-
-        The prompt is evaluated in two parts, that conversation and then the last
-        message, each in ``n_batch`` chunks from its own start. The split depends
-        on the request alone, so an answer never depends on the request before
-        it, and a next request with the same conversation (a candidate's system
-        line and exemplars) reuses all of its KV cache, not only whole chunks.
-        0 (one part) when the conversation is one message, or when the template
-        does not render it as a prefix of the whole.
-        """
-        if len(chat) < 2 or self._prefix_formatter is None or not self.split_conversation:
-            return 0
-        try:
-            before = self._prefix_formatter(messages=chat[:-1]).prompt
-        except Exception:  # a template that refuses a conversation ending on a user turn
-            return 0
-        if not before or not rendered.prompt.startswith(before):
-            return 0
-        head = llama.tokenize(
-            before.encode("utf-8"), add_bos=not rendered.added_special, special=True
-        )
-        return len(head) if 0 < len(head) < len(tokens) and tokens[: len(head)] == head else 0
+    def _render(self, llama: Any, request: LLMRequest) -> Prompt:
+        prefix = self._prefix_formatter if self.split_conversation else None
+        return render(llama, request, formatter=self._formatter, prefix_formatter=prefix,
+                      model=self.model)  # fmt: skip
 
     def _complete(
-        self, context: _Context, prompt: _Prompt, request: LLMRequest, *, seed: int, grammar: Any
+        self, context: _Context, prompt: Prompt, request: LLMRequest, *, seed: int, grammar: Any
     ) -> Any:
         self._keep_aligned_prefix(context, prompt)
         context.cached_prompt_len = 0  # until this call succeeds, trust nothing in the KV cache
@@ -419,7 +338,7 @@ class LocalBackend:
             result = context.llama.create_completion(
                 prompt=prompt.tokens,
                 temperature=request.temperature,
-                max_tokens=_max_tokens(request),
+                max_tokens=max_tokens_for(request),
                 stop=prompt.stop,
                 stopping_criteria=prompt.stopping_criteria,
                 seed=seed,
@@ -432,7 +351,7 @@ class LocalBackend:
         context.cached_prompt_len, context.cached_split = len(prompt.tokens), prompt.split
         return result
 
-    def _keep_aligned_prefix(self, context: _Context, prompt: _Prompt) -> None:
+    def _keep_aligned_prefix(self, context: _Context, prompt: Prompt) -> None:
         """Keep of the previous prompt's KV cache only what this one would compute the same way.
 
         llama.cpp's own prefix reuse keeps the KV cache up to the longest common
@@ -471,7 +390,7 @@ class LocalBackend:
             return split + (at - split) - (at - split) % self.n_batch
         return at - at % self.n_batch
 
-    def _evaluate(self, llama: Any, prompt: _Prompt, *, upto: int | None = None) -> None:
+    def _evaluate(self, llama: Any, prompt: Prompt, *, upto: int | None = None) -> None:
         """Evaluate the prompt from the cache's end (a chunk boundary) up to ``upto`` tokens.
 
         Each part (before the split, after it) is handed to llama.cpp on its own,
@@ -527,8 +446,8 @@ class LocalBackend:
             raise BadRequestError(f"llama.cpp could not load {str(path)!r}: {exc}") from exc
         with self._load_lock:
             if self._formatter is None:
-                self._formatter = _chat_formatter(llama_cpp, llama)
-                self._prefix_formatter = _chat_formatter(llama_cpp, llama, generation_prompt=False)
+                self._formatter = chat_formatter(llama_cpp, llama)
+                self._prefix_formatter = chat_formatter(llama_cpp, llama, generation_prompt=False)
         return llama
 
     def _grammar(self, choices: tuple[str, ...]) -> Any:
@@ -552,7 +471,7 @@ class LocalBackend:
         if grammar is None:
             llama_cpp = _import_llama_cpp()
             try:
-                safe = json.dumps(_grammar_safe(json.loads(schema)))
+                safe = json.dumps(grammar_safe(json.loads(schema)))
                 grammar = llama_cpp.LlamaGrammar.from_json_schema(safe, verbose=self.verbose)
             except Exception as exc:  # llama.cpp's converter raises plain errors
                 raise BadRequestError(f"json_schema cannot become a grammar: {exc}") from exc
@@ -579,42 +498,3 @@ class LocalBackend:
     def _bind_worker(self) -> None:
         """A new worker thread takes the next context as its own, for good."""
         self._bound.context = self._contexts[next(self._unbound)]
-
-
-_GRAMMAR_MAX_BOUND = 512
-_BOUNDS = ("maxLength", "maxItems")
-
-
-def _grammar_safe(schema: Any) -> Any:
-    """``schema`` with length bounds above ``_GRAMMAR_MAX_BOUND`` lowered to it.
-
-    llama.cpp spells ``maxLength: n`` as n nested optional rules, and sampling
-    with 1500 of them crashed the process (600 did not). Dropping the bound
-    instead would let a small model fill the string until ``max_tokens`` cuts
-    the JSON short; a lowered bound keeps the reply readable JSON (a value cut
-    at the bound is then judged on its own, e.g. code that does not compile).
-    """
-    if isinstance(schema, dict):
-        return {
-            key: min(value, _GRAMMAR_MAX_BOUND)
-            if key in _BOUNDS and isinstance(value, int) and not isinstance(value, bool)
-            else _grammar_safe(value)
-            for key, value in schema.items()
-        }
-    if isinstance(schema, list):
-        return [_grammar_safe(item) for item in schema]
-    return schema
-
-
-def _max_tokens(request: LLMRequest) -> int | None:
-    """The request's limit, raised so that a grammar-constrained choice is never cut short.
-
-    Under a choices grammar the answer ends with the choice itself; a limit that
-    is too small for the longest choice would cut it into a non-answer
-    (``max_tokens=3`` and ``negative`` produced ``neg``). Every token holds at
-    least one character, so the longest choice's length is an upper bound.
-    """
-    if not request.choices:
-        return request.max_tokens
-    needed = max(len(choice) for choice in request.choices) + 1
-    return needed if request.max_tokens is None else max(request.max_tokens, needed)

@@ -157,7 +157,7 @@ def test_vllm_factory_guides_decoding_by_the_schema(monkeypatch: pytest.MonkeyPa
 
 
 def test_long_bounds_are_lowered_before_llamacpp_sees_them() -> None:
-    from promptopt.llm.backends.local import _grammar_safe
+    from promptopt.llm.backends._grammar import grammar_safe as _grammar_safe
 
     schema = {"type": "object", "properties": {
         "code": {"type": "string", "maxLength": 1500, "minLength": 1},
