@@ -71,7 +71,7 @@ import child  # noqa: E402 - after the path; this file runs as a script
 
 def _wipe(buffer: bytearray, keep: int = 0) -> None:
     """Overwrite ``buffer`` with zeros in place, keeping only its last ``keep`` bytes."""
-    tail = bytes(buffer[-keep:]) if keep and len(buffer) > keep else bytes(buffer) if keep else b""
+    tail = bytes(buffer[-keep:]) if keep else b""
     buffer[:] = bytes(len(buffer))
     buffer[:] = tail
 
