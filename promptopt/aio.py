@@ -14,7 +14,9 @@ thread or on another loop still records into the caller's trace:
   own, so nothing it blocks on can block the caller's loop; cancelling the
   awaiting task cancels it;
 - :class:`LoopThread`: a long-lived loop in a daemon thread, for synchronous
-  callers that must reuse loop-bound resources (HTTP connection pools).
+  callers that must reuse loop-bound resources (HTTP connection pools);
+- :class:`Outcome`: a function's value or exception, caught in one thread and
+  re-raised (or handed to a future) in another.
 
 Threads are started per call rather than drawn from an executor: the callers
 bound their own concurrency (the engine's gate), and an executor sized for the
@@ -25,13 +27,14 @@ of the project, so any layer may use it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["LoopThread", "await_on", "in_thread", "on_new_loop", "run", "run_on"]
+__all__ = ["LoopThread", "Outcome", "await_on", "in_thread", "on_new_loop", "run", "run_on"]
 
 T = TypeVar("T")
 
@@ -43,7 +46,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-class _Outcome:
+class Outcome:
     """What a function called in a worker thread came to: its value or its exception."""
 
     __slots__ = ("error", "value")
@@ -60,6 +63,13 @@ class _Outcome:
         if self.error is not None:
             raise self.error
         return self.value
+
+    def settle(self, future: concurrent.futures.Future[Any]) -> None:
+        """Hand the value or the exception to ``future``'s waiters."""
+        if self.error is not None:
+            future.set_exception(self.error)
+        else:
+            future.set_result(self.value)
 
 
 def _start(name: str, target: Callable[[], None]) -> threading.Thread:
@@ -80,10 +90,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     if _running_loop() is None:
         return asyncio.run(coro)
     context = contextvars.copy_context()
-    outcomes: list[_Outcome] = []
+    outcomes: list[Outcome] = []
 
     def work() -> None:
-        outcomes.append(_Outcome(lambda: context.run(asyncio.run, coro)))
+        outcomes.append(Outcome(lambda: context.run(asyncio.run, coro)))
 
     _start("promptopt-run", work).join()
     return outcomes[0].unwrap()
@@ -127,7 +137,7 @@ async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     done: asyncio.Future[T] = loop.create_future()
     context = contextvars.copy_context()
 
-    def settle(outcome: _Outcome) -> None:
+    def settle(outcome: Outcome) -> None:
         if done.done():  # the caller was cancelled meanwhile
             return
         if outcome.error is not None:
@@ -136,7 +146,7 @@ async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
             done.set_result(outcome.value)
 
     def work() -> None:
-        outcome = _Outcome(lambda: context.run(fn, *args, **kwargs))
+        outcome = Outcome(lambda: context.run(fn, *args, **kwargs))
         with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
             loop.call_soon_threadsafe(settle, outcome)
 

@@ -12,8 +12,9 @@ model name ending in ``.gguf``) points at any other chat GGUF instead.
   backend (no process-wide cache: create one backend per run and share it).
 * Concurrent requests run on ``n_contexts`` llama.cpp contexts at once (one per
   core this process may use, by default, each on one thread), each owned by one
-  worker thread, in arrival order: concurrent ``agenerate`` calls queue for the
-  next free context without blocking the event loop. A context is never used by
+  worker thread: concurrent ``agenerate`` calls queue without blocking the event
+  loop, and a free context takes a request of the conversation it holds in its
+  KV cache before any other (:mod:`._pool`). A context is never used by
   two threads at once (llama.cpp is not thread-safe), the model file is mapped
   once and shared, and every context computes a request exactly as a lone one
   would, so answers do not depend on which context, or which neighbour, a
@@ -49,16 +50,15 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import itertools
 import json
 import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from promptopt import aio
 from promptopt.errors import (
     BackendUnavailableError,
     BadRequestError,
@@ -69,6 +69,7 @@ from promptopt.errors import (
 from promptopt.llm import weights
 from promptopt.llm.backends._chat import Prompt, chat_formatter, render
 from promptopt.llm.backends._grammar import choices_grammar, grammar_safe, max_tokens_for
+from promptopt.llm.backends._pool import ContextPool
 from promptopt.llm.backends._scoring import choice_logprobs
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
 
@@ -216,7 +217,6 @@ class LocalBackend:
         self.verbose = verbose
         self._contexts = [_Context() for _ in range(n_contexts)]
         self._bound = threading.local()  # a worker thread's own context
-        self._unbound = itertools.count()
         self._load_error: PromptoptError | None = None
         self._load_lock = threading.Lock()  # one thread resolves (joins) the model file
         self._path: Path | None = None
@@ -224,7 +224,7 @@ class LocalBackend:
         self._prefix_formatter: Any = None
         self._grammars: dict[tuple[str, ...], Any] = {}  # by choices, or ("json_schema", text)
         self._choice_token_cache: dict[str, list[int]] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._pool: ContextPool[_Context] | None = None
         self._closed = False
 
     @property
@@ -237,9 +237,9 @@ class LocalBackend:
 
     async def aclose(self) -> None:
         self._closed = True
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.to_thread(executor.shutdown, wait=True)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await aio.in_thread(pool.shutdown)
         for context in self._contexts:
             with context.lock:
                 llama, context.llama = context.llama, None
@@ -480,21 +480,21 @@ class LocalBackend:
             self._grammars[key] = grammar
         return grammar
 
-    # -- the worker thread -----------------------------------------------------------------
+    # -- the worker threads ----------------------------------------------------------------
 
     async def _in_worker(self, func: Callable[[LLMRequest], T], request: LLMRequest) -> T:
-        """Run on the next free worker; a request cancelled while it waits never runs."""
+        """Run on a context's worker (:mod:`._pool` picks which and when).
+
+        A request cancelled while it waits never runs.
+        """
         if self._closed:
             raise LLMError(f"the local backend for {self.model!r} is closed")
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=self.n_contexts,
-                thread_name_prefix="promptopt-local",
-                initializer=self._bind_worker,
-            )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, func, request)
+        if self._pool is None:
+            self._pool = ContextPool(self._contexts, name="promptopt-local", bind=self._bind)
+        # the conversation before the last message: what a context's KV cache keeps
+        future = self._pool.submit(request.messages[:-1], lambda: func(request))
+        return await asyncio.wrap_future(future)
 
-    def _bind_worker(self) -> None:
-        """A new worker thread takes the next context as its own, for good."""
-        self._bound.context = self._contexts[next(self._unbound)]
+    def _bind(self, context: _Context) -> None:
+        """A worker thread takes its context, for good."""
+        self._bound.context = context
