@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promptopt import aio
 from promptopt.engine import SearchOutcome
 from promptopt.errors import ConfigError, StoreError, TaskFileError
 from promptopt.optimizers.base import Candidate
 from promptopt.preflight import preflight
 from promptopt.progress import Reporter, SilentReporter
 from promptopt.sandbox import Sandbox
-from promptopt.session import RunParts, build_parts, estimate_plan, make_sandbox
+from promptopt.session import Plan, RunParts, build_parts, estimate_plan, make_sandbox
 from promptopt.store import RunLock, RunStore, resolve_run
 from promptopt.task.loader import load_task
 
@@ -82,7 +83,7 @@ def optimize(
     replaces the one the task's ``sandbox`` block describes, for example
     ``Sandbox(isolation="none")`` to opt out of isolation from Python.
     """
-    return asyncio.run(
+    return aio.run(
         aoptimize(
             task,
             resume=resume,
@@ -262,18 +263,6 @@ def _check_same_task(store: RunStore, spec: Any) -> None:
 
 
 # -- dry run ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a run would spend, computed without calling any model."""
-
-    optimization_calls: int
-    test_calls: int
-    budget_calls: int | None
-    est_tokens_per_call: int
-    est_cost_usd: float
-    rows: tuple[tuple[str, str], ...]
 
 
 def plan(task: str | Path | Any) -> Plan:

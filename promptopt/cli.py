@@ -9,12 +9,12 @@ nothing here knows how optimization works.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from promptopt import aio
 from promptopt.errors import (
     ConfigError,
     DataError,
@@ -154,7 +154,7 @@ def _eval(args: argparse.Namespace) -> int:
     from promptopt.evaluate import evaluate
     from promptopt.report.summary import print_eval
 
-    report = asyncio.run(
+    report = aio.run(
         evaluate(
             args.task,
             run=args.run,
@@ -226,7 +226,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    from promptopt.graph import write_graph
+    from promptopt.report.graphs import write_graph
 
     path = write_graph(
         args.run, example=args.example, out=args.out, fmt=args.format, output_dir=args.output

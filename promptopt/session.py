@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ROLES",
+    "Plan",
     "RunParts",
     "build_parts",
     "estimate_plan",
@@ -305,10 +306,20 @@ def _describe(program: Program, spec: Any) -> str:
 # -- dry run ---------------------------------------------------------------------
 
 
-def estimate_plan(spec: Any):
-    """Project calls and cost of a run without calling any model."""
-    from promptopt.api import Plan
+@dataclass(frozen=True)
+class Plan:
+    """What a run would spend, computed without calling any model."""
 
+    optimization_calls: int
+    test_calls: int
+    budget_calls: int | None
+    est_tokens_per_call: int
+    est_cost_usd: float
+    rows: tuple[tuple[str, str], ...]
+
+
+def estimate_plan(spec: Any) -> Plan:
+    """Project calls and cost of a run without calling any model."""
     program = make_program(spec.program, base_dir=_base_dir(spec))
     splits = load_splits(spec)
     optimizers = make_optimizers(spec)

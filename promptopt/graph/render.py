@@ -1,23 +1,23 @@
-"""``promptopt graph RUN``: a stored trace as DOT text, an SVG picture, or a self-contained HTML page.
+"""A trace as DOT text, an SVG picture, or a self-contained HTML page (``promptopt graph RUN``).
 
 The HTML page holds the SVG inline (laid out by :mod:`promptopt.graph.layout`, so
 system graphviz is never required) above a table of every node's inputs, output,
 duration, error and LLM calls, and the trace's feedback. DOT text is there for
-people who do have graphviz (``dot -Tsvg graph.dot``).
+people who do have graphviz (``dot -Tsvg graph.dot``). Reading a trace out of a
+run store and writing the file is :func:`promptopt.report.graphs.write_graph`'s.
 """
 
 from __future__ import annotations
 
 import json
 from html import escape
-from pathlib import Path
 from typing import Any
 
 from promptopt.errors import ConfigError, StoreError
 from promptopt.graph.layout import to_svg
 from promptopt.graph.tracer import Trace
 
-__all__ = ["FORMATS", "pick_trace", "to_dot", "to_html", "write_graph"]
+__all__ = ["FORMATS", "pick_trace", "to_dot", "to_html"]
 
 FORMATS = ("html", "svg", "dot")
 
@@ -109,39 +109,3 @@ def pick_trace(
         key=lambda r: (r["candidate_id"] != best or best is None, r["split"] != "test"),
     )
     return ranked[0]
-
-
-def write_graph(
-    run: Path | str,
-    *,
-    example: str | int | None = None,
-    out: Path | str | None = None,
-    fmt: str = "html",
-    output_dir: Path | str = "traces",
-) -> Path:
-    """Draw one trace of ``run`` (a run folder or id) to ``out``; returns the file written.
-
-    ``fmt`` is ``html`` (default), ``svg`` or ``dot``; ``out`` defaults to
-    ``<run>/graph-<example or trace id>.<fmt>``.
-    """
-    if fmt not in FORMATS:
-        raise ConfigError(f"graph format {fmt!r} is not one of {', '.join(FORMATS)}")
-    from promptopt.store import RunStore
-
-    with RunStore.open(run, output_dir=output_dir) as store:
-        checkpoint = store.latest_checkpoint()
-        best = checkpoint[1].get("best_id") if checkpoint else None
-        trace = store.trace(pick_trace(store.trace_rows(), example=example, best=best)["id"])
-        root = store.root
-    text = {"html": to_html, "svg": lambda t: to_svg(t.nodes), "dot": to_dot}[fmt](trace)
-    target = (
-        Path(out)
-        if out is not None
-        else root / f"graph-{example if example is not None else trace.id}.{fmt}"
-    )
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise StoreError(f"cannot write graph {str(target)!r}: {exc}") from exc
-    return target

@@ -48,80 +48,28 @@ from types import TracebackType
 from typing import Any
 
 from promptopt.errors import ConfigError
+from promptopt.graph.calls import (
+    END_NS,
+    ERROR,
+    LLM_CALLS,
+    OP,
+    OUTPUT,
+    START_NS,
+    Call,
+    new_record,
+)
 from promptopt.graph.params import Param
 from promptopt.graph.records import Feedback, TraceNode
 from promptopt.graph.state import STATE
+from promptopt.graph.views import views
 
 __all__ = [
-    "Call",
     "Trace",
-    "new_record",
     "current_node",
     "current_trace",
     "record_llm_call",
     "trace",
 ]
-
-_UNLINKED = frozenset({type(None), bool, type(...), type(NotImplemented)})
-_EMPTY_SHARED = frozenset({tuple, bytes, frozenset})
-
-
-def linkable(value: Any) -> bool:
-    """Whether ``value`` is safe to link by identity (not a value CPython shares)."""
-    kind = type(value)
-    if kind is str:
-        return len(value) > 1
-    if kind is int:
-        return not -5 <= value <= 256
-    if kind in _UNLINKED:
-        return False
-    if kind in _EMPTY_SHARED:
-        return len(value) > 0
-    return True
-
-
-# A call record is a plain list (the cheapest mutable record CPython builds), laid out as:
-OP, ARGS, KWARGS, WITHIN, OUTPUT, ERROR, START_NS, END_NS, LLM_CALLS = range(9)
-
-
-def new_record(
-    op: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None, within: Any
-) -> list[Any]:
-    """A record of one call: ``[op, args, kwargs, within, output, error, start, end, llm_calls]``."""
-    return [op, args, kwargs, within, None, None, 0, 0, None]
-
-
-class Call:
-    """A read-only view of one recorded call (raw values, kept by reference).
-
-    ``op`` is the node's ``Op``, or a ``Param`` for a parameter leaf. Nothing but
-    the record is made while the workflow runs: parents, indices and names are
-    derived when the trace is read (:mod:`promptopt.graph.views`).
-    """
-
-    __slots__ = ("_record",)
-
-    def __init__(self, record: list[Any]) -> None:
-        self._record = record
-
-    key = property(lambda self: id(self._record), doc="Identifies the record (for ``within``).")
-    op = property(lambda self: self._record[OP])
-    args = property(lambda self: self._record[ARGS])
-    kwargs = property(lambda self: self._record[KWARGS])
-    output = property(lambda self: self._record[OUTPUT])
-    error = property(lambda self: self._record[ERROR])
-    start_ns = property(lambda self: self._record[START_NS])
-    end_ns = property(lambda self: self._record[END_NS])
-    llm_calls = property(lambda self: self._record[LLM_CALLS])
-
-    @property
-    def within(self) -> Call | None:
-        """The call whose body made this call, if any."""
-        outer = self._record[WITHIN]
-        return None if outer is None else Call(outer)
-
-    def __repr__(self) -> str:
-        return f"Call(op={self.op!r}, output={self.output!r})"
 
 
 class Trace:
@@ -231,8 +179,6 @@ class Trace:
         """The index of the latest node that produced ``value`` or raised it, if any."""
         if self._loaded is not None:
             return None
-        from promptopt.graph.views import views
-
         positions: dict[int, int] = {}
         views(self.calls(), positions=positions, value_of=self.value_of)
         for record in reversed(self._calls):
@@ -247,8 +193,6 @@ class Trace:
         """Every node as a :class:`TraceNode`, in index (topological) order."""
         if self._loaded is not None:
             return list(self._loaded)
-        from promptopt.graph.views import views
-
         return views(self.calls(), value_of=self.value_of)
 
     def calls(self) -> list[Call]:

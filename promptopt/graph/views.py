@@ -1,4 +1,4 @@
-"""Turning a live :class:`~promptopt.graph.tracer.Call` into its readable :class:`TraceNode`.
+"""Turning a live :class:`~promptopt.graph.calls.Call` into its readable :class:`TraceNode`.
 
 This is the lazy half of tracing: names of arguments are bound through the
 function's signature, values are serialised with :func:`plain`, exceptions and LLM
@@ -11,9 +11,9 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from promptopt.graph.calls import Call, linkable
 from promptopt.graph.params import Param
 from promptopt.graph.records import TraceNode, plain
-from promptopt.graph.tracer import Call, linkable
 
 __all__ = ["llm_call_dict", "views"]
 

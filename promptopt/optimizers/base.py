@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_chec
 
 from pydantic import BaseModel
 
+from promptopt.task.results import ExampleResult  # re-exported: its home is the task layer
+
 _Config = TypeVar("_Config", bound=BaseModel)
 
 if TYPE_CHECKING:
-    from promptopt.graph import Trace
     from promptopt.llm.client import LLM
     from promptopt.task.data import Example
-    from promptopt.task.metrics import Score
 
 __all__ = [
     "Candidate",
@@ -102,32 +102,6 @@ class Proposal:
     parent_id: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
     request_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ExampleResult:
-    """One example's run: the output (or error), its score and, for traced programs, the trace.
-
-    The engine attaches the score's feedback to the trace's output node, so
-    ``graph.backward``-style views of it show an optimizer why the output was wrong.
-    ``request_key`` is the key of the one task-model request the output came from,
-    when the program made exactly one.
-    ``rule`` names the task's first feedback rule (``feedback:`` in task.yaml) that
-    this failing example matched: its error type.
-    """
-
-    example: Example
-    output: str | None
-    score: Score
-    error: str | None = None
-    trace: Trace | None = field(default=None, compare=False, repr=False)
-    request_key: str | None = field(default=None, compare=False, repr=False)
-    rule: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        """The program raised, the output was unreadable, or it scored below full marks."""
-        return self.error is not None or not self.score.valid or self.score.value < 1.0
 
 
 @dataclass(frozen=True, slots=True)

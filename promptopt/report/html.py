@@ -18,6 +18,7 @@ from typing import Any
 
 from promptopt.errors import ConfigError, StoreError
 from promptopt.report.facts import RunFacts
+from promptopt.report.files import write_text
 from promptopt.store import RunStore
 
 __all__ = ["render_report", "write_report"]
@@ -106,9 +107,4 @@ def write_report(
     with RunStore.open(run, output_dir=output_dir) as store:
         text = render_report(store)
         target = Path(out) if out is not None else store.root / "report.html"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise StoreError(f"cannot write the report {str(target)!r}: {exc}") from exc
-    return target
+    return write_text(target, text, what="the report")

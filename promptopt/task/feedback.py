@@ -23,7 +23,7 @@ from promptopt.task.spec import FeedbackRuleSpec
 
 if TYPE_CHECKING:
     from promptopt.graph import Trace
-    from promptopt.optimizers.base import ExampleResult
+    from promptopt.task.results import ExampleResult
 
 __all__ = ["FeedbackRule", "first_match", "make_rules", "tagged"]
 

@@ -9,7 +9,7 @@ def test_public_names():
     assert set(graph.__all__) == {
         "Call", "Feedback", "Op", "Param", "ParamKind", "Subgraph", "Trace", "TraceNode",
         "backward", "current_node", "current_trace", "node", "op_of", "param", "params_of",
-        "record_llm_call", "to_dot", "to_html", "to_networkx", "trace", "write_graph",
+        "record_llm_call", "to_dot", "to_html", "to_networkx", "trace",
     }  # fmt: skip
     assert all(hasattr(graph, name) for name in graph.__all__)
 

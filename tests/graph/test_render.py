@@ -11,7 +11,8 @@ from promptopt.errors import ConfigError, StoreError
 from promptopt.graph import node, param, trace
 from promptopt.graph.backward import backward
 from promptopt.graph.layout import layout
-from promptopt.graph.render import to_dot, write_graph
+from promptopt.graph.render import to_dot
+from promptopt.report.graphs import write_graph
 from promptopt.store import RunStore
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
+from promptopt import plugins
 from promptopt.errors import OptimizerError, TaskFileError
 from promptopt.task import load_task
 
@@ -167,3 +168,13 @@ def test_odd_files_found_by_fuzzing_fail_in_one_short_line(tmp_path, text, field
     assert "\n" not in message and len(message) < len(str(path)) + 800, message
     assert caught.value.field.startswith(field), message
     assert all(word in message for word in words), message
+
+
+@pytest.mark.parametrize("name", plugins.optimizers.available())
+def test_the_loader_tells_pairwise_optimizers_as_the_protocol_does(name: str) -> None:
+    """The loader reads PairwiseOptimizer's one extra member (``judge``) without importing the
+    optimizers layer; for every registered optimizer that agrees with the protocol check."""
+    from promptopt.optimizers.base import PairwiseOptimizer
+
+    cls = plugins.optimizers.get(name)
+    assert callable(getattr(cls, "judge", None)) == isinstance(cls, PairwiseOptimizer)
