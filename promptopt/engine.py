@@ -235,12 +235,7 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
         known = {e.id for e, _ in state.pool}
         for evaluated in results:
             for r in evaluated.results:
-                if (
-                    r.score.valid
-                    and r.score.value >= 1.0
-                    and r.output
-                    and r.example.id not in known
-                ):
+                if not r.failed and r.output and r.example.id not in known:
                     known.add(r.example.id)
                     state.pool.append((r.example, r.output))
 

@@ -30,7 +30,7 @@ from promptopt.errors import (
     TaskFileError,
 )
 from promptopt.llm.health import unusable
-from promptopt.llm.models import HTTP_PROVIDERS, ModelConfig
+from promptopt.llm.models import ModelConfig, http_of
 from promptopt.llm.probe import probe_model
 from promptopt.session import ROLES, role_configs
 
@@ -99,7 +99,7 @@ async def probe_endpoints(models: Collection[ModelConfig]) -> None:
     """Probe each distinct endpoint of ``models`` once, concurrently; raise the first failure."""
     distinct: dict[tuple[Any, ...], ModelConfig] = {}
     for config in models:
-        if config.ref.provider in HTTP_PROVIDERS:
+        if http_of(config.ref.provider) is not None:
             where = (config.ref.provider, config.endpoints, config.api_key_env)
             distinct.setdefault(where, config)
     failures = await asyncio.gather(*(_probe(config) for config in distinct.values()))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptopt import aio
-from promptopt.errors import SandboxError, StoreError
+from promptopt.errors import OptimizerError, SandboxError, StoreError
 from promptopt.graph import record_llm_call
 from promptopt.llm.budget import Budget
 from promptopt.llm.cache import ResponseCache
@@ -23,7 +23,7 @@ from promptopt.llm.client import LLM, CallEvent
 from promptopt.llm.models import ModelConfig, make_backend, parse_model
 from promptopt.llm.pricing import PriceTable
 from promptopt.optimizers import registry
-from promptopt.optimizers.base import PROMPT_SHAPE
+from promptopt.optimizers.base import OPTIMIZER_METHODS, PROMPT_SHAPE, Optimizer
 from promptopt.sandbox import Sandbox
 from promptopt.task.data import Splits, load_splits
 from promptopt.task.feedback import FeedbackRule, make_rules
@@ -245,7 +245,15 @@ def make_optimizers(spec: Any) -> tuple[Any, ...]:
     made = []
     for stage in spec.stages:
         optimizer_cls = registry.get(stage.name)
-        made.append(optimizer_cls(optimizer_cls.Config.model_validate(dict(stage.config or {}))))
+        optimizer = optimizer_cls(optimizer_cls.Config.model_validate(dict(stage.config or {})))
+        if not isinstance(optimizer, Optimizer):  # a plugin's gap, found before anything is spent
+            lacking = [m for m in OPTIMIZER_METHODS if not callable(getattr(optimizer, m, None))]
+            raise OptimizerError(
+                f"optimizer {stage.name!r} does not keep the optimizer contract: it lacks "
+                f"{', '.join(lacking) or 'name or Config'} (promptopt.testing.check_optimizer "
+                "says what else)"
+            )
+        made.append(optimizer)
     return tuple(made)
 
 
@@ -327,8 +335,7 @@ def estimate_plan(spec: Any) -> Plan:
     per_example, tokens = _per_example(program, splits)
     searched = 0  # every stage's own estimate; a stage's seed is the previous stage's best
     for optimizer in optimizers:
-        estimate = getattr(optimizer, "estimate_calls", None)
-        searched += estimate(n_train=n_train, n_val=n_val) if estimate else 0
+        searched += optimizer.estimate_calls(n_train=n_train, n_val=n_val)
     opt_calls = per_example * (n_val + searched)
     if spec.budget.max_calls is not None:
         opt_calls = min(opt_calls, spec.budget.max_calls)

@@ -20,12 +20,14 @@ def test_traced_workflow_example_runs(tmp_path):
     assert scope["digraph"].number_of_nodes() >= 3
 
 
-def test_every_registered_optimizer_has_a_row_with_its_true_defaults():
+def test_every_built_in_optimizer_has_a_row_with_its_true_defaults():
+    from promptopt import plugins
     from promptopt.optimizers import registry
 
     section = README.read_text().split("### Optimizers", 1)[1].split("\n- ", 1)[0]
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)` \|(.*)$", section, re.M)}
-    assert sorted(rows) == registry.available()
+    own = [n for n, t in plugins.optimizers.targets().items() if t.startswith("promptopt.")]
+    assert sorted(rows) == own  # a plugin installed beside them has no row here
     for name, row in rows.items():
         defaults = row.split("|")[3]  # after source, edits, needs
         fields = registry.get(name).Config.model_fields

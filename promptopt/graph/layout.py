@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from html import escape
 
 from promptopt.graph.records import TraceNode
+from promptopt.text import one_line, shorten
 
 __all__ = ["Box", "edge_path", "layout", "to_svg"]
 
@@ -109,9 +110,7 @@ def edge_path(src: Box, dst: Box, boxes: list[Box]) -> tuple[str, int]:
 
 
 def _short(value: object, limit: int = 26) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(one_line(value if isinstance(value, str) else repr(value)), limit)
 
 
 def to_svg(nodes: list[TraceNode]) -> str:

@@ -16,15 +16,19 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from promptopt.text import clip
+
 __all__ = ["Feedback", "TraceNode", "plain"]
 
 _MAX_DEPTH = 6
 _MAX_ITEMS = 200
 _MAX_TEXT = 4000
+# stored traces say how long a cut text was (their format: keep it)
+_CUT = "... [{total} chars]"
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + f"... [{len(text)} chars]"
+    return clip(text, _MAX_TEXT, marker=_CUT)
 
 
 def plain(value: Any, *, depth: int = 0) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 from promptopt.errors import ConfigError, StoreError
 from promptopt.graph.layout import to_svg
 from promptopt.graph.tracer import Trace
+from promptopt.text import one_line, shorten
 
 __all__ = ["FORMATS", "pick_trace", "to_dot", "to_html"]
 
@@ -23,8 +24,7 @@ FORMATS = ("html", "svg", "dot")
 
 
 def _dot_text(text: str) -> str:
-    text = " ".join(text.split())
-    text = text if len(text) <= 40 else text[:39] + "…"
+    text = shorten(one_line(text), 40)
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 

@@ -12,12 +12,12 @@ from promptopt.llm.client import LLM, CallEvent, Listener, UsageStats
 from promptopt.llm.fakes import FakeBackend, ReplayBackend, ScriptedBackend, fake_llm, scripted_llm
 from promptopt.llm.models import (
     DEFAULT_MODEL,
-    PROVIDERS,
     ModelConfig,
     ModelRef,
     make_backend,
     make_llm,
     parse_model,
+    providers,
 )
 from promptopt.llm.pricing import Price, PriceTable
 from promptopt.llm.retry import RetryPolicy
@@ -26,7 +26,6 @@ from promptopt.llm.types import LLMRequest, LLMResponse, Message, Role, Usage, m
 __all__ = [
     "DEFAULT_MODEL",
     "LLM",
-    "PROVIDERS",
     "Backend",
     "Budget",
     "CachePolicy",
@@ -54,5 +53,6 @@ __all__ = [
     "make_llm",
     "messages",
     "parse_model",
+    "providers",
     "scripted_llm",
 ]

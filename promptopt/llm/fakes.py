@@ -27,6 +27,7 @@ from promptopt.errors import ConfigError, UnplannedCallError
 from promptopt.llm.base import Backend
 from promptopt.llm.client import LLM
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
+from promptopt.text import shorten
 
 __all__ = [
     "RECORD_ENV",
@@ -61,12 +62,14 @@ def _as_response(request: LLMRequest, answer: Answer, *, model: str) -> LLMRespo
         return answer
     if not isinstance(answer, str):
         raise ConfigError(f"a fake answer must be a str or an LLMResponse, got {answer!r}")
-    return LLMResponse(text=answer, usage=_word_usage(request, answer), model=model)
+    usage = _word_usage(request, answer)
+    if request.n > 1:  # n samples of one answer, as the backend contract asks for
+        usage = Usage(usage.prompt_tokens, usage.completion_tokens * request.n)
+    return LLMResponse(text=answer, texts=(answer,) * request.n, usage=usage, model=model)
 
 
 def _describe(request: LLMRequest) -> str:
-    text = _last_user_message(request)
-    return repr(text if len(text) <= 80 else text[:77] + "...")
+    return repr(shorten(_last_user_message(request), 80, marker="..."))
 
 
 class FakeBackend:

@@ -3,9 +3,12 @@
 A model is named ``provider:model``: ``openai:gpt-4o-mini``,
 ``anthropic:claude-3-5-haiku-latest``, ``openai:llama3:8b`` (with ``base_url``
 pointing at Ollama), ``local:smollm2``, ``vllm:Qwen/Qwen2.5-0.5B-Instruct``,
-``fake:echo``. :func:`parse_model` is the one place that parses these strings;
-:data:`PROVIDERS` is the one table from provider to backend class, imported
-lazily so that optional dependencies are only needed when used.
+``fake:echo``. :func:`parse_model` is the one place that parses these strings.
+Providers are plugins: the ``promptopt.providers`` entry-point group maps each
+name to its backend class (:data:`promptopt.plugins.providers`; promptopt's own
+are registered there like anyone's), imported only when a model of it is used.
+A backend class reached over HTTP declares its endpoint and key variable as
+its ``http`` class attribute (:class:`HttpProvider`).
 
 Providers:
 
@@ -14,21 +17,21 @@ Providers:
 - ``local``: the embedded default, SmolLM2 in-process through llama-cpp-python;
 - ``vllm``: an in-process vLLM engine;
 - ``fake``: :class:`~promptopt.llm.fakes.FakeBackend`; ``fake:echo`` answers with
-  the last user message, ``fake:<text>`` always answers ``<text>``.
+  the last user message, ``fake:<text>`` always answers ``<text>``;
+- any provider an installed package registers in ``promptopt.providers``.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from promptopt import plugins
 from promptopt.errors import BackendUnavailableError, ConfigError
-from promptopt.llm.backends._http import public_url
+from promptopt.llm.backends._http import HttpProvider, public_url
 from promptopt.llm.client import LLM, Listener
 
 if TYPE_CHECKING:
@@ -39,78 +42,38 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MODEL",
-    "HTTP_PROVIDERS",
-    "PROVIDERS",
     "HttpProvider",
     "ModelConfig",
     "ModelRef",
+    "backend_class",
+    "http_of",
     "make_backend",
     "make_llm",
     "parse_model",
+    "providers",
 ]
 
 DEFAULT_MODEL = "local:smollm2"
 
-PROVIDERS: dict[str, str] = {
-    "openai": "promptopt.llm.backends.openai:OpenAIBackend",
-    "anthropic": "promptopt.llm.backends.anthropic:AnthropicBackend",
-    "local": "promptopt.llm.backends.local:LocalBackend",
-    "vllm": "promptopt.llm.backends.vllm:VLLMBackend",
-    "fake": "promptopt.llm.fakes:FakeBackend",
-}
+
+def providers() -> list[str]:
+    """Every registered provider name, sorted."""
+    return plugins.providers.available()
 
 
-@dataclass(frozen=True, slots=True)
-class HttpProvider:
-    """What a provider reached over HTTP needs: its key variable, its endpoint, how it takes a key.
+def backend_class(provider: str) -> type[Backend]:
+    """The backend class registered for ``provider`` (its module imported now).
 
-    ``placeholder_key`` goes out when no key is set (local servers ignore it; the
-    SDKs refuse to send nothing). ``models_path`` is the free model-list request the
-    pre-flight probe sends, with ``headers`` and the key in ``key_header`` after ``key_prefix``.
+    BackendUnavailableError for a provider nobody registered, one whose module or
+    class is missing, or one whose own dependency is not installed (naming it).
     """
-
-    key_env: str
-    default_url: str
-    placeholder_key: str
-    models_path: str
-    key_header: str
-    key_prefix: str = ""
-    headers: tuple[tuple[str, str], ...] = ()
+    return plugins.providers.get(provider)
 
 
-# Providers reached over HTTP take base_url, api_key_env and timeout, and are the ones the
-# pre-flight checks look at; the key itself is read from the environment by the backend,
-# never stored here.
-HTTP_PROVIDERS = MappingProxyType(
-    {
-        "openai": HttpProvider(
-            key_env="OPENAI_API_KEY",
-            default_url="https://api.openai.com/v1",
-            placeholder_key="sk-no-key-needed",
-            models_path="/models",
-            key_header="Authorization",
-            key_prefix="Bearer ",
-        ),
-        "anthropic": HttpProvider(
-            key_env="ANTHROPIC_API_KEY",
-            default_url="https://api.anthropic.com",
-            placeholder_key="sk-ant-no-key-needed",
-            models_path="/v1/models",
-            key_header="x-api-key",
-            headers=(("anthropic-version", "2023-06-01"),),
-        ),
-    }
-)
-
-# What to install when a provider's optional dependency is missing.
-_INSTALL_HINT = MappingProxyType(
-    {
-        "openai": "pip install aiohttp",
-        "anthropic": "pip install anthropic",
-        "local": "pip install 'promptopt[local]'",
-        "vllm": "pip install 'promptopt[vllm]'",
-    }
-)
+def http_of(provider: str) -> HttpProvider | None:
+    """What ``provider`` declares about its HTTP endpoint; None if it runs in-process."""
+    http = getattr(backend_class(provider), "http", None)
+    return http if isinstance(http, HttpProvider) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,14 +92,14 @@ def parse_model(s: str | None) -> ModelRef:
     text = (s or "").strip() or DEFAULT_MODEL
     provider, colon, name = text.partition(":")
     provider, name = provider.strip().lower(), name.strip()
-    known = sorted(PROVIDERS)
+    known = providers()
     if not colon:
         raise ConfigError(
             f"model {text!r} has no provider; write 'provider:model', e.g. "
             f"{'openai:' + text!r}, {'anthropic:' + text!r} or {'local:' + text!r} "
             f"(providers: {', '.join(known)})"
         )
-    if provider not in PROVIDERS:
+    if provider not in known:
         raise ConfigError(
             f"unknown provider {provider!r} in model {text!r}; known providers: {', '.join(known)}"
         )
@@ -174,7 +137,7 @@ class ModelConfig(BaseModel):
     @property
     def endpoints(self) -> tuple[str, ...]:
         """The public URLs this model is reached at; none for in-process providers."""
-        http = HTTP_PROVIDERS.get(self.ref.provider)
+        http = http_of(self.ref.provider)
         if http is None:
             return ()
         urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url or [])
@@ -187,51 +150,28 @@ class ModelConfig(BaseModel):
         A provider's own endpoint needs its key; a ``base_url`` (a local server that
         takes any key) needs one only when ``api_key_env`` names it.
         """
-        http = HTTP_PROVIDERS.get(self.ref.provider)
+        http = http_of(self.ref.provider)
         if http is None or (self.base_url and not self.api_key_env):
             return None
         return self.api_key_env or http.key_env
 
 
-def _import_backend(ref: ModelRef) -> type[Backend]:
-    module_name, _, class_name = PROVIDERS[ref.provider].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        if exc.name == module_name:
-            raise BackendUnavailableError(
-                f"provider {ref.provider!r} has no backend module {module_name!r} in this install"
-            ) from exc
-        raise _unavailable(ref, exc) from exc
-    try:
-        return getattr(module, class_name)
-    except AttributeError as exc:
-        raise BackendUnavailableError(
-            f"backend module {module_name!r} has no class {class_name!r}"
-        ) from exc
-
-
-def _unavailable(ref: ModelRef, exc: ImportError) -> BackendUnavailableError:
-    hint = _INSTALL_HINT.get(ref.provider, "install its dependencies")
-    missing = exc.name or str(exc)
-    return BackendUnavailableError(
-        f"provider {ref.provider!r} needs the package {missing!r}, which is not installed; "
-        f"run: {hint}"
-    )
-
-
 def make_backend(ref: ModelRef, config: ModelConfig) -> Backend:
     """Construct the backend for ``ref`` with the settings of ``config``."""
-    cls = _import_backend(ref)
+    cls = backend_class(ref.provider)
+    http = http_of(ref.provider)
     kwargs: dict[str, Any] = {**config.options, "model": ref.name}
-    if ref.provider in HTTP_PROVIDERS:
+    if http is not None:
         kwargs["base_url"] = config.base_url
-        kwargs["api_key_env"] = config.api_key_env or HTTP_PROVIDERS[ref.provider].key_env
+        kwargs["api_key_env"] = config.api_key_env or http.key_env
         kwargs["timeout"] = config.timeout
     try:
         return cls(**kwargs)
     except ImportError as exc:  # backends may import their heavy dependency on construction
-        raise _unavailable(ref, exc) from exc
+        raise BackendUnavailableError(
+            f"provider {ref.provider!r} needs the package {exc.name or str(exc)!r}, which is "
+            "not installed"
+        ) from exc
     except TypeError as exc:
         raise ConfigError(
             f"invalid options for provider {ref.provider!r}: {sorted(config.options)!r}: {exc}"

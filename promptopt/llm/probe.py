@@ -2,31 +2,33 @@
 
 Listing models bills nothing, yet it needs a reachable server and (on a provider's
 own endpoint) a valid key, so it shows before a run whether the run can talk to
-its model at all. The request is built from the provider's row in
-:data:`~promptopt.llm.models.HTTP_PROVIDERS` and sent with the standard library in
-a worker thread: a run that cannot start never waits for an SDK to import.
+its model at all. The request is built from what the provider's backend class
+declares (its ``http``: :class:`~promptopt.llm.backends._http.HttpProvider`) and
+sent with the standard library in a thread of its own (``aio.in_thread``): a run that cannot start never waits for an SDK to import.
 Failures are the errors the backends raise (:func:`~promptopt.llm.backends._http.status_error`
 for HTTP statuses), with ``endpoint`` set and the key scrubbed from messages.
 """
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import os
 import urllib.error
 import urllib.request
 
+from promptopt import aio
 from promptopt.errors import LLMConnectionError, LLMError, LLMTimeoutError
 from promptopt.llm.backends._http import public_url, redact, status_error
-from promptopt.llm.models import HTTP_PROVIDERS, ModelConfig
+from promptopt.llm.models import ModelConfig, http_of
 
 __all__ = ["probe_model"]
 
 
 async def probe_model(config: ModelConfig, *, timeout: float) -> None:
     """Ask every endpoint of ``config`` for its model list; raise an LLMError if one fails."""
-    provider = HTTP_PROVIDERS[config.ref.provider]
+    provider = http_of(config.ref.provider)
+    if provider is None:
+        return  # in-process: nothing to reach
     key = os.environ.get(config.api_key_env or provider.key_env) or provider.placeholder_key
     headers = {**dict(provider.headers), provider.key_header: provider.key_prefix + key}
     urls = [config.base_url] if isinstance(config.base_url, str) else list(config.base_url or [])
@@ -34,7 +36,7 @@ async def probe_model(config: ModelConfig, *, timeout: float) -> None:
         where = public_url(url)
         target = url.rstrip("/") + provider.models_path
         try:
-            await asyncio.to_thread(_get, target, headers, timeout=timeout, where=where, key=key)
+            await aio.in_thread(_get, target, headers, timeout=timeout, where=where, key=key)
         except LLMError as exc:
             exc.endpoint = where
             raise

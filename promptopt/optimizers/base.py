@@ -35,6 +35,7 @@ __all__ = [
     "Candidate",
     "Evaluated",
     "ExampleResult",
+    "OPTIMIZER_METHODS",
     "PROMPT_SHAPE",
     "Optimizer",
     "PairwiseOptimizer",
@@ -255,9 +256,18 @@ class SearchState:
         return {e.candidate.id for e in self.history}
 
 
+OPTIMIZER_METHODS = ("propose", "observe", "estimate_calls")  # what a plugin lacking one is told
+
+
 @runtime_checkable
 class Optimizer(Protocol):
-    """A pure proposer. Registered through the ``promptopt.optimizers`` entry-point group."""
+    """A pure proposer. Registered through the ``promptopt.optimizers`` entry-point group.
+
+    Constructed as ``cls(config)`` with a validated ``Config`` (every field with a
+    default, so ``cls()`` works too). ``stats``, a mapping of counters, is optional:
+    a composed run's summary shows it when present.
+    :func:`promptopt.testing.check_optimizer` holds a class to this contract.
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type[BaseModel]]
@@ -268,6 +278,10 @@ class Optimizer(Protocol):
 
     def observe(self, state: SearchState, results: list[Evaluated]) -> None:
         """Bookkeeping after the engine scored this step's proposals."""
+        ...
+
+    def estimate_calls(self, *, n_train: int, n_val: int) -> int:
+        """Task-model calls this optimizer expects to spend at its config (``--dry-run``)."""
         ...
 
 

@@ -321,7 +321,7 @@ class MCTS:
     ) -> tuple[str, str, list[str]]:
         """One batch: the feedback call, then the rewrite call; ``(param, feedback, values)``."""
         c = self.config
-        failing = [r for r in results if r.error is not None or r.score.value < 1.0]
+        failing = [r for r in results if r.failed]
         fill = {
             "description": state.program_description.strip() or "(not described)",
             "name": param,

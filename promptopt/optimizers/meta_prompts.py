@@ -2,7 +2,9 @@
 
 A template file ``templates/<name>.txt`` holds parts, each headed by a line
 ``==== <part> ====``; :func:`template_parts` returns them as
-:class:`string.Template` objects (``$placeholder``), read once per process.
+:class:`string.Template` objects (``$placeholder``), read once per process. A
+plugin keeps its own templates in its own package the same way and passes
+``package=`` (its package with a ``templates/`` folder).
 :func:`optimizer_request` makes the request of a system part and a filled user part.
 """
 
@@ -22,9 +24,9 @@ _PART = re.compile(r"^==== (\w+) ====\n", re.MULTILINE)
 
 
 @cache
-def template_parts(name: str) -> dict[str, Template]:
-    """The parts of ``templates/<name>.txt`` by part name."""
-    text = files("promptopt.optimizers").joinpath(f"templates/{name}.txt").read_text("utf-8")
+def template_parts(name: str, package: str = "promptopt.optimizers") -> dict[str, Template]:
+    """The parts of ``templates/<name>.txt`` in ``package`` (promptopt's by default), by name."""
+    text = files(package).joinpath(f"templates/{name}.txt").read_text("utf-8")
     pieces = _PART.split(text)
     return {part: Template(body) for part, body in zip(pieces[1::2], pieces[2::2], strict=True)}
 

@@ -174,7 +174,7 @@ class OptoPrime:
 
     def _pick(self, base: Evaluated, rng: random.Random, shown: set[str]) -> list[ExampleResult]:
         results = list(base.results)
-        failing = [r for r in results if r.error is not None or r.score.value < 1.0]
+        failing = [r for r in results if r.failed]
         if not failing:  # nothing fails: show the weakest
             weakest = sorted(results, key=lambda r: (r.score.value, str(r.example.id)))
             return weakest[: self._examples_cap]

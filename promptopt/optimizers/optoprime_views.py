@@ -20,6 +20,7 @@ from typing import Any
 from promptopt.graph.backward import joint_subgraph
 from promptopt.llm.types import LLMRequest
 from promptopt.optimizers.base import Evaluated, ExampleResult, SearchState
+from promptopt.text import MORE_CHARS, clip
 
 __all__ = [
     "View", "clip_text", "input_fields", "kind_of", "reply_schema", "request_size", "show_value",
@@ -99,16 +100,16 @@ def view_of(result: ExampleResult, params: Mapping[str, Any], trainable: Sequenc
 
 
 def clip_text(text: str, limit: int) -> str:
-    text = _ADDRESS.sub("", text)
-    return text if len(text) <= limit else f"{text[:limit]} ... [{len(text) - limit} more chars]"
+    """``text`` without object addresses, clipped to ``limit`` characters (saying how many more)."""
+    return clip(_ADDRESS.sub("", text), limit)
 
 
 def show_value(value: Any, limit: int) -> str:
     """``value`` as one line of JSON, clipped to about ``limit`` characters."""
     if isinstance(value, str) and len(value) > limit:
-        return json.dumps(_ADDRESS.sub("", value[:limit]), ensure_ascii=False) + (
-            f" ... [{len(value) - limit} more chars]"
-        )
+        # the cut start as a JSON string, then how much was cut
+        shown = json.dumps(_ADDRESS.sub("", value[:limit]), ensure_ascii=False)
+        return shown + MORE_CHARS.format(more=len(value) - limit)
     text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr)
     return clip_text(text, limit)
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from promptopt.errors import BadRequestError, ReplyParseError, UnchangedValueError
+from promptopt.task.placeholders import placeholders
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM
@@ -181,7 +182,6 @@ def _python_words(stretch: str) -> str:
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 _FENCE = re.compile(r"```[\w+-]*[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
-_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_]\w*)\}(?!\})")
 
 
 def _squash(name: str) -> str:
@@ -219,11 +219,6 @@ def check_value(kind: str, new: Any, old: Any, *, name: str, fields: Sequence[st
     if same:
         raise UnchangedValueError(f"{name!r} is unchanged")
     return value
-
-
-def placeholders(text: Any) -> list[str]:
-    """The ``{name}`` placeholders of a prompt template, in order, each once."""
-    return list(dict.fromkeys(_PLACEHOLDER.findall(text))) if isinstance(text, str) else []
 
 
 def marked_texts(text: str, *, start: str = "<START>", end: str = "<END>") -> list[str]:

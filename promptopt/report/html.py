@@ -19,6 +19,7 @@ from typing import Any
 from promptopt.errors import ConfigError, StoreError
 from promptopt.report.facts import RunFacts
 from promptopt.report.files import write_text
+from promptopt.report.numbers import score_text
 from promptopt.store import RunStore
 
 __all__ = ["render_report", "write_report"]
@@ -91,7 +92,7 @@ def render_report(store: RunStore) -> str:
             wins=[e for e in facts.examples if e.won][:_MAX_EXAMPLES],
             losses=[e for e in facts.examples if not e.won][:_MAX_EXAMPLES],
             graph=graph,
-            fmt=lambda v: "-" if v is None else f"{v:.3f}",
+            fmt=score_text,
             as_text=_text,
         )
     )

@@ -6,14 +6,12 @@ from rich.console import Console
 from rich.table import Table
 
 from promptopt.report.facts import RunFacts
+from promptopt.report.numbers import score_text
+from promptopt.text import clip
 
 __all__ = ["print_run"]
 
 _SHOWN_CHARS = 400
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def print_run(facts: RunFacts, console: Console | None = None) -> None:
@@ -26,9 +24,11 @@ def print_run(facts: RunFacts, console: Console | None = None) -> None:
     scores = Table(show_header=True)
     for column in ("", "seed", "best"):
         scores.add_column(column, justify="right" if column else "left")
-    scores.add_row("validation", _fmt(seed and seed.val), _fmt(best and best.val))
+    scores.add_row("validation", score_text(seed and seed.val), score_text(best and best.val))
     scores.add_row(
-        f"test ({facts.test_rows} rows)", _fmt(seed and seed.test), _fmt(best and best.test)
+        f"test ({facts.test_rows} rows)",
+        score_text(seed and seed.test),
+        score_text(best and best.test),
     )
     console.print(scores)
     won = sum(1 for e in facts.examples if e.won)
@@ -47,7 +47,7 @@ def print_run(facts: RunFacts, console: Console | None = None) -> None:
         for name, value in best.params.items():
             if seed.params.get(name) != value:
                 text = value if isinstance(value, str) else repr(value)
-                cut = text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + " …"
+                cut = clip(text, _SHOWN_CHARS, marker=" …")
                 console.print(
                     f"[bold]{name}[/bold] (changed):\n{cut}", markup=True, highlight=False
                 )

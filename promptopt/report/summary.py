@@ -8,15 +8,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from promptopt.report.numbers import score_text
+
 __all__ = ["print_eval", "print_plan", "print_runs", "print_summary"]
 
 
 # "noop": how MCTS and OPRO named the count in runs recorded before it became "noops"
 _STAT_NAMES = {"noops": "no-op replies", "noop": "no-op replies"}
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def print_plan(plan: Any, console: Console | None = None) -> None:
@@ -34,8 +32,8 @@ def print_summary(result: Any, console: Console | None = None) -> None:
     table.add_column("seed", justify="right")
     table.add_column("best", justify="right")
     s = result.scores
-    table.add_row("validation accuracy", _fmt(s["seed_val"]), _fmt(s["best_val"]))
-    table.add_row("test accuracy", _fmt(s["seed_test"]), _fmt(s["best_test"]))
+    table.add_row("validation accuracy", score_text(s["seed_val"]), score_text(s["best_val"]))
+    table.add_row("test accuracy", score_text(s["seed_test"]), score_text(s["best_test"]))
     inv = result.invalid
     table.add_row(
         "unparseable test outputs",
@@ -72,7 +70,7 @@ def print_summary(result: Any, console: Console | None = None) -> None:
         said = ", ".join(f"{_STAT_NAMES.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items())
         console.print(f"optimizer: {said}", soft_wrap=True)
     console.print(
-        f"seed test accuracy: {_fmt(s['seed_test'])}   best test accuracy: {_fmt(s['best_test'])}"
+        f"seed test accuracy: {score_text(s['seed_test'])}   best test accuracy: {score_text(s['best_test'])}"
     )
     console.print(f"best prompt written to {result.best_prompt_path}", soft_wrap=True)
 
@@ -98,7 +96,7 @@ def print_eval(report: Any, console: Console | None = None) -> None:
     console = console or Console()
     console.print(
         f"{report.label} on {report.split} ({report.n} examples): "
-        f"accuracy {report.score:.3f}, unparseable {report.invalid}, errors {report.errors}, "
+        f"accuracy {score_text(report.score)}, unparseable {report.invalid}, errors {report.errors}, "
         f"model calls {report.calls}, cache hits {report.cache_hits}"
     )
 
@@ -118,6 +116,6 @@ def print_runs(runs: Sequence[Any], console: Console | None = None) -> None:
             str(run.task_name),
             str(run.status),
             str(getattr(run, "calls", "")),
-            _fmt(best),
+            score_text(best),
         )
     console.print(table)

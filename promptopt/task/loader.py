@@ -37,6 +37,7 @@ from promptopt.task.spec import (
     PythonProgramSpec,
     TaskSpec,
 )
+from promptopt.text import one_line, shorten
 
 __all__ = ["OptimizerRegistry", "explain_validation_error", "import_ref", "load_task"]
 
@@ -369,14 +370,12 @@ def _shown_input(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shorten(repr(value), 60, marker="...")
 
 
 def _one_line(text: str) -> str:
     """``text`` on one line, cut to a length a person reads (a reason may quote a huge value)."""
-    line = " ".join(text.split())
-    return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
+    return shorten(one_line(text), _MAX_REASON, marker="...")
 
 
 # ---------------------------------------------------------------- python references

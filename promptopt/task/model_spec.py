@@ -65,7 +65,7 @@ class ModelSpec(Frozen):
         as_object = dict(schema)
         schema.clear()
         schema["anyOf"] = [
-            {"type": "string", "pattern": _MODEL_RE.pattern, "description": "'provider:model'"},
+            {"type": "string", "pattern": _MODEL_RE.pattern, "description": "'provider:model'."},
             as_object,
         ]
         return schema

@@ -19,7 +19,10 @@ OPTIMIZER_TAGS = frozenset({"one optimizer", "optimizer stages"})
 class OptimizerSpec(Frozen):
     """Which registered optimizer runs, and its configuration."""
 
-    name: str = Field("exemplars", description="A registered optimizer (`promptopt optimizers`).")
+    name: str = Field(
+        "exemplars",
+        description="A registered optimizer (`promptopt schema` lists those installed).",
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="Checked by its Config.")
 
 

@@ -34,7 +34,6 @@ import importlib
 import importlib.util
 import inspect
 import json
-import string
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,6 +44,7 @@ from promptopt import aio
 from promptopt.errors import ConfigError
 from promptopt.graph import Param, current_trace, params_of, trace
 from promptopt.llm.types import LLMRequest, LLMResponse, Message
+from promptopt.task.placeholders import placeholders
 from promptopt.task.selection import NearestExemplars, NearestIndex
 
 if TYPE_CHECKING:
@@ -73,10 +73,6 @@ class Program(Protocol):
     def describe(self, params: Mapping[str, Any]) -> str:
         """The candidate as text a person can read and paste."""
         ...
-
-
-def placeholders(template: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
 
 
 def _as_exemplar(item: Any) -> dict[str, Any]:

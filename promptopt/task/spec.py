@@ -18,7 +18,6 @@ appear in the schema, in dumps, or as task-file keys.
 from __future__ import annotations
 
 import re
-import string
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,10 +30,12 @@ from pydantic import (
     model_validator,
 )
 
+from promptopt import plugins
 from promptopt.task.feedback_spec import OTHER_RULE, FeedbackRuleSpec
 from promptopt.task.frozen import NAME_RE, FieldIssue, Frozen, check_regex
 from promptopt.task.model_spec import ModelSpec, ModelsSpec, check_model_string
 from promptopt.task.optimizer_spec import OPTIMIZER_TAGS, OptimizerSpec, OptimizerStages
+from promptopt.task.placeholders import template_fields
 from promptopt.task.run_spec import BudgetSpec, CacheSpec, PriceSpec, SandboxSpec
 
 __all__ = [
@@ -71,22 +72,6 @@ PROGRAM_TAGS = frozenset({"prompt program", "python program"})
 
 _REF_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".csv": "csv"}
-
-
-def template_fields(template: str) -> tuple[str, ...]:
-    """The ``{placeholder}`` names of a ``str.format`` template, in order, without repeats.
-
-    Raises ValueError for a malformed template or a placeholder that is not a plain name.
-    """
-    names: list[str] = []
-    for _, name, _, _ in string.Formatter().parse(template):
-        if name is None:
-            continue
-        if not name.isidentifier():
-            raise ValueError(f"placeholder {{{name}}} must be a plain field name such as {{text}}")
-        if name not in names:
-            names.append(name)
-    return tuple(names)
 
 
 def _check_ref(value: str) -> str:
@@ -399,6 +384,17 @@ class TaskSpec(Frozen):
 
 
 def task_schema() -> dict[str, Any]:
-    """The JSON schema of task files (what ``promptopt schema`` prints), for editor completion."""
+    """The JSON schema of task files (what ``promptopt schema`` prints), for editor completion.
+
+    The installed plugins are listed in it: the registered optimizers as the
+    ``examples`` of an optimizer's ``name``, the registered providers in the
+    description of a model string, so a plugin's names complete like promptopt's.
+    """
     schema = TaskSpec.model_json_schema()
+    defs = schema["$defs"]
+    defs["OptimizerSpec"]["properties"]["name"]["examples"] = plugins.optimizers.available()
+    listed = f" Registered providers: {', '.join(plugins.providers.available())}."
+    as_string, as_object = defs["ModelSpec"]["anyOf"]
+    as_string["description"] += listed
+    as_object["properties"]["model"]["description"] += listed
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

@@ -319,7 +319,6 @@ def test_public_names_of_the_llm_package() -> None:
     expected = {
         "DEFAULT_MODEL",
         "LLM",
-        "PROVIDERS",
         "Backend",
         "Budget",
         "CachePolicy",
@@ -347,6 +346,7 @@ def test_public_names_of_the_llm_package() -> None:
         "make_llm",
         "messages",
         "parse_model",
+        "providers",
         "scripted_llm",
     }
     assert set(promptopt.llm.__all__) == expected

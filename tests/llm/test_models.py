@@ -7,16 +7,31 @@ from pathlib import Path
 
 import pytest
 
+from promptopt import plugins
 from promptopt.errors import BackendUnavailableError, ConfigError
 from promptopt.llm import LLM, FakeBackend, LLMRequest, Message, ResponseCache
 from promptopt.llm.models import (
-    PROVIDERS,
     ModelConfig,
     ModelRef,
     make_backend,
     make_llm,
     parse_model,
+    providers,
 )
+
+BUILT_IN = {
+    "openai": "promptopt.llm.backends.openai:OpenAIBackend",
+    "anthropic": "promptopt.llm.backends.anthropic:AnthropicBackend",
+    "local": "promptopt.llm.backends.local:LocalBackend",
+    "vllm": "promptopt.llm.backends.vllm:VLLMBackend",
+    "fake": "promptopt.llm.fakes:FakeBackend",
+}
+
+
+def registered(monkeypatch: pytest.MonkeyPatch, **targets: str) -> None:
+    """Providers as if these entry points were installed (over the built-in ones)."""
+    table = {**plugins.providers.targets(), **targets}
+    monkeypatch.setattr(plugins.providers, "targets", lambda: table)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +66,7 @@ def test_unknown_provider_lists_known_ones() -> None:
         parse_model("mistral:large")
     message = str(info.value)
     assert "'mistral'" in message
-    for provider in PROVIDERS:
+    for provider in providers():
         assert provider in message
 
 
@@ -60,12 +75,9 @@ def test_missing_model_name_is_an_error() -> None:
         parse_model("openai:")
 
 
-def test_provider_table_points_at_module_and_class() -> None:
-    assert set(PROVIDERS) == {"openai", "anthropic", "local", "vllm", "fake"}
-    assert PROVIDERS["fake"] == "promptopt.llm.fakes:FakeBackend"
-    for target in PROVIDERS.values():
-        module, _, cls = target.partition(":")
-        assert module.startswith("promptopt.llm.") and cls
+def test_built_in_providers_are_entry_points_like_any_plugin() -> None:
+    targets = plugins.providers.targets()
+    assert {name: targets[name] for name in BUILT_IN} == BUILT_IN
 
 
 def test_model_config_validates_and_normalises_model() -> None:
@@ -125,15 +137,23 @@ def test_http_providers_get_base_url_key_env_and_timeout(
         tmp_path,
         "po_fake_http_backend",
         """
+        from promptopt.llm.backends.openai import HTTP
+
         class Recorder:
             provider = "openai"
+            http = HTTP  # what makes a provider an HTTP one
+            def __init__(self, **kwargs):
+                self.kwargs = kwargs
+
+        class InProcess:
+            provider = "local"
             def __init__(self, **kwargs):
                 self.kwargs = kwargs
         """,
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(PROVIDERS, "openai", "po_fake_http_backend:Recorder")
-    monkeypatch.setitem(PROVIDERS, "local", "po_fake_http_backend:Recorder")
+    registered(monkeypatch, openai="po_fake_http_backend:Recorder",
+               local="po_fake_http_backend:Recorder")  # fmt: skip
     config = ModelConfig(
         model="openai:llama3:8b",
         base_url="http://127.0.0.1:9/v1",
@@ -148,6 +168,7 @@ def test_http_providers_get_base_url_key_env_and_timeout(
         "timeout": 5.0,
         "max_retries": 0,
     }
+    registered(monkeypatch, local="po_fake_http_backend:InProcess")
     local = ModelConfig(model="local:smollm2", options={"n_ctx": 512})
     assert make_backend(local.ref, local).kwargs == {"model": "smollm2", "n_ctx": 512}
 
@@ -163,8 +184,11 @@ def test_missing_optional_dependency_says_what_to_install(
         """,
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(PROVIDERS, "local", "po_needs_missing_dep:LocalBackend")
-    with pytest.raises(BackendUnavailableError, match=r"pip install 'promptopt\[local\]'"):
+    registered(monkeypatch, local="po_needs_missing_dep:LocalBackend")
+    with pytest.raises(
+        BackendUnavailableError,
+        match=r"provider 'local' needs the package 'po_definitely_not_installed_dep'.*pip install",
+    ):
         make_llm("local:smollm2")
 
 
@@ -181,17 +205,17 @@ def test_import_error_in_constructor_is_translated(
         """,
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(PROVIDERS, "vllm", "po_lazy_dep_backend:VLLMBackend")
-    with pytest.raises(BackendUnavailableError, match=r"promptopt\[vllm\]"):
+    registered(monkeypatch, vllm="po_lazy_dep_backend:VLLMBackend")
+    with pytest.raises(BackendUnavailableError, match=r"needs the package 'po_vllm_not_installed'"):
         make_llm("vllm:some/model")
 
 
 def test_missing_backend_module_or_class(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(PROVIDERS, "vllm", "promptopt.llm.po_no_such_module:X")
-    with pytest.raises(BackendUnavailableError, match="no backend module"):
+    registered(monkeypatch, vllm="promptopt.llm.po_no_such_module:X")
+    with pytest.raises(BackendUnavailableError, match="could not be loaded from"):
         make_llm("vllm:m")
-    monkeypatch.setitem(PROVIDERS, "vllm", "promptopt.llm.fakes:NoSuchClass")
-    with pytest.raises(BackendUnavailableError, match="no class 'NoSuchClass'"):
+    registered(monkeypatch, vllm="promptopt.llm.fakes:NoSuchClass")
+    with pytest.raises(BackendUnavailableError, match="NoSuchClass"):
         make_llm("vllm:m")
 
 

@@ -1,5 +1,8 @@
 """Every registered optimizer optimizes the example workflow through the same contract.
 
+Each registered optimizer, promptopt's own and any plugin installed beside them,
+first passes the conformance kit plugin authors run (``promptopt.testing.check_optimizer``).
+Then each of promptopt's own runs the example workflow with a script of its own.
 The workflow is tasks/triage (two LLM nodes and a trainable code node); the task
 model is a deterministic fake, the optimizer model a scripted queue planned per
 optimizer. A newly registered optimizer fails here until its script is added, so
@@ -23,10 +26,12 @@ import json
 import pytest
 from triage_fixture import CAREFUL, route_source, triage_model
 
+from promptopt import plugins
 from promptopt.api import aoptimize
 from promptopt.llm.fakes import FakeBackend, ScriptedBackend
 from promptopt.optimizers import registry
 from promptopt.store import RunStore
+from promptopt.testing import check_optimizer
 
 KEEP_ALL = route_source("return team")
 
@@ -98,7 +103,16 @@ SCRIPTS: dict[str, tuple[dict, list[str]]] = {
 }
 
 
-@pytest.mark.parametrize("name", [*registry.available(), "opro+exemplars"])
+# promptopt's own optimizers; a plugin installed beside them is held to the conformance kit
+BUILT_IN = [n for n, t in plugins.optimizers.targets().items() if t.startswith("promptopt.")]
+
+
+@pytest.mark.parametrize("name", registry.available())
+def test_every_registered_optimizer_passes_the_conformance_kit(name):
+    check_optimizer(registry.get(name))
+
+
+@pytest.mark.parametrize("name", [*BUILT_IN, "opro+exemplars"])
 async def test_every_optimizer_runs_on_the_example_workflow(name, triage_task):
     stages = name.split("+")
     for stage in stages:

@@ -12,6 +12,7 @@ the same request again would fail the same way. :class:`PerLoop` keeps one
 SDK client per event loop, because an async HTTP client's connections belong to
 the loop that opened them (``LLM.complete`` runs a fresh loop per call); :func:`sdk_clients`
 makes them, each with an HTTP client that shares the process's one TLS context.
+:class:`HttpProvider` is what a backend class declares about its endpoint and key.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -43,6 +45,7 @@ from promptopt.errors import (
 )
 
 __all__ = [
+    "HttpProvider",
     "PerLoop",
     "parse_retry_after",
     "public_url",
@@ -51,6 +54,28 @@ __all__ = [
     "status_error",
     "translate_sdk_error",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpProvider:
+    """What a provider reached over HTTP needs: its key variable, its endpoint, how it takes a key.
+
+    A backend class declares one as its ``http`` class attribute; the model
+    configuration (``base_url``, ``api_key_env``), the pre-flight checks and the
+    probe read it from there. ``placeholder_key`` goes out when no key is set
+    (local servers ignore it; the SDKs refuse to send nothing). ``models_path`` is
+    the free model-list request the pre-flight probe sends, with ``headers`` and
+    the key in ``key_header`` after ``key_prefix``.
+    """
+
+    key_env: str
+    default_url: str
+    placeholder_key: str
+    models_path: str
+    key_header: str
+    key_prefix: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
 
 T = TypeVar("T")
 

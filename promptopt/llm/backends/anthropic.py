@@ -19,16 +19,25 @@ from urllib.parse import urlsplit
 import anthropic
 
 from promptopt.errors import AuthenticationError
-from promptopt.llm.backends._http import public_url, sdk_clients, translate_sdk_error
-from promptopt.llm.models import HTTP_PROVIDERS
+from promptopt.llm.backends._http import (
+    HttpProvider,
+    public_url,
+    sdk_clients,
+    translate_sdk_error,
+)
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
 
 __all__ = ["AnthropicBackend"]
 
-DEFAULT_BASE_URL = HTTP_PROVIDERS["anthropic"].default_url
-DEFAULT_MAX_TOKENS = 1024
 # Loopback servers ignore the key, but the SDK refuses to send a request without one.
-_PLACEHOLDER_KEY = HTTP_PROVIDERS["anthropic"].placeholder_key
+HTTP = HttpProvider(
+    key_env="ANTHROPIC_API_KEY", default_url="https://api.anthropic.com",
+    placeholder_key="sk-ant-no-key-needed", models_path="/v1/models", key_header="x-api-key",
+    headers=(("anthropic-version", "2023-06-01"),),
+)  # fmt: skip
+DEFAULT_BASE_URL = HTTP.default_url
+DEFAULT_MAX_TOKENS = 1024
+_PLACEHOLDER_KEY = HTTP.placeholder_key
 # Recent SDKs dropped sampling parameters from messages.create; send temperature where it exists.
 _TAKES_TEMPERATURE = (
     "temperature" in inspect.signature(anthropic.resources.AsyncMessages.create).parameters
@@ -39,6 +48,7 @@ class AnthropicBackend:
     """Messages through ``anthropic.AsyncAnthropic``."""
 
     provider: ClassVar[str] = "anthropic"
+    http: ClassVar[HttpProvider] = HTTP
 
     def __init__(
         self,

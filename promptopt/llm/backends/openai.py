@@ -33,16 +33,20 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from promptopt.errors import AuthenticationError, ConfigError, LLMError
 from promptopt.llm.backends._grammar import choices_grammar
-from promptopt.llm.backends._http import public_url
+from promptopt.llm.backends._http import HttpProvider, public_url
 from promptopt.llm.backends._transport import JsonTransport
-from promptopt.llm.models import HTTP_PROVIDERS
 from promptopt.llm.types import LLMRequest, LLMResponse, Usage
 
 __all__ = ["OpenAIBackend"]
 
-DEFAULT_BASE_URL = HTTP_PROVIDERS["openai"].default_url
 # Local servers ignore the key; one goes out all the same, as the SDK sent one.
-_PLACEHOLDER_KEY = HTTP_PROVIDERS["openai"].placeholder_key
+HTTP = HttpProvider(
+    key_env="OPENAI_API_KEY", default_url="https://api.openai.com/v1",
+    placeholder_key="sk-no-key-needed", models_path="/models", key_header="Authorization",
+    key_prefix="Bearer ",
+)  # fmt: skip
+DEFAULT_BASE_URL = HTTP.default_url
+_PLACEHOLDER_KEY = HTTP.placeholder_key
 # Environment variable -> header, as ``openai.AsyncOpenAI`` sends them.
 _ENV_HEADERS = {"OPENAI_ORG_ID": "OpenAI-Organization", "OPENAI_PROJECT_ID": "OpenAI-Project"}
 
@@ -58,6 +62,7 @@ class OpenAIBackend:
     """Chat completions against one or several OpenAI-compatible endpoints."""
 
     provider: ClassVar[str] = "openai"
+    http: ClassVar[HttpProvider] = HTTP
 
     def __init__(
         self,

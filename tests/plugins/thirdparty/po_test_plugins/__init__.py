@@ -1,0 +1,1 @@
+"""promptopt plugins from outside promptopt: the ``hint_suffix`` optimizer, the ``parrot`` provider."""
