@@ -26,10 +26,12 @@ install-qwen: $(BIN)/python
 demo: install
 	$(BIN)/promptopt optimize $(TASK)
 
-# Install, then run every check: format, lint, the whole test suite (real-model tests included).
+# Install, then run every check: format, lint, types, the whole test suite (real-model tests
+# included).
 test: install-dev
 	$(BIN)/ruff format --check promptopt tests benchmarks
 	$(BIN)/ruff check promptopt tests benchmarks
+	$(BIN)/mypy promptopt
 	$(BIN)/python -m pytest -q
 
 check: test

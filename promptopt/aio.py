@@ -32,7 +32,7 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["LoopThread", "Outcome", "await_on", "in_thread", "on_new_loop", "run", "run_on"]
 
@@ -46,30 +46,30 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-class Outcome:
+class Outcome(Generic[T]):
     """What a function called in a worker thread came to: its value or its exception."""
 
     __slots__ = ("error", "value")
 
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.value: Any = None
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self.value: T | None = None
         self.error: BaseException | None = None
         try:
             self.value = fn()
         except BaseException as exc:  # handed to the waiting side, which re-raises it
             self.error = exc
 
-    def unwrap(self) -> Any:
+    def unwrap(self) -> T:
         if self.error is not None:
             raise self.error
-        return self.value
+        return self.value  # type: ignore[return-value]  # fn returned it: T, None included
 
-    def settle(self, future: concurrent.futures.Future[Any]) -> None:
-        """Hand the value or the exception to ``future``'s waiters."""
+    def settle(self, future: concurrent.futures.Future[T] | asyncio.Future[T]) -> None:
+        """Hand the value or the exception to ``future``'s waiters (a thread's or a loop's)."""
         if self.error is not None:
             future.set_exception(self.error)
         else:
-            future.set_result(self.value)
+            future.set_result(self.unwrap())
 
 
 def _start(name: str, target: Callable[[], None]) -> threading.Thread:
@@ -90,7 +90,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     if _running_loop() is None:
         return asyncio.run(coro)
     context = contextvars.copy_context()
-    outcomes: list[Outcome] = []
+    outcomes: list[Outcome[T]] = []
 
     def work() -> None:
         outcomes.append(Outcome(lambda: context.run(asyncio.run, coro)))
@@ -137,13 +137,9 @@ async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     done: asyncio.Future[T] = loop.create_future()
     context = contextvars.copy_context()
 
-    def settle(outcome: Outcome) -> None:
-        if done.done():  # the caller was cancelled meanwhile
-            return
-        if outcome.error is not None:
-            done.set_exception(outcome.error)
-        else:
-            done.set_result(outcome.value)
+    def settle(outcome: Outcome[T]) -> None:
+        if not done.done():  # else the caller was cancelled meanwhile
+            outcome.settle(done)
 
     def work() -> None:
         outcome = Outcome(lambda: context.run(fn, *args, **kwargs))

@@ -26,6 +26,7 @@ from promptopt.sandbox import Sandbox
 from promptopt.session import Plan, RunParts, build_parts, estimate_plan, make_sandbox
 from promptopt.store import RunLock, RunStore, resolve_run
 from promptopt.task.loader import load_task
+from promptopt.task.spec import TaskSpec
 
 __all__ = ["OptimizeResult", "Plan", "optimize", "aoptimize", "plan"]
 
@@ -67,7 +68,7 @@ class OptimizeResult:
 
 
 def optimize(
-    task: str | Path | Any,
+    task: str | Path | TaskSpec,
     *,
     resume: str | Path | None = None,
     output: str | Path | None = None,
@@ -97,7 +98,7 @@ def optimize(
 
 
 async def aoptimize(
-    task: str | Path | Any,
+    task: str | Path | TaskSpec,
     *,
     resume: str | Path | None = None,
     output: str | Path | None = None,
@@ -139,7 +140,7 @@ async def aoptimize(
 
 
 def _open_locked(
-    spec: Any, *, resume: str | Path | None, out_dir: Path
+    spec: TaskSpec, *, resume: str | Path | None, out_dir: Path
 ) -> tuple[RunStore, RunLock]:
     """The run's store, new or resumed, with this process holding the run's lock."""
     if resume is not None:
@@ -251,7 +252,7 @@ def _named_file(task: Any) -> str | Path | None:
     return task if isinstance(task, str | Path) else None
 
 
-def _check_same_task(store: RunStore, spec: Any) -> None:
+def _check_same_task(store: RunStore, spec: TaskSpec) -> None:
     recorded = store.meta().get("task")
     if isinstance(recorded, str):
         recorded = json.loads(recorded)
@@ -265,7 +266,7 @@ def _check_same_task(store: RunStore, spec: Any) -> None:
 # -- dry run ------------------------------------------------------------------
 
 
-def plan(task: str | Path | Any) -> Plan:
+def plan(task: str | Path | TaskSpec) -> Plan:
     spec = load_task(task) if isinstance(task, str | Path) else task
     try:
         return estimate_plan(spec)

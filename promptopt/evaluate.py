@@ -12,6 +12,7 @@ from promptopt.preflight import preflight
 from promptopt.session import build_parts
 from promptopt.store import RunStore
 from promptopt.task.loader import load_task
+from promptopt.task.spec import TaskSpec
 
 __all__ = ["EvalReport", "evaluate"]
 
@@ -30,7 +31,7 @@ class EvalReport:
 
 
 async def evaluate(
-    task: str | Path | Any,
+    task: str | Path | TaskSpec,
     *,
     run: str | Path | None = None,
     split: str = "test",
@@ -91,10 +92,12 @@ async def evaluate(
 def _best_params(store: RunStore) -> dict[str, Any]:
     path = store.root / "best_candidate.json"
     if path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))["params"]
+        params: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))["params"]
+        return params
     checkpoint = store.latest_checkpoint()
     best_id = checkpoint[1].get("best_id") if checkpoint else None
     for row in store.candidates():
         if row.get("candidate_id", row.get("id")) == best_id:
-            return row["params"]
+            found: dict[str, Any] = row["params"]
+            return found
     raise StoreError(f"run {store.run_id!r} has no best candidate yet")

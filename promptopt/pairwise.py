@@ -14,6 +14,7 @@ import random
 from typing import TYPE_CHECKING
 
 from promptopt.optimizers.base import Evaluated, PairwiseOptimizer, Proposal, SearchState
+from promptopt.scoring import Scoring
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM
@@ -25,9 +26,9 @@ __all__ = ["SEED_SHARE", "PairwiseJudging"]
 SEED_SHARE = 0.5  # the seed's validation score under pairwise selection: it challenged nobody
 
 
-class PairwiseJudging:
-    """The judged evaluation of :class:`~promptopt.engine.Engine` (uses its ``evaluate``
-    and ``_record``)."""
+class PairwiseJudging(Scoring):
+    """The judged evaluation of :class:`~promptopt.engine.Engine`, on :class:`Scoring`'s
+    ``evaluate`` and ``_record``."""
 
     splits: Splits
     judge_llm: LLM

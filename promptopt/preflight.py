@@ -33,6 +33,7 @@ from promptopt.llm.health import unusable
 from promptopt.llm.models import ModelConfig, http_of
 from promptopt.llm.probe import probe_model
 from promptopt.session import ROLES, role_configs
+from promptopt.task.spec import TaskSpec
 
 __all__ = ["PROBE_TIMEOUT_S", "check_keys", "named_models", "preflight", "probe_endpoints"]
 
@@ -43,7 +44,7 @@ _SKIP_HINT = "[pre-flight probe; --no-probe or probe=False skips it]"
 
 
 async def preflight(
-    spec: Any,
+    spec: TaskSpec,
     *,
     probe: bool = True,
     skip: Collection[str] = (),
@@ -61,7 +62,7 @@ async def preflight(
         await probe_endpoints(models.values())
 
 
-def named_models(spec: Any, *, skip: Collection[str] = ()) -> dict[str, ModelConfig]:
+def named_models(spec: TaskSpec, *, skip: Collection[str] = ()) -> dict[str, ModelConfig]:
     """The distinct models of ``spec``, each under the first role that names it.
 
     A role that is not given takes the model of the role before it (judge from

@@ -8,7 +8,10 @@ otherwise), library callers get :class:`SilentReporter` unless they ask.
 from __future__ import annotations
 
 import sys
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 __all__ = ["ConsoleReporter", "Reporter", "SilentReporter"]
 
@@ -64,8 +67,8 @@ class ConsoleReporter:
 
         self._console = Console(file=stream or sys.stderr)
         self._live = self._console.is_terminal
-        self._progress = None
-        self._task = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
         if self._live:
             from rich.progress import (
                 BarColumn,

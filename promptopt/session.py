@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from promptopt.llm.base import Backend
     from promptopt.progress import Reporter
     from promptopt.store import RunStore
+    from promptopt.task.spec import TaskSpec
 
 __all__ = [
     "ROLES",
@@ -115,7 +116,7 @@ def model_config(value: Any) -> ModelConfig:
     return ModelConfig(**value.model_dump())
 
 
-def role_configs(spec: Any) -> dict[str, ModelConfig]:
+def role_configs(spec: TaskSpec) -> dict[str, ModelConfig]:
     """The model of each role; judge defaults to optimizer, optimizer to task."""
     task = model_config(spec.models.task)
     optimizer = model_config(spec.models.optimizer) if spec.models.optimizer else task
@@ -124,7 +125,7 @@ def role_configs(spec: Any) -> dict[str, ModelConfig]:
 
 
 def build_parts(
-    spec: Any,
+    spec: TaskSpec,
     *,
     store: RunStore,
     backends: Mapping[str, Backend] | None = None,
@@ -212,7 +213,7 @@ def build_parts(
     )
 
 
-def make_sandbox(spec: Any, program: Any = None) -> Sandbox | None:
+def make_sandbox(spec: TaskSpec, program: Any = None) -> Sandbox | None:
     """The sandbox for the program's proposed code (None when it has no code parameter).
 
     Raises :class:`SandboxError` when that sandbox cannot run here; nothing is
@@ -236,11 +237,11 @@ def make_sandbox(spec: Any, program: Any = None) -> Sandbox | None:
     return sandbox
 
 
-def _base_dir(spec: Any) -> Path:
+def _base_dir(spec: TaskSpec) -> Path:
     return Path(getattr(spec, "base_dir", None) or ".")
 
 
-def make_optimizers(spec: Any) -> tuple[Any, ...]:
+def make_optimizers(spec: TaskSpec) -> tuple[Any, ...]:
     """The task's optimizers, one per stage, each found in the registry and configured."""
     made = []
     for stage in spec.stages:
@@ -257,7 +258,7 @@ def make_optimizers(spec: Any) -> tuple[Any, ...]:
     return tuple(made)
 
 
-def _prices(spec: Any) -> dict[str, Any]:
+def _prices(spec: TaskSpec) -> dict[str, Any]:
     prices = getattr(spec, "prices", None) or {}
     return {
         name: (p.model_dump() if hasattr(p, "model_dump") else dict(p))
@@ -301,7 +302,7 @@ def _store_hooks(store: RunStore, budget: Budget):
     return record, replay
 
 
-def _describe(program: Program, spec: Any) -> str:
+def _describe(program: Program, spec: TaskSpec) -> str:
     """What the program does, for optimizers' prompts: the task's description first."""
     if isinstance(program, PromptProgram):
         shape = PROMPT_SHAPE
@@ -326,7 +327,7 @@ class Plan:
     rows: tuple[tuple[str, str], ...]
 
 
-def estimate_plan(spec: Any) -> Plan:
+def estimate_plan(spec: TaskSpec) -> Plan:
     """Project calls and cost of a run without calling any model."""
     program = make_program(spec.program, base_dir=_base_dir(spec))
     splits = load_splits(spec)

@@ -22,12 +22,13 @@ from promptopt.errors import BudgetExceededError, ConfigError
 from promptopt.optimizers.base import Evaluated, PairwiseOptimizer, RecordFn, SearchState
 from promptopt.optimizers.stages import merged_stats, stages_of
 from promptopt.pairwise import SEED_SHARE
+from promptopt.scoring import Scoring
 
 if TYPE_CHECKING:
     from promptopt.optimizers.base import Optimizer
     from promptopt.progress import Reporter
     from promptopt.store import RunStore
-    from promptopt.task.data import Splits
+    from promptopt.task.data import Example, Splits
     from promptopt.task.feedback import FeedbackRule
     from promptopt.task.metrics import Metric
 
@@ -46,8 +47,13 @@ class SearchOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class StagedSearch:
-    """:meth:`search` of :class:`~promptopt.engine.Engine` (which runs each stage's steps)."""
+class StagedSearch(Scoring):
+    """:meth:`search` of :class:`~promptopt.engine.Engine`: the seed, then the stages in order.
+
+    It scores with :class:`Scoring` and leaves a stage's steps to the class that
+    runs them (the engine), through the hooks below, each of which that class
+    must define: a template method, not a search of its own.
+    """
 
     metric: Metric | None
     splits: Splits
@@ -148,6 +154,41 @@ class StagedSearch:
             outcome.extra["optimizer_stats"] = stats
         self._checkpoint(state, step, stopped=stopped, extra=outcome.extra)
         return outcome
+
+    # -- what the engine provides ---------------------------------------------------------------
+
+    async def _run_stage(
+        self, optimizer: Optimizer, state: SearchState, rng: random.Random, *, first: int
+    ) -> tuple[str, int]:
+        """Run one stage's steps from step ``first``; (why it stopped, its last step)."""
+        raise NotImplementedError
+
+    async def _free_step(
+        self, optimizer: Optimizer, state: SearchState, rng: random.Random, *, step: int
+    ) -> None:
+        """After a budget stop: the work a stage can still do without model calls."""
+        raise NotImplementedError
+
+    async def _optimizer_evaluate(
+        self, params: Mapping[str, Any], examples: Sequence[Example]
+    ) -> Evaluated:
+        """``SearchState.evaluate``: an optimizer's probe evaluation, budgeted and recorded."""
+        raise NotImplementedError
+
+    def _gather(self, state: SearchState, results: Sequence[Evaluated]) -> None:
+        """Add the model's correct answers in ``results`` to the state's exemplar pool."""
+        raise NotImplementedError
+
+    def _decide(self, step: int, kind: str, payload: Mapping[str, Any]) -> None:
+        """Record one decision of the search in the store."""
+        raise NotImplementedError
+
+    def _checkpoint(self, state: SearchState, step: int, *, stopped: str,
+                    extra: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        """Record where the search stands, so a crashed run resumes from it."""
+        raise NotImplementedError
+
+    # -----------------------------------------------------------------------------------------
 
     def _recorder(
         self, optimizer: str, step: Callable[[], int], counter: Iterator[int]

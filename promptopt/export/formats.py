@@ -83,9 +83,9 @@ def kto_rows(pairs: Iterable[Pair], *, task: str, inputs: str) -> Iterator[Row]:
                 row = {"prompt": call.chat(), "completion": _assistant(item.completion),
                        "label": label, "metadata": meta}  # fmt: skip
                 rows[key] = (row, pair.margin)
-    for key, row in rows.items():
+    for key, kept in rows.items():
         if len(labels[key]) == 1:
-            yield row
+            yield kept
 
 
 def listwise_rows(items: Iterable[Item], *, level: str, task: str, inputs: str) -> Iterator[Row]:

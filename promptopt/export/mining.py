@@ -37,7 +37,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "Item",
@@ -49,6 +49,8 @@ __all__ = [
     "mine_judged",
     "mine_traces",
 ]
+
+K = TypeVar("K")
 
 
 @dataclass(slots=True, eq=False)  # not frozen: a million of them are made per export
@@ -152,6 +154,13 @@ def by_margin(
                 heapq.heappush(heap, (low[b] - high[a], a, b))
 
 
+def _keep(table: dict[K, Item], key: K, item: Item, *, better: bool) -> None:
+    """Keep at ``key`` the lowest-scoring item (``better``: the highest), the first on ties."""
+    known = table.get(key)
+    if known is None or (item.score > known.score if better else item.score < known.score):
+        table[key] = item
+
+
 def mine(
     items: Iterable[Item],
     *,
@@ -166,13 +175,9 @@ def mine(
     best_by_answer: dict[tuple[str, str], Item] = {}
     for item in sorted(items, key=Item.order):
         answer = (item.prompt_key, item.completion)
-        for table, key in ((worst_by_text, item.completion), (worst_by_answer, answer)):
-            known = table.get(key)
-            if known is None or item.score < known.score:
-                table[key] = item
-        known = best_by_answer.get(answer)
-        if known is None or item.score > known.score:
-            best_by_answer[answer] = item
+        _keep(worst_by_text, item.completion, item, better=False)
+        _keep(worst_by_answer, answer, item, better=False)
+        _keep(best_by_answer, answer, item, better=True)
     chosen = sorted(worst_by_text.values(), key=lambda it: (-it.score, it.order()))
     rejected = sorted(best_by_answer.values(), key=lambda it: (it.score, it.order()))
     kept = 0

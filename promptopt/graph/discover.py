@@ -24,6 +24,7 @@ def params_of(namespace: ModuleType | dict[str, Any]) -> dict[str, Param]:
     names = vars(namespace) if isinstance(namespace, ModuleType) else namespace
     found: dict[str, Param] = {}
     for value in list(names.values()):
+        param: Param | None
         if isinstance(value, Param):
             param = value
         else:

@@ -207,7 +207,7 @@ def _wrap_trainable(fn: Callable[..., Any], op: Op) -> Callable[..., Any]:
         async def body_async(*args: Any, **kwargs: Any) -> Any:
             state = STATE.get()  # inside the wrapper: (this run's trace, this call's record)
             source = None if state is None else _proposed(state[0], op)
-            if source is None:
+            if state is None or source is None:
                 return await fn(*args, **kwargs)
             return await _arun_proposed(state[0], op, source, args, kwargs)
 
@@ -217,7 +217,7 @@ def _wrap_trainable(fn: Callable[..., Any], op: Op) -> Callable[..., Any]:
     def body(*args: Any, **kwargs: Any) -> Any:
         state = STATE.get()
         source = None if state is None else _proposed(state[0], op)
-        if source is None:
+        if state is None or source is None:
             return fn(*args, **kwargs)
         return _run_proposed(state[0], op, source, args, kwargs)
 

@@ -70,7 +70,7 @@ class CallEvent:
     budgeted: bool = False
 
 
-Listener = Callable[[CallEvent], None]
+Listener = Callable[[CallEvent], object]  # what a listener returns is ignored
 
 
 @dataclass

@@ -216,7 +216,11 @@ class ReplayBackend:
         return response
 
     def _append(self, key: str, request: LLMRequest, response: LLMResponse) -> None:
-        entry = {"key": key, "request": request.canonical(), "response": response.to_dict()}
+        entry: dict[str, Any] = {
+            "key": key,
+            "request": request.canonical(),
+            "response": response.to_dict(),
+        }
         line = json.dumps(entry, sort_keys=True, ensure_ascii=False)
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -67,7 +67,12 @@ def backend_class(provider: str) -> type[Backend]:
     BackendUnavailableError for a provider nobody registered, one whose module or
     class is missing, or one whose own dependency is not installed (naming it).
     """
-    return plugins.providers.get(provider)
+    cls = plugins.providers.get(provider)
+    if not (isinstance(cls, type) and callable(getattr(cls, "agenerate", None))):
+        raise BackendUnavailableError(
+            f"provider {provider!r} is registered as {cls!r}, which is not a backend class"
+        )
+    return cast("type[Backend]", cls)  # checked above: a class with agenerate
 
 
 def http_of(provider: str) -> HttpProvider | None:

@@ -337,15 +337,15 @@ class Exemplars:
     ) -> list[dict[str, Any]]:
         if not isinstance(current, list) or not current:  # empty, or a nearest-per-input spec
             return self._random_set(pool, rng)
-        current = [dict(e) for e in current]
-        slot = rng.randrange(len(current))
-        label = _label_of(current[slot])
+        mutated = [dict(e) for e in current]
+        slot = rng.randrange(len(mutated))
+        label = _label_of(mutated[slot])
         same = [i for i in pool if i["label"] == label] if self.config.balance else list(pool)
-        options = [i for i in (same or pool) if _exemplar(i) not in current]
+        options = [i for i in (same or pool) if _exemplar(i) not in mutated]
         if not options:
             return self._random_set(pool, rng)
-        current[slot] = _exemplar(rng.choice(options))
-        return current
+        mutated[slot] = _exemplar(rng.choice(options))
+        return mutated
 
 
 def _item(example: Example, output: str) -> dict[str, Any]:

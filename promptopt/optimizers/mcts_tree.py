@@ -58,7 +58,8 @@ class Node:
 
     def ancestry(self) -> list[Node]:
         """The nodes from the root down to this one."""
-        line, node = [], self
+        line: list[Node] = []
+        node: Node | None = self
         while node is not None:
             line.append(node)
             node = node.parent

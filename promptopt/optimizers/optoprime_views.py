@@ -115,7 +115,8 @@ def show_value(value: Any, limit: int) -> str:
 
 
 def value_lines(values: Mapping[str, Any], limit: int, *, dedupe: bool = False) -> str:
-    out, seen = [], {}
+    out: list[str] = []
+    seen: dict[str, str] = {}  # a value's shown text -> the first name it was shown for
     for name, value in values.items():
         if isinstance(value, str) and _OBJECT_REPR.match(value):
             continue  # a client object: nothing to learn from its repr

@@ -299,7 +299,8 @@ def _code(new: Any, old: Any, name: str, fields: Sequence[str]) -> tuple[Any, bo
         compile(source, f"<{name}>", "exec")
         tree = ast.parse(source)
     except (SyntaxError, ValueError) as exc:
-        where = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        lineno = getattr(exc, "lineno", None)  # a SyntaxError's; a ValueError has none
+        where = f" (line {lineno})" if lineno else ""
         reason = getattr(exc, "msg", str(exc))
         raise ReplyParseError(f"{name!r} does not compile: {reason}{where}") from None
     original = _function(old, name)

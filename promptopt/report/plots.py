@@ -48,10 +48,13 @@ def score_curve(facts: RunFacts, *, by: str) -> str:
     figure, axes = plt.subplots(figsize=(5.4, 3.0))
     xs = [_spent(c, by) for c in scored]
     colours = [_colour(c, facts) for c in scored]
-    axes.scatter(xs, [c.val for c in scored], c=colours, s=28, zorder=3, label="candidate")
-    best_x, best_y, running = [], [], None
-    for x, c in zip(xs, scored, strict=True):
-        running = c.val if running is None else max(running, c.val)
+    ys = [c.val for c in scored if c.val is not None]  # every one of them: scored has no None
+    axes.scatter(xs, ys, c=colours, s=28, zorder=3, label="candidate")
+    best_x: list[float] = []
+    best_y: list[float] = []
+    running: float | None = None
+    for x, y in zip(xs, ys, strict=True):
+        running = y if running is None else max(running, y)
         best_x.append(x)
         best_y.append(running)
     axes.step(best_x, best_y, where="post", color=_LINE, linewidth=2, label="best so far")

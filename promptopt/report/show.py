@@ -24,11 +24,15 @@ def print_run(facts: RunFacts, console: Console | None = None) -> None:
     scores = Table(show_header=True)
     for column in ("", "seed", "best"):
         scores.add_column(column, justify="right" if column else "left")
-    scores.add_row("validation", score_text(seed and seed.val), score_text(best and best.val))
+    scores.add_row(
+        "validation",
+        score_text(None if seed is None else seed.val),
+        score_text(None if best is None else best.val),
+    )
     scores.add_row(
         f"test ({facts.test_rows} rows)",
-        score_text(seed and seed.test),
-        score_text(best and best.test),
+        score_text(None if seed is None else seed.test),
+        score_text(None if best is None else best.test),
     )
     console.print(scores)
     won = sum(1 for e in facts.examples if e.won)

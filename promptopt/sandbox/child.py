@@ -123,8 +123,8 @@ def run(
     os.environ.update(HOME=work, TMPDIR=work, TMP=work, TEMP=work)
     _limit_self(request)
     if readable is not None:  # isolated: this folder is on sys.path (see main)
-        import landlock  # type: ignore[import-not-found]
-        import seccomp  # type: ignore[import-not-found]
+        import landlock
+        import seccomp
 
         seccomp.install(os.getpid())  # also sets no_new_privs, which Landlock needs
         landlock.restrict(readable=readable, writable=work)

@@ -28,7 +28,7 @@ import ctypes
 import errno
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["restrict"]
 
@@ -80,7 +80,7 @@ def restrict(*, readable: Sequence[str], writable: str, devices: str = "/dev") -
     return True
 
 
-def _allow(syscall: ctypes._CFuncPtr, ruleset: int, path: str, rights: int) -> None:
+def _allow(syscall: Callable[..., int], ruleset: int, path: str, rights: int) -> None:
     try:
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except FileNotFoundError:

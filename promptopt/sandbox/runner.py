@@ -354,7 +354,7 @@ class Sandbox:
             raise ConfigError(f"args must be a sequence, not {type(args).__name__!r}")
         if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
             raise ConfigError(f"kwargs must be a mapping with str keys, not {kwargs!r}")
-        request = {
+        request: dict[str, Any] = {
             "source": source,
             "function": function,
             "args": list(args),

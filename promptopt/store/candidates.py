@@ -115,7 +115,8 @@ class CandidateStoreMixin:
         self, *, candidate_id: str | None = None, split: str | None = None
     ) -> list[dict[str, Any]]:
         """Recorded evaluations in order, optionally of one candidate and/or one split."""
-        sql, params = "SELECT * FROM evaluations WHERE 1 = 1", []
+        sql = "SELECT * FROM evaluations WHERE 1 = 1"
+        params: list[str] = []
         if candidate_id is not None:
             sql, params = sql + " AND candidate_id = ?", [*params, candidate_id]
         if split is not None:

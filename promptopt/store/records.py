@@ -53,7 +53,8 @@ class OptimizerRecordsMixin:
         self, *, optimizer: str | None = None, kind: str | None = None
     ) -> list[dict[str, Any]]:
         """The records in order, optionally of one optimizer and/or kind, ``payload`` decoded."""
-        sql, params = "SELECT * FROM optimizer_records WHERE 1 = 1", []
+        sql = "SELECT * FROM optimizer_records WHERE 1 = 1"
+        params: list[str] = []
         if optimizer is not None:
             sql, params = sql + " AND optimizer = ?", [*params, optimizer]
         if kind is not None:

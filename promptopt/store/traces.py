@@ -41,7 +41,8 @@ class TraceStoreMixin:
     ) -> str:
         """Record ``trace`` (nodes, edges, feedback); returns its id. Storing it twice fails."""
         data = trace.to_dict()
-        nodes, edges = [], []
+        nodes: list[tuple[Any, ...]] = []
+        edges: list[tuple[Any, ...]] = []
         for node in data["nodes"]:
             rest = {k: v for k, v in node.items() if k not in ("index", "kind", "name", "parents")}
             nodes.append((data["id"], node["index"], node["kind"], node["name"],
@@ -97,7 +98,8 @@ class TraceStoreMixin:
         example_id: str | None = None,
     ) -> list[Trace]:
         """Stored traces in insertion order, optionally filtered."""
-        sql, params = "SELECT * FROM traces WHERE 1 = 1", []
+        sql = "SELECT * FROM traces WHERE 1 = 1"
+        params: list[str] = []
         for column, value in (("candidate_id", candidate_id), ("split", split),
                               ("example_id", example_id)):  # fmt: skip
             if value is not None:

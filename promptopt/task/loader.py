@@ -41,7 +41,10 @@ from promptopt.text import one_line, shorten
 
 __all__ = ["OptimizerRegistry", "explain_validation_error", "import_ref", "load_task"]
 
-_PROGRAM_BY_TAG = {"prompt program": PromptProgramSpec, "python program": PythonProgramSpec}
+_PROGRAM_BY_TAG: dict[str, type[BaseModel]] = {
+    "prompt program": PromptProgramSpec,
+    "python program": PythonProgramSpec,
+}
 # Labels pydantic puts in error locations for members of a plain union (``list[str]``, ``str``).
 _UNION_LABEL = re.compile(r"^(str|int|float|bool|none|any|(list|dict|tuple|set)\[.*\])$")
 _PLAIN_KEY = re.compile(r"^[\w.:/+@-]{1,60}$")  # keys shown as written in a field path

@@ -61,7 +61,8 @@ class Score:
 
 @runtime_checkable
 class Metric(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...  # read-only: metrics name themselves as a class attribute
 
     async def ascore(self, prediction: str, example: Example, *, llm: Any = None) -> Score: ...
 

@@ -62,9 +62,15 @@ __all__ = [
 
 
 class Program(Protocol):
-    trainable: tuple[str, ...]
-    kinds: Mapping[str, str]
-    features: frozenset[str]
+    # read-only to the engine (properties, so a program may keep a plain dict or tuple)
+    @property
+    def trainable(self) -> tuple[str, ...]: ...
+
+    @property
+    def kinds(self) -> Mapping[str, str]: ...
+
+    @property
+    def features(self) -> frozenset[str]: ...
 
     def seed_params(self) -> dict[str, Any]: ...
 

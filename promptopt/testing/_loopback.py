@@ -161,9 +161,9 @@ class LoopbackServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        addresses = self._runner.addresses  # (host, port, ...) of each listening socket
+        assert addresses
+        self.port = addresses[0][1]
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -144,11 +144,12 @@ def test_http_providers_get_base_url_key_env_and_timeout(
             http = HTTP  # what makes a provider an HTTP one
             def __init__(self, **kwargs):
                 self.kwargs = kwargs
+            async def agenerate(self, request): ...
+            async def aclose(self): ...
 
-        class InProcess:
+        class InProcess(Recorder):
             provider = "local"
-            def __init__(self, **kwargs):
-                self.kwargs = kwargs
+            http = None
         """,
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -202,6 +203,7 @@ def test_import_error_in_constructor_is_translated(
         class VLLMBackend:
             def __init__(self, **kwargs):
                 import po_vllm_not_installed
+            async def agenerate(self, request): ...
         """,
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -222,3 +224,11 @@ def test_missing_backend_module_or_class(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_bad_options_are_a_config_error() -> None:
     with pytest.raises(ConfigError, match="invalid options"):
         make_llm(ModelConfig(model="fake:echo", options={"no_such_option": 1}))
+
+
+def test_a_provider_registered_as_something_other_than_a_backend_class_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registered(monkeypatch, vllm="promptopt.llm.models:DEFAULT_MODEL")  # a string, not a class
+    with pytest.raises(BackendUnavailableError, match="not a backend class"):
+        make_llm("vllm:m")

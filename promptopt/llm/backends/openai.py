@@ -96,7 +96,7 @@ class OpenAIBackend:
         self._secrets = (key, *(urlsplit(url).password for url in urls))
         self._endpoints = [
             _Endpoint(url=public_url(url), transport=self._transport(url, key=key))
-            for url in (url or DEFAULT_BASE_URL for url in (urls or [None]))
+            for url in [url or DEFAULT_BASE_URL for url in urls] or [DEFAULT_BASE_URL]
         ]
         self._next = 0
         self.cache_namespace = "openai:" + ",".join(sorted({e.url for e in self._endpoints}))
