@@ -3,7 +3,10 @@
 Every error that promptopt raises on purpose derives from :class:`PromptoptError`.
 Backends translate their SDK's exceptions into this tree at their boundary, so
 callers never need to import ``openai`` or ``anthropic`` to catch a failure.
-Only the CLI catches ``PromptoptError``; it prints one line and exits non-zero.
+The CLI catches ``PromptoptError`` to print one line and exit non-zero; inside,
+it is caught only to be passed on as it is (the client lets it through where it
+wraps anything else as an ``LLMError``) or remembered (the ``local`` backend
+keeps a failed load's error for later requests), never to hide it.
 
     PromptoptError
     ├── ConfigError                 bad task.yaml, model string, or argument

@@ -20,7 +20,7 @@ from promptopt.graph import record_llm_call
 from promptopt.llm.budget import Budget
 from promptopt.llm.cache import ResponseCache
 from promptopt.llm.client import LLM, CallEvent
-from promptopt.llm.models import ModelConfig, make_backend, parse_model
+from promptopt.llm.models import DEFAULT_MODEL, ModelConfig, make_backend, parse_model
 from promptopt.llm.pricing import PriceTable
 from promptopt.optimizers import registry
 from promptopt.optimizers.base import OPTIMIZER_METHODS, PROMPT_SHAPE, Optimizer
@@ -28,6 +28,7 @@ from promptopt.sandbox import Sandbox
 from promptopt.task.data import Splits, load_splits
 from promptopt.task.feedback import FeedbackRule, make_rules
 from promptopt.task.metrics import Metric, make_metric
+from promptopt.task.model_spec import ModelSpec
 from promptopt.task.program import Program, PromptProgram, make_program
 
 if TYPE_CHECKING:
@@ -103,17 +104,17 @@ class RunParts:
             await backend.aclose()
 
 
-def model_config(value: Any) -> ModelConfig:
+def model_config(value: ModelConfig | str | Mapping[str, Any] | None) -> ModelConfig:
     """A ModelConfig from a task file's model entry: a string, a mapping, or a model object."""
     if value is None:
-        return ModelConfig(model="local:smollm2")
+        return ModelConfig(model=DEFAULT_MODEL)
+    if isinstance(value, ModelSpec):  # a task file's: a ModelConfig with its own checks
+        return value.to_config()
     if isinstance(value, ModelConfig):
         return value
     if isinstance(value, str):
         return ModelConfig(model=value)
-    if isinstance(value, Mapping):
-        return ModelConfig(**value)
-    return ModelConfig(**value.model_dump())
+    return ModelConfig(**value)  # a mapping
 
 
 def role_configs(spec: TaskSpec) -> dict[str, ModelConfig]:

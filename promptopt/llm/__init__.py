@@ -12,6 +12,7 @@ from promptopt.llm.client import LLM, CallEvent, Listener, UsageStats
 from promptopt.llm.fakes import FakeBackend, ReplayBackend, ScriptedBackend, fake_llm, scripted_llm
 from promptopt.llm.models import (
     DEFAULT_MODEL,
+    HttpProvider,
     ModelConfig,
     ModelRef,
     make_backend,
@@ -31,6 +32,7 @@ __all__ = [
     "CachePolicy",
     "CallEvent",
     "FakeBackend",
+    "HttpProvider",
     "LLMRequest",
     "LLMResponse",
     "Listener",

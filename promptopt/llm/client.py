@@ -161,9 +161,6 @@ class LLM:
     def add_listener(self, fn: Listener) -> None:
         self._listeners.append(fn)
 
-    def remove_listener(self, fn: Listener) -> None:
-        self._listeners.remove(fn)
-
     def _filled(self, request: LLMRequest) -> LLMRequest:
         return request if request.model else dataclasses.replace(request, model=self.model)
 

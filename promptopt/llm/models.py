@@ -123,12 +123,14 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str
-    base_url: str | list[str] | None = None
-    api_key_env: str | None = None
-    max_concurrency: int = Field(default=8, ge=1)
-    timeout: float = Field(default=60.0, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict)
+    # the one definition of these fields; a task file's ModelSpec inherits them (descriptions
+    # included: they are the schema's)
+    model: str = Field(description="'provider:model', e.g. 'openai:gpt-4o-mini'.")
+    base_url: str | list[str] | None = Field(None, description="OpenAI-compatible endpoint(s).")
+    api_key_env: str | None = Field(None, description="Environment variable holding the key.")
+    max_concurrency: int = Field(8, ge=1, description="Requests in flight per endpoint.")
+    timeout: float = Field(60.0, gt=0, description="Seconds per request.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Provider-specific options.")
 
     @field_validator("model")
     @classmethod

@@ -18,8 +18,9 @@ import urllib.request
 
 from promptopt import aio
 from promptopt.errors import LLMConnectionError, LLMError, LLMTimeoutError
-from promptopt.llm.backends._http import public_url, redact, status_error
+from promptopt.llm.backends._http import public_url, status_error
 from promptopt.llm.models import ModelConfig, http_of
+from promptopt.secrets import redact_values
 
 __all__ = ["probe_model"]
 
@@ -49,7 +50,7 @@ def _get(url: str, headers: dict[str, str], *, timeout: float, where: str, key: 
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             response.read(1)
     except urllib.error.HTTPError as exc:
-        detail = redact(str(exc.reason), [key])
+        detail = redact_values(str(exc.reason), [key])
         message = f"{where!r} answered HTTP {exc.code}: {detail}"
         raise status_error(exc.code, message, headers=dict(exc.headers.items())) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
@@ -57,5 +58,5 @@ def _get(url: str, headers: dict[str, str], *, timeout: float, where: str, key: 
         if isinstance(cause, TimeoutError):
             raise LLMTimeoutError(f"{where!r} did not answer within {timeout:g} s") from None
         named = f"{type(cause).__name__}: {cause}" if isinstance(cause, BaseException) else cause
-        reason = redact(str(named), [key])
+        reason = redact_values(str(named), [key])
         raise LLMConnectionError(f"connection to {where!r} failed ({reason})") from None

@@ -66,7 +66,6 @@ from promptopt.optimizers.base import (
 )
 from promptopt.optimizers.mcts_tree import Node, Tree
 from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
-from promptopt.optimizers.optoprime_views import clip_text, input_fields
 from promptopt.optimizers.rewriters import (
     SEED_RANGE,
     MarkedRewriter,
@@ -76,6 +75,7 @@ from promptopt.optimizers.rewriters import (
     show_example,
     text_targets,
 )
+from promptopt.optimizers.shown import clip_text, input_fields
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM

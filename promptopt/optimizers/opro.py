@@ -39,7 +39,6 @@ from promptopt.optimizers.base import (
     gather_all,
 )
 from promptopt.optimizers.meta_prompts import template_parts
-from promptopt.optimizers.optoprime_views import clip_text, input_fields
 from promptopt.optimizers.rewriters import (
     SEED_RANGE,
     MarkedRewriter,
@@ -49,6 +48,7 @@ from promptopt.optimizers.rewriters import (
     show_example,
     text_targets,
 )
+from promptopt.optimizers.shown import clip_text, input_fields
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM

@@ -56,12 +56,9 @@ from promptopt.optimizers.base import Evaluated, ExampleResult, Proposal, Search
 from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
 from promptopt.optimizers.optoprime_views import (
     View,
-    clip_text,
-    input_fields,
     kind_of,
     reply_schema,
     request_size,
-    show_value,
     value_lines,
     view_of,
 )
@@ -73,6 +70,7 @@ from promptopt.optimizers.replies import (
     placeholders,
 )
 from promptopt.optimizers.rewriters import noop
+from promptopt.optimizers.shown import clip_text, input_fields, show_value
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM

@@ -2,8 +2,9 @@
 
 A :class:`View` is one example's part of the prompt: the joint traced subgraph
 of its run (or a synthetic one-line program when there is no usable trace).
-Values are shown as clipped one-line JSON, with object addresses and client
-reprs removed so that the same search state always renders the same request.
+Values are shown as clipped one-line JSON (:mod:`.shown`, what every optimizer
+shows its model), client reprs removed, so that the same search state always
+renders the same request.
 The template parts come from ``templates/optoprime.txt`` (see
 :mod:`promptopt.optimizers.meta_prompts`); :func:`reply_schema`
 is the JSON schema of a reply, one property per trainable variable.
@@ -20,14 +21,10 @@ from typing import Any
 from promptopt.graph.backward import joint_subgraph
 from promptopt.llm.types import LLMRequest
 from promptopt.optimizers.base import Evaluated, ExampleResult, SearchState
-from promptopt.text import MORE_CHARS, clip
+from promptopt.optimizers.shown import input_fields, show_value
 
-__all__ = [
-    "View", "clip_text", "input_fields", "kind_of", "reply_schema", "request_size", "show_value",
-    "value_lines", "view_of",
-]  # fmt: skip
+__all__ = ["View", "kind_of", "reply_schema", "request_size", "value_lines", "view_of"]
 
-_ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
 # reprs of objects, not data: ``<pkg.Client object at 0x...>`` and promptopt's LLM clients
 # (a workflow's ``llm`` shows its client's repr)
 _OBJECT_REPR = re.compile(r"^(?:<[^<>]* object(?: at 0x[0-9A-Fa-f]+)?>|LLM\([^()]*\))$")
@@ -61,13 +58,6 @@ def kind_of(state: SearchState, name: str, value: Any) -> str:
     return "text"
 
 
-def input_fields(state: SearchState) -> list[str]:
-    """The input fields of an example (what an exemplar's inputs must hold)."""
-    for example in (*state.train, *state.val):
-        return [str(k) for k in example.inputs]
-    return []
-
-
 def view_of(result: ExampleResult, params: Mapping[str, Any], trainable: Sequence[str]) -> View:
     feedback = result.score.feedback or result.error or f"score {result.score.value:g}"
     run = getattr(result, "trace", None)
@@ -97,21 +87,6 @@ def view_of(result: ExampleResult, params: Mapping[str, Any], trainable: Sequenc
         outputs={"output": result.output if result.output is not None else result.error},
         feedback=feedback,
     )
-
-
-def clip_text(text: str, limit: int) -> str:
-    """``text`` without object addresses, clipped to ``limit`` characters (saying how many more)."""
-    return clip(_ADDRESS.sub("", text), limit)
-
-
-def show_value(value: Any, limit: int) -> str:
-    """``value`` as one line of JSON, clipped to about ``limit`` characters."""
-    if isinstance(value, str) and len(value) > limit:
-        # the cut start as a JSON string, then how much was cut
-        shown = json.dumps(_ADDRESS.sub("", value[:limit]), ensure_ascii=False)
-        return shown + MORE_CHARS.format(more=len(value) - limit)
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr)
-    return clip_text(text, limit)
 
 
 def value_lines(values: Mapping[str, Any], limit: int, *, dedupe: bool = False) -> str:

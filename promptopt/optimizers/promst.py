@@ -56,7 +56,6 @@ from promptopt.optimizers.base import (
     gather_all,
 )
 from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
-from promptopt.optimizers.optoprime_views import clip_text
 from promptopt.optimizers.rewriters import (
     JSON_REWRITE_STATS,
     JsonRewriter,
@@ -65,6 +64,7 @@ from promptopt.optimizers.rewriters import (
     text_param,
 )
 from promptopt.optimizers.score_predictor import ScorePredictor
+from promptopt.optimizers.shown import clip_text
 from promptopt.task.spec import OTHER_RULE
 
 if TYPE_CHECKING:

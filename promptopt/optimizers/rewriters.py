@@ -45,7 +45,6 @@ from promptopt.optimizers.base import (
     candidate_id,
     gather_all,
 )
-from promptopt.optimizers.optoprime_views import clip_text, show_value
 from promptopt.optimizers.replies import (
     check_value,
     counted_reply,
@@ -53,6 +52,7 @@ from promptopt.optimizers.replies import (
     parse_json_reply,
     placeholders,
 )
+from promptopt.optimizers.shown import clip_text, show_value
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM

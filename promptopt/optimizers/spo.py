@@ -44,7 +44,6 @@ from promptopt.optimizers.base import (
     config_of,
 )
 from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
-from promptopt.optimizers.optoprime_views import clip_text
 from promptopt.optimizers.replies import parse_json_reply
 from promptopt.optimizers.rewriters import (
     JSON_REWRITE_STATS,
@@ -53,6 +52,7 @@ from promptopt.optimizers.rewriters import (
     reply_schema,
     text_param,
 )
+from promptopt.optimizers.shown import clip_text
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM

@@ -11,7 +11,8 @@ one warning saying what that means.
 Each call gets
 
 - an environment built from scratch: only the ``env_allow`` names are copied,
-  never one whose name holds KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL;
+  never one whose name holds KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL
+  (:func:`promptopt.secrets.is_secret_env_name`);
   HOME and TMPDIR point at a fresh work folder, which is also cwd; isolated,
   ``PATH`` is ``/usr/bin:/bin``;
 - a wall-clock timeout after which its child is killed (``RLIMIT_CPU`` is the
@@ -64,6 +65,7 @@ from promptopt.sandbox.isolation import (
     worker_command,
 )
 from promptopt.sandbox.worker_process import WorkerGone, WorkerProcess
+from promptopt.secrets import is_secret_env_name
 
 __all__ = [
     "DEFAULT_ENV_ALLOW",
@@ -79,7 +81,6 @@ SandboxKind = Literal["ok", "exception", "timeout", "memory", "killed", "invalid
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENV_ALLOW: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "PYTHONHASHSEED")
-_SECRET_MARKS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 _GRACE_S = 10.0  # how long past its timeout a call may take before the worker is deemed hung
 _LAST_LOOK_S = 0.05  # an overdue call's answer may be on its way through the event loop
@@ -121,9 +122,7 @@ def scrubbed_environment(
 ) -> dict[str, str]:
     """The worker's environment: only allowed, secret-free names, with HOME and TMPDIR at ``home``."""
     env = {
-        name: environ[name]
-        for name in allow
-        if name in environ and not any(mark in name.upper() for mark in _SECRET_MARKS)
+        name: environ[name] for name in allow if name in environ and not is_secret_env_name(name)
     }
     env.update(HOME=home, TMPDIR=home, TMP=home, TEMP=home)
     return env

@@ -31,7 +31,7 @@ from promptopt.store.candidates import CandidateStoreMixin
 from promptopt.store.jsoncol import decoded as _decoded
 from promptopt.store.jsoncol import json_text as _json
 from promptopt.store.migrations import MIGRATIONS, Migration, migrate
-from promptopt.store.records import OptimizerRecordsMixin
+from promptopt.store.optimizer_records import OptimizerRecordsMixin
 from promptopt.store.runs import RUN_FILE, resolve_run
 from promptopt.store.traces import TraceStoreMixin
 from promptopt.store.votes import VoteStoreMixin

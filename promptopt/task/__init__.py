@@ -3,11 +3,13 @@
 Read in this order: :mod:`~promptopt.task.spec` (the models),
 :mod:`~promptopt.task.loader` (``load_task``: YAML to a checked ``TaskSpec``),
 :mod:`~promptopt.task.data` (examples and splits),
-:mod:`~promptopt.task.metrics` (scoring one prediction).
+:mod:`~promptopt.task.metrics` (scoring one prediction),
+:mod:`~promptopt.task.imports` (``import_ref``: a task's ``module:attr`` references).
 """
 
 from promptopt.task.data import Example, Splits, load_splits, read_rows
-from promptopt.task.loader import import_ref, load_task
+from promptopt.task.imports import import_ref
+from promptopt.task.loader import load_task
 from promptopt.task.metrics import Metric, Score, make_metric, normalize_text, parse_verdict
 from promptopt.task.spec import (
     METRIC_KINDS,

@@ -17,10 +17,7 @@ file nested too deeply for the parser is refused in one line too.
 from __future__ import annotations
 
 import difflib
-import importlib
 import re
-import sys
-import types
 from pathlib import Path
 from typing import Any, Protocol, get_args
 
@@ -28,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from promptopt import plugins
-from promptopt.errors import ConfigError, DataError, OptimizerError, TaskFileError
+from promptopt.errors import DataError, OptimizerError, TaskFileError
 from promptopt.task.data import data_files, read_rows, to_examples
 from promptopt.task.spec import (
     OPTIMIZER_TAGS,
@@ -39,7 +36,7 @@ from promptopt.task.spec import (
 )
 from promptopt.text import one_line, shorten
 
-__all__ = ["OptimizerRegistry", "explain_validation_error", "import_ref", "load_task"]
+__all__ = ["OptimizerRegistry", "explain_validation_error", "load_task"]
 
 _PROGRAM_BY_TAG: dict[str, type[BaseModel]] = {
     "prompt program": PromptProgramSpec,
@@ -379,30 +376,3 @@ def _shown_input(value: Any) -> str:
 def _one_line(text: str) -> str:
     """``text`` on one line, cut to a length a person reads (a reason may quote a huge value)."""
     return shorten(one_line(text), _MAX_REASON, marker="...")
-
-
-# ---------------------------------------------------------------- python references
-
-
-def import_ref(ref: str, *, base_dir: str | Path | None = None) -> Any:
-    """Import ``'module.path:attr'``; ``base_dir`` (the task's folder) goes first on sys.path.
-
-    Raises ConfigError when the module or attribute cannot be found.
-    """
-    module_name, _, attr_path = ref.partition(":")
-    if not module_name or not attr_path:
-        raise ConfigError(f"expected 'module.path:function', got {ref!r}")
-    if base_dir is not None:
-        folder = str(Path(base_dir).resolve())
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r} for {ref!r}: {exc}") from None
-    for attr in attr_path.split("."):
-        if not hasattr(target, attr):
-            where = target.__name__ if isinstance(target, types.ModuleType) else repr(target)
-            raise ConfigError(f"{where} has no attribute {attr!r} (from {ref!r})")
-        target = getattr(target, attr)
-    return target

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from promptopt.errors import ConfigError, DataError
 from promptopt.task.data import Example
-from promptopt.task.loader import import_ref
+from promptopt.task.imports import import_ref
 from promptopt.task.spec import MetricSpec
 
 __all__ = [
@@ -297,7 +297,7 @@ class ChoiceGuard:
 
 def _python(spec: MetricSpec, base_dir: Path | None) -> Metric:
     assert spec.function is not None  # guaranteed by MetricSpec
-    function = import_ref(spec.function, base_dir=base_dir)
+    function = import_ref(spec.function, base_dir=base_dir, what="metric function")
     if not callable(function):
         raise ConfigError(f"metric function {spec.function!r} is not callable")
     return PythonMetric(function, spec.function)

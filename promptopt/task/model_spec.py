@@ -27,23 +27,17 @@ def check_model_string(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
-class ModelSpec(Frozen):
+class ModelSpec(ModelConfig):
     """One model endpoint; a bare ``"provider:model"`` string is short for ``{model: ...}``.
 
-    Same fields as :class:`promptopt.llm.models.ModelConfig` (see :meth:`to_config`),
-    plus descriptions for the schema; the string is checked by ``parse_model``.
+    The fields (and their schema descriptions) are :class:`promptopt.llm.models.ModelConfig`'s,
+    frozen and closed to unknown keys as every task-file model; the string is checked by
+    ``parse_model``.
     """
-
-    model: str = Field(description="'provider:model', e.g. 'openai:gpt-4o-mini'.")
-    base_url: str | list[str] | None = Field(None, description="OpenAI-compatible endpoint(s).")
-    api_key_env: str | None = Field(None, description="Environment variable holding the key.")
-    max_concurrency: int = Field(8, ge=1, description="Requests in flight per endpoint.")
-    timeout: float = Field(60.0, gt=0, description="Seconds per request.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Provider-specific options.")
 
     @field_validator("model")
     @classmethod
-    def _model_string(cls, value: str) -> str:
+    def _valid_model(cls, value: str) -> str:  # the task file's message for an empty string
         return check_model_string(value)
 
     @model_validator(mode="before")
@@ -56,7 +50,7 @@ class ModelSpec(Frozen):
         return self.model.partition(":")[0]
 
     def to_config(self) -> ModelConfig:
-        """The LLM layer's :class:`~promptopt.llm.models.ModelConfig` for this model."""
+        """This model as the LLM layer's plain :class:`~promptopt.llm.models.ModelConfig`."""
         return ModelConfig.model_validate(self.model_dump())
 
     @classmethod

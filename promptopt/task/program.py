@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import json
 import sys
@@ -44,6 +41,7 @@ from promptopt import aio
 from promptopt.errors import ConfigError
 from promptopt.graph import Param, current_trace, params_of, trace
 from promptopt.llm.types import LLMRequest, LLMResponse, Message
+from promptopt.task.imports import import_ref
 from promptopt.task.placeholders import placeholders
 from promptopt.task.selection import NearestExemplars, NearestIndex
 
@@ -310,49 +308,12 @@ def _accepts(fn: Any, name: str) -> bool:
 
 
 def _import_entry(entry: str, base_dir: Path | None) -> Any:
-    """The entry's function. A module file in the task's folder is loaded from that file.
-
-    Two task folders may both hold a ``workflow.py``: a module found in the task's
-    folder is loaded under a name made from its path, so one process can run both
-    (a plain ``import workflow`` would hand the second task the first one's module).
-    """
-    module_name, _, attr = entry.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"program entry {entry!r} must look like 'module:function'")
-    if base_dir is not None and str(base_dir) not in sys.path:
-        sys.path.insert(0, str(base_dir))
-    try:
-        module = _load_module(module_name, base_dir)
-        fn = getattr(module, attr)
-    except (ImportError, AttributeError, SyntaxError, OSError) as exc:  # OSError: a name too long
-        raise ConfigError(f"program entry {entry!r} cannot be imported: {exc}") from exc
+    """The entry's function (see :func:`~promptopt.task.imports.import_ref`: a module file in
+    the task's folder is loaded from that file, so two tasks' ``workflow.py`` never collide)."""
+    fn = import_ref(entry, base_dir=base_dir, what="program entry")
     if not callable(fn):
         raise ConfigError(f"program entry {entry!r} is not callable")
     return fn
-
-
-def _load_module(module_name: str, base_dir: Path | None) -> ModuleType:
-    path = (
-        None if base_dir is None else (base_dir / module_name.replace(".", "/")).with_suffix(".py")
-    )
-    if path is None or not path.is_file():
-        return importlib.import_module(module_name)
-    path = path.resolve()
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    unique = f"_promptopt_task_{digest}_{module_name.replace('.', '_')}"
-    if unique in sys.modules:
-        return sys.modules[unique]
-    spec = importlib.util.spec_from_file_location(unique, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {str(path)!r}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[unique] = module  # before running it: dataclasses and pickling look it up
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[unique]
-        raise
-    return module
 
 
 def make_program(program_spec: Any, *, base_dir: Path | None = None) -> Program:

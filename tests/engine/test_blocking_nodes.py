@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +73,7 @@ def program(tmp_path: Path) -> PythonProgram:
     return PythonProgram(entry="workflow:run", base_dir=tmp_path)
 
 
-async def test_four_timing_out_sync_nodes_in_an_async_workflow_finish_in_about_one_timeout(
+async def test_four_timing_out_sync_nodes_in_an_async_workflow_block_at_once_not_in_turn(
     program,
 ):
     box = CountingSandbox(Sandbox(timeout_s=TIMEOUT_S))
@@ -100,14 +99,13 @@ async def test_four_timing_out_sync_nodes_in_an_async_workflow_finish_in_about_o
             await asyncio.sleep(0.01)
 
     watcher = asyncio.ensure_future(watch())
-    started = time.perf_counter()
     outcomes = await asyncio.gather(*(score_one(e) for e in examples))
-    elapsed = time.perf_counter() - started
     watcher.cancel()
 
     assert box.calls == 4 and box.most == 4
-    assert 4 in seen_by_loop  # the engine's loop kept running while all four were blocked
-    assert elapsed < 3 * TIMEOUT_S  # one after the other would take at least 4 timeouts
+    # all four blocked at once, and the engine's loop kept running meanwhile (no wall-clock
+    # bound: a loaded machine stretches any duration)
+    assert 4 in seen_by_loop
     for example, (run, error) in zip(examples, outcomes, strict=True):
         assert isinstance(error, ProposedCodeError) and error.kind == "timeout"
         assert run.meta["example"] == example.id

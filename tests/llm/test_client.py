@@ -324,6 +324,7 @@ def test_public_names_of_the_llm_package() -> None:
         "CachePolicy",
         "CallEvent",
         "FakeBackend",
+        "HttpProvider",
         "LLMRequest",
         "LLMResponse",
         "Listener",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import textwrap
 
 import pytest
@@ -32,6 +31,7 @@ from promptopt.optimizers.base import (
 from promptopt.optimizers.spo import SPO, read_choice
 from promptopt.store import RunStore
 from promptopt.task.data import Example
+from promptopt.task.imports import import_ref
 from promptopt.task.loader import load_task
 from promptopt.task.metrics import Score
 
@@ -209,17 +209,15 @@ def score(prediction, example):
 """
 
 
-async def test_labels_score_only_the_test_split(qa_task, monkeypatch):
+async def test_labels_score_only_the_test_split(qa_task):
     path = qa_task(labels=True, metric='{kind: python, function: "spo_labels:score"}')
     (path.parent / "spo_labels.py").write_text(textwrap.dedent(METRIC))
-    monkeypatch.syspath_prepend(str(path.parent))
     result = await aoptimize(path, backends={"task": FakeBackend(task_model),
                                              "optimizer": FakeBackend(optimizer_model),
                                              "judge": FakeBackend(judge_model)})  # fmt: skip
-    seen = sys.modules["spo_labels"].seen
+    seen = import_ref("spo_labels:seen", base_dir=path.parent)  # the module the run loaded
     assert seen and all(example_id.startswith("test-") for example_id in seen)
     assert result.scores["seed_val"] == 0.5 and result.scores["best_test"] is not None
-    monkeypatch.delitem(sys.modules, "spo_labels")
 
 
 def test_a_task_without_metric_needs_a_pairwise_optimizer(qa_task):

@@ -145,4 +145,4 @@ def test_optimize_runs_the_workflow_end_to_end_on_a_fake_model(tmp_path: Path) -
     )
     assert set(result.best.params) == {"instruction", "exemplars", "route.code"}
     assert result.best.params["exemplars"]
-    assert result.scores["best_val"] >= result.scores["seed_val"]
+    assert result.scores["best_val"] > result.scores["seed_val"]  # exemplars are what helps

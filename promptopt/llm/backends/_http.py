@@ -1,14 +1,15 @@
-"""What the HTTP backends share: Retry-After parsing, SDK-exception translation, URL redaction,
+"""What the HTTP backends share: Retry-After parsing, SDK-exception translation, public URLs,
 and one SDK client per event loop.
 
 The ``openai`` and ``anthropic`` SDKs raise exceptions of the same shape
 (``APIStatusError`` with a ``status_code`` and a ``response``,
 ``APITimeoutError`` under ``APIConnectionError``). :func:`translate_sdk_error`
 maps them onto :mod:`promptopt.errors` by HTTP status, using one table, and
-scrubs the API key out of every message it builds. Only failures that may pass
-become retryable errors (429, 408, 409, 5xx); every other 4xx, and a 5xx whose
-message names a request-validation failure, is a ``BadRequestError``: sending
-the same request again would fail the same way. :class:`PerLoop` keeps one
+scrubs the API key out of every message it builds (with
+:func:`promptopt.secrets.redact_values`). Only failures that may pass become
+retryable errors (429, 408, 409, 5xx); every other 4xx, and a 5xx whose message
+names a request-validation failure, is a ``BadRequestError``: sending the same
+request again would fail the same way. :class:`PerLoop` keeps one
 SDK client per event loop, because an async HTTP client's connections belong to
 the loop that opened them (``LLM.complete`` runs a fresh loop per call); :func:`sdk_clients`
 makes them, each with an HTTP client that shares the process's one TLS context.
@@ -43,13 +44,13 @@ from promptopt.errors import (
     RateLimitError,
     ServerError,
 )
+from promptopt.secrets import redact_values
 
 __all__ = [
     "HttpProvider",
     "PerLoop",
     "parse_retry_after",
     "public_url",
-    "redact",
     "sdk_clients",
     "status_error",
     "translate_sdk_error",
@@ -78,8 +79,6 @@ class HttpProvider:
 
 
 T = TypeVar("T")
-
-_REDACTED = "***"
 
 # The HTTP libraries the SDKs send with (httpx2 from openai/anthropic 3 on, httpx before).
 _HTTP_LIBRARIES = ("httpx2", "httpx")
@@ -130,14 +129,6 @@ def parse_retry_after(
         return None
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
-
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with every non-empty secret replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    return text
 
 
 def public_url(url: str) -> str:
@@ -196,16 +187,16 @@ def _translated(
     exc: BaseException, *, sdk: ModuleType, where: str, secrets: tuple[str | None, ...]
 ) -> LLMError:
     if isinstance(exc, sdk.APIStatusError):
-        detail = redact(str(getattr(exc, "message", "") or exc), secrets)
+        detail = redact_values(str(getattr(exc, "message", "") or exc), secrets)
         message = f"{where!r} answered HTTP {exc.status_code}: {detail}"
         return status_error(exc.status_code, message, headers=exc.response.headers)
     if isinstance(exc, sdk.APITimeoutError):
         return LLMTimeoutError(f"{where!r} did not answer in time")
     if isinstance(exc, sdk.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
-        reason = redact(f"{type(cause).__name__}: {cause}" if cause else str(exc), secrets)
+        reason = redact_values(f"{type(cause).__name__}: {cause}" if cause else str(exc), secrets)
         return LLMConnectionError(f"connection to {where!r} failed ({reason})")
-    detail = redact(f"{type(exc).__name__}: {exc}", secrets)
+    detail = redact_values(f"{type(exc).__name__}: {exc}", secrets)
     return LLMError(f"request to {where!r} failed: {detail}")
 
 

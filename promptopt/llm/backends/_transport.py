@@ -32,7 +32,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import aiohttp
 
 from promptopt.errors import LLMConnectionError, LLMError, LLMTimeoutError
-from promptopt.llm.backends._http import PerLoop, redact, status_error
+from promptopt.llm.backends._http import PerLoop, status_error
+from promptopt.secrets import redact_values
 
 __all__ = ["USER_AGENT", "JsonTransport", "tls_context"]
 
@@ -137,7 +138,7 @@ class JsonTransport:
         try:
             return json.loads(payload)
         except ValueError as exc:
-            detail = redact(f"{type(exc).__name__}: {exc}", self._secrets)
+            detail = redact_values(f"{type(exc).__name__}: {exc}", self._secrets)
             raise self._located(
                 LLMError(f"request to {self.where!r} failed: HTTP {status}, not JSON: {detail}")
             ) from None
@@ -149,14 +150,14 @@ class JsonTransport:
             await session.http.close()
 
     def _status_failure(self, status: int, payload: bytes, headers: Mapping[str, str]) -> LLMError:
-        detail = redact(_status_message(status, payload), self._secrets)
+        detail = redact_values(_status_message(status, payload), self._secrets)
         message = f"{self.where!r} answered HTTP {status}: {detail}"
         return status_error(status, message, headers=headers)
 
     def _failure(self, exc: Exception) -> LLMError:
         if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
             return self._located(LLMTimeoutError(f"{self.where!r} did not answer in time"))
-        reason = redact(f"{type(exc).__name__}: {exc}", self._secrets)
+        reason = redact_values(f"{type(exc).__name__}: {exc}", self._secrets)
         if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError):
             return self._located(
                 LLMConnectionError(f"connection to {self.where!r} failed ({reason})")

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from promptopt import aio
 from promptopt.errors import (
     BackendUnavailableError,
     BadRequestError,
@@ -195,13 +196,13 @@ class VLLMBackend:
         """Send ``batch`` as one engine call and settle every caller's future."""
         if self._engine is None:
             try:
-                await asyncio.to_thread(self._ensure_engine)
+                await aio.in_thread(self._ensure_engine)
             except LLMError as exc:
                 for pending in batch:
                     _settle(pending, error=exc)
                 return
         try:
-            outputs = await asyncio.to_thread(self._chat, [p.request for p in batch])
+            outputs = await aio.in_thread(self._chat, [p.request for p in batch])
         except BadRequestError as exc:
             if len(batch) == 1:
                 _settle(batch[0], error=exc)
