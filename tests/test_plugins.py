@@ -1,8 +1,9 @@
 """Plugins from outside promptopt: an optimizer and a provider in their own installed package.
 
-``tests/plugins/thirdparty`` is a package as a third-party author would write it
-(``hint_suffix``, an optimizer; ``parrot``, a provider), installed by ``make
-install-dev`` like any dependency, so the whole suite runs with them present. Here
+``tests/plugins/optimizer_plugin`` and ``tests/plugins/provider_plugin`` are packages
+as a third-party author would write them (``hint_suffix``, an optimizer; ``parrot``, a
+provider), installed by ``make install-dev`` like any dependency, so the whole suite
+runs with them present. Here
 they are found through the entry points, listed by ``promptopt schema``, held to the
 conformance kits, and run a task end to end from the command line.
 """
@@ -19,6 +20,7 @@ import pytest
 
 from promptopt import plugins
 from promptopt.cli import main
+from promptopt.llm.models import providers
 from promptopt.store import RunStore, list_runs
 from promptopt.testing import check_backend, check_optimizer
 
@@ -28,13 +30,13 @@ NOT_INSTALLED = "the test plugins are not installed: run `make install-dev` (it 
 
 @pytest.fixture(scope="module")
 def installed() -> None:
-    if "hint_suffix" not in plugins.optimizers.targets():
+    if "hint_suffix" not in plugins.optimizers.targets() or "parrot" not in providers():
         pytest.fail(NOT_INSTALLED)
 
 
 def test_they_are_found_through_the_entry_points(installed: None) -> None:
-    assert plugins.optimizers.targets()["hint_suffix"] == "po_test_plugins.optimizer:HintSuffix"
-    assert plugins.providers.targets()["parrot"] == "po_test_plugins.provider:ParrotBackend"
+    assert plugins.optimizers.targets()["hint_suffix"] == "po_test_optimizer.optimizer:HintSuffix"
+    assert plugins.providers.targets()["parrot"] == "po_test_provider.provider:ParrotBackend"
 
 
 def test_the_schema_lists_them(installed: None, capsys: pytest.CaptureFixture[str]) -> None:

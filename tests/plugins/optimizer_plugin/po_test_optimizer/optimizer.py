@@ -39,7 +39,7 @@ class HintSuffix:
         if tried >= self.config.steps or "system" not in state.seed.params:
             return []
         params = dict(state.seed.params)
-        hint = template_parts("hints", package="po_test_plugins")["hint"]
+        hint = template_parts("hints", package="po_test_optimizer")["hint"]
         params["system"] = hint.substitute(system=params["system"], hint=HINTS[tried]).strip()
         self.stats["proposed"] += 1
         return [Proposal(params=params, parent_id=state.seed.id, meta={"hint": tried})]

@@ -1,0 +1,1 @@
+"""A promptopt optimizer from outside promptopt: ``hint_suffix``."""

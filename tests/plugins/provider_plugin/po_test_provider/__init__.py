@@ -1,0 +1,1 @@
+"""A promptopt LLM provider from outside promptopt: ``parrot``."""

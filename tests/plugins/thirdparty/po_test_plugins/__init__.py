@@ -1,1 +1,0 @@
-"""promptopt plugins from outside promptopt: the ``hint_suffix`` optimizer, the ``parrot`` provider."""
