@@ -32,6 +32,7 @@ from promptopt.optimizers.base import (
     PairwiseOptimizer,
     Proposal,
     SearchState,
+    candidate_id,
     gather_all,
 )
 from promptopt.pairwise import SEED_SHARE, PairwiseJudging
@@ -49,6 +50,18 @@ if TYPE_CHECKING:
     from promptopt.task.program import Program
 
 __all__ = ["SEED_SHARE", "Engine", "SearchOutcome"]
+
+
+class _CutShort(Exception):
+    """A step's evaluations stopped by the budget, with the candidates scored on all of val."""
+
+    def __init__(
+        self, error: BudgetExceededError, results: list[Evaluated], partial: list[str]
+    ) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.results = results  # scored on every validation example
+        self.partial = partial  # the ids of the others
 
 
 class Engine(StagedSearch, PairwiseJudging, Scoring):
@@ -132,7 +145,14 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
                 await self._judged(state, optimizer, p, step=state.step, rng=rng) for p in proposals
             ]
         else:
-            results = await self._evaluate_together(proposals, val, state.step, optimizer.name)
+            try:
+                results = await self._evaluate_together(proposals, val, state.step, optimizer.name)
+            except _CutShort as cut:  # a budget stop: what was scored whole still counts
+                if cut.results:
+                    self._observe(state, cut.results)
+                    optimizer.observe(state, cut.results)
+                    self._after_step(state, state.step, cut.results, partial=cut.partial)
+                raise cut.error from None
         self._observe(state, results)
         optimizer.observe(state, results)
         return results
@@ -154,20 +174,23 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
         if results:
             self._after_step(state, step, results)
 
-    def _after_step(self, state: SearchState, step: int, results: Sequence[Evaluated]) -> None:
+    def _after_step(
+        self, state: SearchState, step: int, results: Sequence[Evaluated], *,
+        partial: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        """Record the step's decision; ``partial``: candidates the budget cut partway."""
         best = state.best
         assert best is not None
-        self._decide(
-            step,
-            "step",
-            {
-                "evaluated": [
-                    {"id": r.candidate.id, "val": r.score, "invalid": r.invalid} for r in results
-                ],
-                "best": best.candidate.id,
-                "best_val": best.score,
-            },
-        )
+        payload: dict[str, Any] = {
+            "evaluated": [
+                {"id": r.candidate.id, "val": r.score, "invalid": r.invalid} for r in results
+            ],
+            "best": best.candidate.id,
+            "best_val": best.score,
+        }
+        if partial:  # scored on part of val: never compared, never chosen
+            payload["partial"] = list(partial)
+        self._decide(step, "step", payload)
         self.reporter.message(
             f"step {step}: best of step {max(r.score for r in results):.3f}, "
             f"best so far {best.score:.3f} ({best.candidate.id})" + self._calls_note()
@@ -181,21 +204,31 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
         The gate wakes waiters in order, so one candidate's examples still go out
         together: its requests share a prefix (system + exemplars) that local
         backends reuse only when they are not interleaved with others'. Every
-        evaluation finishes before the first failure (a budget stop) is raised.
+        evaluation finishes before the first failure is raised; a budget stop comes as
+        :class:`_CutShort`, carrying the candidates that were scored on every example.
         """
         gate = asyncio.Semaphore(self.concurrency)
-        results = await gather_all(
+        outcomes = await asyncio.gather(
             *(
                 self.evaluate(p.params, val, split="val", step=step, parent_id=p.parent_id,
                               origin=origin, meta=p.meta, gate=gate)
                 for p in proposals
-            )
+            ),
+            return_exceptions=True,
         )  # fmt: skip
-        for proposal, evaluated in zip(proposals, results, strict=True):
-            if proposal.request_key:  # the optimizer reply it was read from (preference export)
+        results = [o for o in outcomes if isinstance(o, Evaluated)]
+        for proposal, outcome in zip(proposals, outcomes, strict=True):
+            if proposal.request_key and isinstance(outcome, Evaluated):  # its optimizer reply
                 self.store.add_proposal(
-                    candidate_id=evaluated.candidate.id, call_key=proposal.request_key, step=step
+                    candidate_id=outcome.candidate.id, call_key=proposal.request_key, step=step
                 )
+        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if isinstance(failure, BudgetExceededError):
+            cut = [candidate_id(p.params) for p, o in zip(proposals, outcomes, strict=True)
+                   if not isinstance(o, Evaluated)]  # fmt: skip
+            raise _CutShort(failure, results, cut)
+        if failure is not None:
+            raise failure
         return results
 
     async def score_test(self, outcome: SearchOutcome, *, llm: LLM) -> None:

@@ -42,6 +42,24 @@ async def test_budget_stops_the_search_without_exceeding_it(task_file, picky_bac
     assert result.scores["seed_test"] is not None  # test scoring sits outside the search budget
 
 
+async def test_a_budget_stop_keeps_every_candidate_scored_on_all_of_val(task_file, picky_backend):
+    # seed 20 calls, then a step of candidates behind one gate that wakes in order: the first
+    # gets all 20 of its calls, the next only 5 before the budget (45) refuses one
+    result = await aoptimize(task_file(max_calls=45), backends={"task": picky_backend})
+    assert result.stopped.startswith("budget")
+    with RunStore.open(result.run_dir) as store:
+        decisions = [(d["kind"], d["step"], d["payload"]) for d in store.decisions()]
+        seed_id = store.candidates()[0]["id"]
+    # the interrupted step is decided on what it scored whole (not dropped), then the stop
+    (kind, step, cut), (stop, stop_step, _) = decisions[:2]
+    assert (kind, step, stop, stop_step) == ("step", 1, "stop", 1)
+    [whole] = cut["evaluated"]  # one candidate reached every validation example
+    assert whole["id"] != seed_id and whole["val"] > result.scores["seed_val"]
+    assert cut["best"] == whole["id"]  # and it was chosen over the seed
+    assert cut["partial"] and whole["id"] not in cut["partial"]  # the others are marked
+    assert result.best.id not in cut["partial"]
+
+
 async def test_second_identical_run_is_served_from_the_cache(task_file):
     first_backend, second_backend = FakeBackend(_picky()), FakeBackend(_picky())
     path = task_file(cache="readwrite")

@@ -115,20 +115,27 @@ async def test_two_stages_run_in_order_in_one_budget_and_one_store(tmp_path):
     assert len(bare_q) == 10
 
 
-async def test_a_budget_stop_in_the_second_stage_keeps_the_first_stages_winner(tmp_path):
-    # seed 10 + OPRO 22 = 32; the exemplar stage's two sets need 20 and 13 are left
+async def test_a_budget_stop_in_the_second_stage_keeps_what_it_scored_whole(tmp_path):
+    # seed 10 + OPRO 22 = 32; the exemplar stage's two sets need 20 and 13 are left: the first
+    # set is scored on all 10 rows and wins, the second is cut partway and never chosen
     task = composed_task(tmp_path, max_calls=45)
     optimizer_model = ScriptedBackend(["<START>Q<END>", "<START>R<END>"])
     result = await aoptimize(
         task, backends={"task": FakeBackend(composed_model), "optimizer": optimizer_model}
     )
     assert result.stopped.startswith("budget") and result.steps == 3
-    assert result.best.params == {"system": "Q", "exemplars": []}
-    assert result.scores["best_val"] == pytest.approx(0.6)
+    shown = [{"inputs": {"text": "item 100"}, "output": "positive"}]
+    assert result.best.params == {"system": "Q", "exemplars": shown}  # above OPRO's 0.6
+    assert result.scores["best_val"] == pytest.approx(0.7)
     with RunStore.open(result.run_dir) as store:
         assert len(paid(store)) == 45
-        kinds = [(d["step"], d["kind"], d["payload"]["stage"]) for d in store.decisions()]
-        assert kinds == [(1, "step", 0), (2, "step", 0), (3, "stage", 1), (3, "stop", 1)]
+        decisions = store.decisions()
+        kinds = [(d["step"], d["kind"], d["payload"]["stage"]) for d in decisions]
+        assert kinds == [(1, "step", 0), (2, "step", 0), (3, "stage", 1), (3, "step", 1),
+                         (3, "stop", 1)]  # fmt: skip
+        cut = decisions[3]["payload"]
+        assert [e["id"] for e in cut["evaluated"]] == [result.best.id]
+        assert len(cut["partial"]) == 1 and result.best.id not in cut["partial"]
 
 
 def leaning_model(request: LLMRequest) -> LLMResponse:
