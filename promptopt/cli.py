@@ -53,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--output", metavar="DIR")
     ev.add_argument("--no-probe", action="store_true", help=_NO_PROBE_HELP)
-    sub.add_parser("schema", help="print the JSON schema of task.yaml")
+    schema = sub.add_parser("schema", help="print the JSON schema of task.yaml")
+    schema.add_argument(
+        "--own", action="store_true",
+        help="list promptopt's own optimizers and providers only, not installed plugins",
+    )  # fmt: skip
     graph = sub.add_parser("graph", help="draw a run's recorded trace as HTML, SVG or DOT")
     graph.add_argument("run", help="run id, prefix, folder, or 'latest'")
     graph.add_argument("--example", metavar="N", help="which example's trace (default: the first)")
@@ -170,7 +174,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     from promptopt.task import task_schema
 
-    print(json.dumps(task_schema(), indent=2))
+    print(json.dumps(task_schema(own=args.own), indent=2))
     return 0
 
 

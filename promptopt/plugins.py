@@ -27,6 +27,7 @@ from promptopt.errors import BackendUnavailableError, OptimizerError, PromptoptE
 __all__ = ["OPTIMIZERS", "PROVIDERS", "Registry", "optimizers", "providers"]
 
 OPTIMIZERS = "promptopt.optimizers"
+_OWN = "promptopt."  # where promptopt's own plugins live
 PROVIDERS = "promptopt.providers"
 
 
@@ -60,9 +61,9 @@ class Registry:
         """Every registered name and its ``module:attribute``."""
         return dict(_targets(self.group))
 
-    def available(self) -> list[str]:
-        """Names of every registered plugin, sorted."""
-        return sorted(self.targets())
+    def available(self, *, own: bool = False) -> list[str]:
+        """Names of every registered plugin, sorted; ``own``: promptopt's own only."""
+        return sorted(n for n, t in self.targets().items() if not own or t.startswith(_OWN))
 
     def get(self, name: str) -> Any:
         """The object registered as ``name``; raises this registry's error if unknown."""

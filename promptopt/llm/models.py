@@ -77,7 +77,11 @@ def backend_class(provider: str) -> type[Backend]:
 
 def http_of(provider: str) -> HttpProvider | None:
     """What ``provider`` declares about its HTTP endpoint; None if it runs in-process."""
-    http = getattr(backend_class(provider), "http", None)
+    return _declared_http(backend_class(provider))
+
+
+def _declared_http(cls: type) -> HttpProvider | None:
+    http = getattr(cls, "http", None)
     return http if isinstance(http, HttpProvider) else None
 
 
@@ -166,7 +170,7 @@ class ModelConfig(BaseModel):
 def make_backend(ref: ModelRef, config: ModelConfig) -> Backend:
     """Construct the backend for ``ref`` with the settings of ``config``."""
     cls = backend_class(ref.provider)
-    http = http_of(ref.provider)
+    http = _declared_http(cls)
     kwargs: dict[str, Any] = {**config.options, "model": ref.name}
     if http is not None:
         kwargs["base_url"] = config.base_url

@@ -19,6 +19,7 @@ from typing import Any
 from promptopt.errors import StoreError
 from promptopt.store.jsoncol import decoded as _decoded
 from promptopt.store.jsoncol import json_text as _json
+from promptopt.store.query import select_where
 
 __all__ = ["CandidateStoreMixin"]
 
@@ -115,15 +116,11 @@ class CandidateStoreMixin:
         self, *, candidate_id: str | None = None, split: str | None = None
     ) -> list[dict[str, Any]]:
         """Recorded evaluations in order, optionally of one candidate and/or one split."""
-        sql = "SELECT * FROM evaluations WHERE 1 = 1"
-        params: list[str] = []
-        if candidate_id is not None:
-            sql, params = sql + " AND candidate_id = ?", [*params, candidate_id]
-        if split is not None:
-            sql, params = sql + " AND split = ?", [*params, split]
+        sql, params = select_where(
+            "evaluations", "id", {"candidate_id": candidate_id, "split": split}
+        )
         return [
-            _decoded(row, inputs=True, target=True, valid=bool)
-            for row in self._rows(sql + " ORDER BY id", params)
+            _decoded(row, inputs=True, target=True, valid=bool) for row in self._rows(sql, params)
         ]
 
     def add_proposal(self, *, candidate_id: str, call_key: str, step: int) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from promptopt.errors import StoreError
 from promptopt.store.jsoncol import json_text
+from promptopt.store.query import select_where
 
 __all__ = ["OptimizerRecordsMixin"]
 
@@ -53,11 +54,8 @@ class OptimizerRecordsMixin:
         self, *, optimizer: str | None = None, kind: str | None = None
     ) -> list[dict[str, Any]]:
         """The records in order, optionally of one optimizer and/or kind, ``payload`` decoded."""
-        sql = "SELECT * FROM optimizer_records WHERE 1 = 1"
-        params: list[str] = []
-        if optimizer is not None:
-            sql, params = sql + " AND optimizer = ?", [*params, optimizer]
-        if kind is not None:
-            sql, params = sql + " AND kind = ?", [*params, kind]
-        rows = self._rows(sql + " ORDER BY seq", params)  # type: ignore[attr-defined]
+        sql, params = select_where(
+            "optimizer_records", "seq", {"optimizer": optimizer, "kind": kind}
+        )
+        rows = self._rows(sql, params)  # type: ignore[attr-defined]
         return [{**dict(row), "payload": json.loads(row["payload"])} for row in rows]

@@ -17,6 +17,7 @@ from typing import Any
 from promptopt.errors import StoreError
 from promptopt.graph.records import Feedback
 from promptopt.graph.tracer import Trace
+from promptopt.store.query import select_where
 
 __all__ = ["TraceStoreMixin"]
 
@@ -98,13 +99,12 @@ class TraceStoreMixin:
         example_id: str | None = None,
     ) -> list[Trace]:
         """Stored traces in insertion order, optionally filtered."""
-        sql = "SELECT * FROM traces WHERE 1 = 1"
-        params: list[str] = []
-        for column, value in (("candidate_id", candidate_id), ("split", split),
-                              ("example_id", example_id)):  # fmt: skip
-            if value is not None:
-                sql, params = f"{sql} AND {column} = ?", [*params, str(value)]
-        rows = self._rows(sql + " ORDER BY rowid", params)  # type: ignore[attr-defined]
+        sql, params = select_where(
+            "traces",
+            "rowid",
+            {"candidate_id": candidate_id, "split": split, "example_id": example_id},
+        )
+        rows = self._rows(sql, params)  # type: ignore[attr-defined]
         return [self._load_trace(row) for row in rows]
 
     def trace(self, trace_id: str) -> Trace:

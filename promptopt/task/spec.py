@@ -383,17 +383,18 @@ class TaskSpec(Frozen):
         return copy
 
 
-def task_schema() -> dict[str, Any]:
+def task_schema(*, own: bool = False) -> dict[str, Any]:
     """The JSON schema of task files (what ``promptopt schema`` prints), for editor completion.
 
     The installed plugins are listed in it: the registered optimizers as the
     ``examples`` of an optimizer's ``name``, the registered providers in the
-    description of a model string, so a plugin's names complete like promptopt's.
+    description of a model string, so a plugin's names complete like promptopt's;
+    ``own`` lists promptopt's own only (the shipped ``task.schema.json``).
     """
     schema = TaskSpec.model_json_schema()
     defs = schema["$defs"]
-    defs["OptimizerSpec"]["properties"]["name"]["examples"] = plugins.optimizers.available()
-    listed = f" Registered providers: {', '.join(plugins.providers.available())}."
+    defs["OptimizerSpec"]["properties"]["name"]["examples"] = plugins.optimizers.available(own=own)
+    listed = f" Registered providers: {', '.join(plugins.providers.available(own=own))}."
     as_string, as_object = defs["ModelSpec"]["anyOf"]
     as_string["description"] += listed
     as_object["properties"]["model"]["description"] += listed

@@ -104,7 +104,7 @@ SCRIPTS: dict[str, tuple[dict, list[str]]] = {
 
 
 # promptopt's own optimizers; a plugin installed beside them is held to the conformance kit
-BUILT_IN = [n for n, t in plugins.optimizers.targets().items() if t.startswith("promptopt.")]
+BUILT_IN = plugins.optimizers.available(own=True)
 
 
 @pytest.mark.parametrize("name", registry.available())
