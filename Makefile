@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TASK ?= tasks/reviews/task.yaml
 
-.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-local-throughput bench-latency clean
+.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-local-throughput bench-latency bench-racing clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -65,6 +65,9 @@ bench-local-throughput: install-qwen
 
 bench-latency: install-dev
 	$(BIN)/python benchmarks/latency_bound.py
+
+bench-racing: install-qwen
+	$(BIN)/python benchmarks/racing.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

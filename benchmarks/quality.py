@@ -111,7 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.tasks = _split(args.task, tuple(TASKS), "task")
     args.runs = _split(args.optimizer, RUNS, "optimizer")
-    for task in args.tasks:  # before any model loads
+    check_data(args)
+    return args
+
+
+def check_data(args: argparse.Namespace) -> None:
+    """Every task's data files are there (before any model loads), or SystemExit."""
+    for task in args.tasks:
         folder = Path(getattr(args, f"{task}_data"))
         missing = [name for name in TASKS[task].files if not (folder / name).is_file()]
         if missing:
@@ -119,7 +125,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 f"{task}: no {', '.join(missing)} in {folder}; give --{task}-data "
                 f"(the folder of ../shared/data/{task})"
             )
-    return args
 
 
 # -- one process's work ------------------------------------------------------------
@@ -285,7 +290,11 @@ def main(argv: list[str] | None = None, backends: Backends = None) -> dict[str, 
         for r in runs:
             print(f"  {r['run']} best ({r['stopped']}): {' '.join(r['best_prompt'].split())[:160]}")
         print()
-    final = summary(out)
+    return finish(out, summary(out))
+
+
+def finish(out: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+    """Print the wall time and, as the last line, ``final`` as one JSON object."""
     print(f"total wall time {out['wall_s']:.0f} s; runs in {out['work']}")
     print(json.dumps(final))
     return final

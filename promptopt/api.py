@@ -20,10 +20,12 @@ from promptopt import aio
 from promptopt.engine import SearchOutcome
 from promptopt.errors import ConfigError, StoreError, TaskFileError
 from promptopt.optimizers.base import Candidate
+from promptopt.planning import Plan, check_shares, estimate_plan
 from promptopt.preflight import preflight
 from promptopt.progress import Reporter, SilentReporter
 from promptopt.sandbox import Sandbox
-from promptopt.session import Plan, RunParts, build_parts, estimate_plan, make_sandbox
+from promptopt.session import RunParts, build_parts, make_sandbox
+from promptopt.stats import Comparison, compare
 from promptopt.store import RunLock, RunStore, resolve_run
 from promptopt.task.loader import load_task
 from promptopt.task.spec import TaskSpec
@@ -47,6 +49,16 @@ class OptimizeResult:
     ``judge_usage`` the judge model's share (``spo``'s votes, a judge metric);
     ``task_usage`` the task model's (each usage also holds ``busy_s``, the seconds
     that model had a call in flight: tokens over it is its speed in this run).
+    ``comparison`` (:class:`~promptopt.stats.Comparison`) the best against the seed
+    on test, paired by example (wins, losses, exact McNemar p-value, a bootstrap 95%
+    interval of the gain), the majority class of validation and test for labelled
+    tasks, and the best's validation-to-test drop; None without test scores. When
+    the best is the seed, both sides are the seed's one test evaluation: no wins, no
+    losses, p = 1. ``stages`` says for each stage of the search (one, unless the
+    optimizer is a list) its ``share`` of the budget's calls (None: no limit),
+    the calls it ``spent``, its ``steps`` and ``planned_steps`` (at its defaults),
+    its ``candidates`` scored whole and ``dropped`` by racing, why it ``stopped``,
+    and ``ended_early``: why it stopped short of its plan, in words ("" if it did not).
     """
 
     best: Candidate
@@ -65,6 +77,8 @@ class OptimizeResult:
     optimizer_usage: Mapping[str, Any] = field(default_factory=dict)
     judge_usage: Mapping[str, Any] = field(default_factory=dict)
     task_usage: Mapping[str, Any] = field(default_factory=dict)
+    comparison: Comparison | None = None
+    stages: tuple[Mapping[str, Any], ...] = ()
 
 
 def optimize(
@@ -113,6 +127,7 @@ async def aoptimize(
     out_dir = Path(output) if output is not None else Path(spec.output)
     started = time.perf_counter()
     sandbox = sandbox or make_sandbox(spec)  # refuses before a run folder exists
+    check_shares(spec)  # a stage's share that cannot pay for one step: before anything
     store, lock = _open_locked(spec, resume=resume, out_dir=out_dir)
     try:
         try:
@@ -244,6 +259,25 @@ def _result(
         optimizer_usage=parts.optimizer_llm.stats.snapshot(),
         judge_usage=parts.judge_llm.stats.snapshot(),
         task_usage=parts.task_llm.stats.snapshot(),
+        comparison=_comparison(parts, outcome),
+        stages=tuple(outcome.extra.get("stages") or ()),
+    )
+
+
+def _comparison(parts: RunParts, outcome: SearchOutcome) -> Comparison | None:
+    """The best against the seed on test (None when the run scored no test split)."""
+    seed_test, best_test = outcome.seed_test, outcome.best_test
+    if seed_test is None or best_test is None:
+        return None
+    if outcome.best.candidate.id == outcome.seed.candidate.id:
+        best_test = seed_test
+    return compare(
+        {r.example.id: r.score.value for r in seed_test.results},
+        {r.example.id: r.score.value for r in best_test.results},
+        val_targets=[e.target for e in parts.splits.val],
+        test_targets=[e.target for e in parts.splits.test],
+        best_val=outcome.best.score,
+        choices=getattr(parts.program, "choices", ()),
     )
 
 

@@ -26,9 +26,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from promptopt.errors import BudgetExceededError
+from promptopt.errors import BudgetExceededError, ShareSpentError
 from promptopt.optimizers.base import (
     Evaluated,
+    ExampleResult,
     PairwiseOptimizer,
     Proposal,
     SearchState,
@@ -37,6 +38,7 @@ from promptopt.optimizers.base import (
 )
 from promptopt.pairwise import SEED_SHARE, PairwiseJudging
 from promptopt.progress import Reporter, SilentReporter
+from promptopt.racing import Dropped, RaceRule, race_order
 from promptopt.scoring import Scoring
 from promptopt.staged_search import SearchOutcome, StagedSearch
 from promptopt.task.feedback import FeedbackRule
@@ -82,6 +84,8 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
         trace_name: str = "",
         sandbox: Any = None,
         feedback_rules: Sequence[FeedbackRule] = (),
+        racing: RaceRule | None = None,
+        shares: Sequence[float | None] = (),
     ) -> None:
         self.program = program
         self.sandbox = sandbox  # runs proposed code of trainable nodes; None: the default one
@@ -97,6 +101,9 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
         self.seed = seed
         self.max_steps = max_steps
         self.reporter = reporter or SilentReporter()
+        self.racing = racing  # None: every candidate on every validation row
+        self.shares = tuple(shares)  # each stage's own share of the budget, if given
+        self._race_order = race_order(splits.val, seed)
         self._recorded = {
             (row["candidate_id"], row["split"], row["example_id"]) for row in store.evaluations()
         }
@@ -105,6 +112,7 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
         self._state: SearchState | None = None
         self._stage: tuple[int, str] = (0, "")  # the running stage: its index and optimizer
         self._noting: list[LLM] = []  # clients that tell _note_call their answered requests
+        self._dropped: dict[int, list[Dropped]] = {}  # by step, until its decision is recorded
 
     # -- evaluation ---------------------------------------------------------
 
@@ -118,10 +126,10 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
             state.remaining_calls = self._remaining_calls()
             try:
                 results = await self._step(optimizer, state, rng)
-                if not results:
+                if results is None:
                     return "optimizer finished", step - 1
-            except BudgetExceededError as exc:
-                stopped = f"budget: {exc}"
+            except BudgetExceededError as exc:  # the run's budget, or this stage's share
+                stopped = f"{'share' if isinstance(exc, ShareSpentError) else 'budget'}: {exc}"
                 self._decide(step, "stop", {"reason": stopped})
                 await self._free_step(optimizer, state, rng, step=step + 1)
                 return stopped, step
@@ -131,11 +139,12 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
 
     async def _step(
         self, optimizer: Optimizer, state: SearchState, rng: random.Random
-    ) -> list[Evaluated]:
-        """Ask for proposals and score each on validation; [] when the optimizer is done."""
+    ) -> list[Evaluated] | None:
+        """Ask for proposals and score each on validation (racing them where it may): those
+        scored on every row; None when the optimizer is done."""
         proposals = await optimizer.propose(state, llm=self.optimizer_llm, rng=rng)
         if not proposals:
-            return []
+            return None
         val = state.val
         self.reporter.phase(
             f"step {state.step}: {len(proposals)} candidate(s)", len(proposals) * len(val)
@@ -146,9 +155,12 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
             ]
         else:
             try:
-                results = await self._evaluate_together(proposals, val, state.step, optimizer.name)
+                results = await self._evaluate_together(
+                    proposals, val, state.step, optimizer.name,
+                    against=self._incumbent_rows(optimizer, state),
+                )  # fmt: skip
             except _CutShort as cut:  # a budget stop: what was scored whole still counts
-                if cut.results:
+                if cut.results or state.step in self._dropped:
                     self._observe(state, cut.results)
                     optimizer.observe(state, cut.results)
                     self._after_step(state, state.step, cut.results, partial=cut.partial)
@@ -171,7 +183,7 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
             results = await self._step(optimizer, state, rng)
         except BudgetExceededError:
             return
-        if results:
+        if results is not None:
             self._after_step(state, step, results)
 
     def _after_step(
@@ -181,6 +193,7 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
         """Record the step's decision; ``partial``: candidates the budget cut partway."""
         best = state.best
         assert best is not None
+        dropped = self._dropped.pop(step, [])
         payload: dict[str, Any] = {
             "evaluated": [
                 {"id": r.candidate.id, "val": r.score, "invalid": r.invalid} for r in results
@@ -190,15 +203,21 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
         }
         if partial:  # scored on part of val: never compared, never chosen
             payload["partial"] = list(partial)
+        if dropped:  # raced out: worse than the best so far on the rows they were scored on
+            payload["dropped"] = [d.record() for d in dropped]
         self._decide(step, "step", payload)
+        of_step = f"best of step {max(r.score for r in results):.3f}, " if results else ""
+        raced = f", {len(dropped)} dropped by racing" if dropped else ""
         self.reporter.message(
-            f"step {step}: best of step {max(r.score for r in results):.3f}, "
-            f"best so far {best.score:.3f} ({best.candidate.id})" + self._calls_note()
+            f"step {step}: {of_step}best so far {best.score:.3f} ({best.candidate.id})"
+            + raced
+            + self._calls_note()
         )
 
     async def _evaluate_together(
-        self, proposals: Sequence[Proposal], val: Sequence[Example], step: int, origin: str
-    ) -> list[Evaluated]:
+        self, proposals: Sequence[Proposal], val: Sequence[Example], step: int, origin: str,
+        *, against: Mapping[str, float] | None = None,
+    ) -> list[Evaluated]:  # fmt: skip
         """Score the proposals of one step concurrently, all examples behind one gate.
 
         The gate wakes waiters in order, so one candidate's examples still go out
@@ -206,30 +225,83 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
         backends reuse only when they are not interleaved with others'. Every
         evaluation finishes before the first failure is raised; a budget stop comes as
         :class:`_CutShort`, carrying the candidates that were scored on every example.
+        ``against``: the incumbent's score on each validation row, to race the
+        proposals against (see :mod:`promptopt.racing`); those dropped are noted
+        for the step's decision and in ``SearchState.dropped``, not returned.
         """
         gate = asyncio.Semaphore(self.concurrency)
         outcomes = await asyncio.gather(
             *(
-                self.evaluate(p.params, val, split="val", step=step, parent_id=p.parent_id,
-                              origin=origin, meta=p.meta, gate=gate)
+                self._race(p, against, step=step, origin=origin, gate=gate) if against
+                else self.evaluate(p.params, val, split="val", step=step,
+                                   parent_id=p.parent_id, origin=origin, meta=p.meta, gate=gate)
                 for p in proposals
             ),
             return_exceptions=True,
         )  # fmt: skip
         results = [o for o in outcomes if isinstance(o, Evaluated)]
+        dropped = [o for o in outcomes if isinstance(o, Dropped)]
         for proposal, outcome in zip(proposals, outcomes, strict=True):
-            if proposal.request_key and isinstance(outcome, Evaluated):  # its optimizer reply
+            if proposal.request_key and isinstance(outcome, Evaluated | Dropped):  # its reply
                 self.store.add_proposal(
-                    candidate_id=outcome.candidate.id, call_key=proposal.request_key, step=step
-                )
+                    candidate_id=candidate_id(proposal.params), call_key=proposal.request_key,
+                    step=step,
+                )  # fmt: skip
+        if dropped:
+            self._dropped[step] = dropped
+            if self._state is not None:  # seen, never chosen; their correct answers still count
+                self._state.dropped.update({d.candidate_id: d.score for d in dropped})
+                self._gather(self._state, [d.scored for d in dropped if d.scored is not None])
         failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
         if isinstance(failure, BudgetExceededError):
             cut = [candidate_id(p.params) for p, o in zip(proposals, outcomes, strict=True)
-                   if not isinstance(o, Evaluated)]  # fmt: skip
+                   if not isinstance(o, Evaluated | Dropped)]  # fmt: skip
             raise _CutShort(failure, results, cut)
         if failure is not None:
             raise failure
         return results
+
+    def _incumbent_rows(self, optimizer: Optimizer, state: SearchState) -> dict[str, float] | None:
+        """The best candidate's score on each validation row, when this step's proposals are
+        raced against it; None when they are scored on every row."""
+        best = state.best
+        if (self.racing is None or not getattr(optimizer, "racing", False) or best is None
+                or state.remaining_calls == 0  # the free step: its answers cost nothing
+                or len(state.val) <= self.racing.min_rows):  # fmt: skip
+            return None
+        return {str(r.example.id): r.score.value for r in best.results}
+
+    async def _race(
+        self, proposal: Proposal, against: Mapping[str, float], *, step: int, origin: str,
+        gate: asyncio.Semaphore,
+    ) -> Evaluated | Dropped:  # fmt: skip
+        """Score ``proposal`` chunk by chunk in the racing order; dropped once the sign test
+        says it is worse than the incumbent, else scored on every row."""
+        rule = self.racing
+        assert rule is not None
+        order, got = self._race_order, list[ExampleResult]()
+        start, part = 0, None
+        for end in rule.looks(len(order)):
+            part = await self.evaluate(proposal.params, order[start:end], split="val", step=step,
+                                       parent_id=proposal.parent_id, origin=origin,
+                                       meta=proposal.meta, gate=gate)  # fmt: skip
+            got.extend(part.results)
+            start = end
+            if end < len(order):
+                drop, wins, losses, p = rule.verdict(got, against)
+                if drop:
+                    self.reporter.advance(len(order) - end)
+                    mean = sum(r.score.value for r in got) / len(got)
+                    scored = Evaluated(part.candidate, "val", tuple(got), step=step,
+                                       parent_id=proposal.parent_id, origin=origin)  # fmt: skip
+                    return Dropped(part.candidate.id, len(got), mean, wins, losses, p, scored)
+        assert part is not None
+        position = {e.id: i for i, e in enumerate(self.splits.val)}
+        results: tuple[ExampleResult, ...] = tuple(
+            sorted(got, key=lambda r: position[r.example.id])
+        )
+        return Evaluated(part.candidate, "val", results, parent_id=proposal.parent_id,
+                         origin=origin or "seed", step=step)  # fmt: skip
 
     async def score_test(self, outcome: SearchOutcome, *, llm: LLM) -> None:
         """Score the seed and the best candidate once on the held-out test split (if any,

@@ -27,6 +27,7 @@ keeps a failed load's error for later requests), never to hide it.
     │   ├── UnplannedCallError      a fake or replay saw a request nobody planned for
     │   └── ModelUnusableError      a model that never answered cannot be reached or used
     ├── BudgetExceededError         the run's hard budget would be exceeded
+    │   └── ShareSpentError         a stage's share of the budget is spent (the next stage runs)
     ├── StoreError                  the run store cannot be opened, migrated or resumed
     │   └── RunInUseError           another process holds the run (optimizing or resuming it)
     ├── OptimizerError              an optimizer is unknown or misconfigured
@@ -58,6 +59,7 @@ __all__ = [
     "RateLimitError",
     "ReplyParseError",
     "RetryableError",
+    "ShareSpentError",
     "RunInUseError",
     "SandboxError",
     "ServerError",
@@ -187,6 +189,10 @@ class ModelUnusableError(LLMError):
 
 class BudgetExceededError(PromptoptError):
     """Sending one more request could exceed the hard budget of calls, tokens or dollars."""
+
+
+class ShareSpentError(BudgetExceededError):
+    """A stage of ``optimizer: [a, b]`` has spent its share of the budget; the next stage runs."""
 
 
 class StoreError(PromptoptError):

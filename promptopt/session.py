@@ -8,13 +8,11 @@ through one shared budget and is recorded in the run store.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptopt import aio
 from promptopt.errors import OptimizerError, SandboxError, StoreError
 from promptopt.graph import record_llm_call
 from promptopt.llm.budget import Budget
@@ -24,6 +22,7 @@ from promptopt.llm.models import DEFAULT_MODEL, ModelConfig, make_backend, parse
 from promptopt.llm.pricing import PriceTable
 from promptopt.optimizers import registry
 from promptopt.optimizers.base import OPTIMIZER_METHODS, PROMPT_SHAPE, Optimizer
+from promptopt.racing import RaceRule
 from promptopt.sandbox import Sandbox
 from promptopt.task.data import Splits, load_splits
 from promptopt.task.feedback import FeedbackRule, make_rules
@@ -40,13 +39,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ROLES",
-    "Plan",
     "RunParts",
     "build_parts",
-    "estimate_plan",
     "make_optimizers",
     "make_sandbox",
     "model_config",
+    "race_rule",
     "role_configs",
 ]
 
@@ -71,6 +69,8 @@ class RunParts:
     name: str = ""
     sandbox: Sandbox | None = None
     feedback_rules: tuple[FeedbackRule, ...] = ()
+    racing: RaceRule | None = None
+    shares: tuple[float | None, ...] = ()
 
     def optimization_usage(self) -> dict[str, Any]:
         """Calls, cache hits, tokens and dollars of the optimization phase (every role)."""
@@ -95,7 +95,8 @@ class RunParts:
                       optimizer_llm=self.optimizer_llm, judge_llm=self.judge_llm, store=store,
                       concurrency=self.concurrency, seed=self.seed, reporter=reporter,
                       trace_name=self.name, sandbox=self.sandbox,
-                      feedback_rules=self.feedback_rules)  # fmt: skip
+                      feedback_rules=self.feedback_rules, racing=self.racing,
+                      shares=self.shares)  # fmt: skip
 
     async def aclose(self) -> None:
         if self.sandbox is not None:
@@ -211,7 +212,17 @@ def build_parts(
         name=spec.name,
         sandbox=sandbox,
         feedback_rules=make_rules(getattr(spec, "feedback", ())),
+        racing=race_rule(spec),
+        shares=tuple(stage.share for stage in spec.stages),
     )
+
+
+def race_rule(spec: TaskSpec) -> RaceRule | None:
+    """How the task's candidates are raced; None when racing is off or nothing is scored."""
+    racing = spec.racing
+    if not racing.enabled or spec.metric is None:
+        return None
+    return RaceRule(confidence=racing.confidence, min_rows=racing.min_rows)
 
 
 def make_sandbox(spec: TaskSpec, program: Any = None) -> Sandbox | None:
@@ -311,109 +322,3 @@ def _describe(program: Program, spec: TaskSpec) -> str:
         shape = f"the Python workflow {getattr(program, 'entry', '?')!r}"
     told = " ".join(str(getattr(spec, "description", "") or "").split())
     return f"{told} ({shape})" if told else shape
-
-
-# -- dry run ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a run would spend, computed without calling any model."""
-
-    optimization_calls: int
-    test_calls: int
-    budget_calls: int | None
-    est_tokens_per_call: int
-    est_cost_usd: float
-    rows: tuple[tuple[str, str], ...]
-
-
-def estimate_plan(spec: TaskSpec) -> Plan:
-    """Project calls and cost of a run without calling any model."""
-    program = make_program(spec.program, base_dir=_base_dir(spec))
-    splits = load_splits(spec)
-    optimizers = make_optimizers(spec)
-    n_val, n_train, n_test = len(splits.val), len(splits.train), len(splits.test)
-    per_example, tokens = _per_example(program, splits)
-    searched = 0  # every stage's own estimate; a stage's seed is the previous stage's best
-    for optimizer in optimizers:
-        searched += optimizer.estimate_calls(n_train=n_train, n_val=n_val)
-    opt_calls = per_example * (n_val + searched)
-    if spec.budget.max_calls is not None:
-        opt_calls = min(opt_calls, spec.budget.max_calls)
-    test_calls = 2 * n_test * per_example if spec.metric is not None else 0  # nothing to score
-    cfg = role_configs(spec)["task"]
-    ref = parse_model(cfg.model)
-    from promptopt.llm.types import Usage
-
-    prices = PriceTable(_prices(spec))
-    per_call = prices.cost(
-        ref.provider, ref.name, Usage(tokens, getattr(program, "max_tokens", 64) or 64)
-    )
-    cost = per_call * (opt_calls + test_calls)
-    rows = (
-        ("task model", cfg.model),
-        ("optimizer", " -> ".join(stage.name for stage in spec.stages)),
-        ("train / val / test", f"{n_train} / {n_val} / {n_test}"),
-        ("model calls per example", str(per_example)),
-        ("optimization calls (at most)", str(opt_calls)),
-        ("test calls (seed and best)", str(test_calls)),
-        ("budget max_calls", str(spec.budget.max_calls)),
-        ("tokens per call (est.)", str(tokens)),
-        (
-            "cost (est.)",
-            f"${cost:.4f}"
-            + (
-                ""
-                if prices.known(ref.provider, ref.name) or ref.provider in ("local", "fake", "vllm")
-                else " (no price known for this model)"
-            ),
-        ),
-    )
-    return Plan(
-        optimization_calls=opt_calls,
-        test_calls=test_calls,
-        budget_calls=spec.budget.max_calls,
-        est_tokens_per_call=tokens,
-        est_cost_usd=cost,
-        rows=rows,
-    )
-
-
-def _per_example(program: Program, splits: Splits) -> tuple[int, int]:
-    """Model calls per example, and prompt tokens per call, both estimated without a model.
-
-    A prompt program makes one request, built here. A workflow is run once on one
-    example against a fake model that answers every request with its first choice
-    (or "ok") and counts them; a workflow that fails on such answers counts as one.
-    """
-    sample = list(splits.val[:5]) or list(splits.train[:5])
-    if not sample:
-        return 1, 0
-    if isinstance(program, PromptProgram):
-        requests = [program.request(program.seed_params(), e.inputs) for e in sample]
-    else:
-        requests = _requests_of_one_run(program, sample[0])
-    if not requests:
-        return 1, 0
-    chars = [sum(len(m.content) for m in r.messages) for r in requests]
-    calls = 1 if isinstance(program, PromptProgram) else len(requests)
-    return calls, math.ceil(sum(chars) / len(chars) / 4) + 16
-
-
-def _requests_of_one_run(program: Program, example: Any) -> list[Any]:
-    from promptopt.llm.fakes import FakeBackend
-
-    backend = FakeBackend(lambda r: r.choices[0] if r.choices else "ok")
-    llm = LLM(backend, provider="fake", model="dry-run")
-
-    async def once() -> None:
-        try:
-            await program.run(program.seed_params(), example, llm=llm)
-        except Exception:  # the workflow may not cope with fake answers: count what it sent
-            pass
-        finally:
-            await llm.aclose()
-
-    aio.run(once())  # the caller may already be inside an event loop
-    return list(backend.requests)

@@ -8,6 +8,14 @@ seed, the exemplar pool carried over). Steps and optimizer records are numbered
 across the stages, and stage ``i > 0`` draws from its own ``Random`` seeded with
 (seed, ``i``), so a resumed run replays the whole chain. The result is the last
 stage's best.
+
+With ``budget.max_calls`` set, each stage but the last runs under a cap on the
+run's calls: its share of what the seed left (its ``share``, or the rest split
+in proportion to what the optimizers estimate), plus what earlier stages left
+unspent; the last stage has the rest. A stage that reaches its cap ends (a
+``share`` stop), does its free work, and the next stage runs. The outcome's
+``extra["stages"]`` says, for each stage, its share, what it spent, its steps
+and candidates, and why it ended early when it did.
 """
 
 from __future__ import annotations
@@ -20,11 +28,20 @@ from typing import TYPE_CHECKING, Any
 
 from promptopt.errors import BudgetExceededError, ConfigError
 from promptopt.optimizers.base import Evaluated, PairwiseOptimizer, RecordFn, SearchState
-from promptopt.optimizers.stages import merged_stats, stages_of
+from promptopt.optimizers.stages import (
+    cumulative_allotment,
+    merged_stats,
+    planned_steps,
+    share_weights,
+    smallest_step,
+    stages_of,
+)
 from promptopt.pairwise import SEED_SHARE
 from promptopt.scoring import Scoring
 
 if TYPE_CHECKING:
+    from promptopt.llm.budget import Budget
+    from promptopt.llm.client import LLM
     from promptopt.optimizers.base import Optimizer
     from promptopt.progress import Reporter
     from promptopt.store import RunStore
@@ -57,6 +74,8 @@ class StagedSearch(Scoring):
 
     metric: Metric | None
     splits: Splits
+    task_llm: LLM
+    shares: tuple[float | None, ...]  # each stage's own share, where the task gives one
     store: RunStore
     seed: int
     reporter: Reporter
@@ -125,21 +144,28 @@ class StagedSearch(Scoring):
         self._gather(state, [seed_eval])
         self._checkpoint(state, 0, stopped="")
         histories, stopped, step, used = [state.history], "", 0, 0
+        shares = _Shares(self, stages, n_train=len(self.splits.train), n_val=len(val))
+        reports = []
         for index, stage in enumerate(stages):
             rng = random.Random(self.seed if index == 0 else f"{self.seed}:{index}")
+            share = None if stopped.startswith("budget") else shares.open(index)
             if index:
                 start = state.best
                 assert start is not None
                 state = state_for(index, start, state.pool)
                 histories.append(state.history[1:])  # its seed is the previous stage's
                 self._decide(used + 1, "stage", {"optimizer": stage.name, "seed": start.candidate.id,
-                                                 "seed_val": start.score})  # fmt: skip
+                                                 "seed_val": start.score, "share": share})  # fmt: skip
             if stopped.startswith("budget"):  # the search is over: only free work is left
                 used += 1
                 await self._free_step(stage, state, rng, step=used)
+                reports.append(shares.report(index, state, steps=0, stopped=stopped))
                 continue
-            stopped, step = await self._run_stage(stage, state, rng, first=used + 1)
-            used = step + 1 if stopped.startswith("budget") else step
+            first = used + 1
+            stopped, step = await self._run_stage(stage, state, rng, first=first)
+            used = step + 1 if stopped.startswith(("budget", "share")) else step
+            reports.append(shares.report(index, state, steps=step - first + 1, stopped=stopped))
+        shares.close()
         best = state.best
         assert best is not None
         outcome = SearchOutcome(
@@ -152,6 +178,7 @@ class StagedSearch(Scoring):
         stats = merged_stats(stages)
         if stats:
             outcome.extra["optimizer_stats"] = stats
+        outcome.extra["stages"] = reports
         self._checkpoint(state, step, stopped=stopped, extra=outcome.extra)
         return outcome
 
@@ -202,3 +229,69 @@ class StagedSearch(Scoring):
             )
 
         return record
+
+
+class _Shares:
+    """The stages' shares of the budget left after the seed, each a cap on the run's calls.
+
+    Figures are in the calls an uninterrupted run had spent at the same point
+    (:attr:`Budget.replay_calls`), so a resumed run gives every stage the same
+    share and its optimizer sizes the same steps.
+    """
+
+    def __init__(
+        self, search: StagedSearch, stages: Sequence[Optimizer], *, n_train: int, n_val: int
+    ) -> None:
+        budget: Budget | None = getattr(search.task_llm, "budget", None)
+        self.budget = budget
+        self.stages, self.n_train, self.n_val = stages, n_train, n_val
+        given = list(getattr(search, "shares", ()) or ()) or [None] * len(stages)
+        capped = budget is not None and budget.max_calls is not None and len(stages) > 1
+        self.weights = share_weights(stages, given, n_train=n_train, n_val=n_val) if capped else []
+        self.start = budget.replay_calls if budget is not None else 0
+        self.total = budget.replay_remaining_calls if budget is not None else None
+        self._opened: dict[int, tuple[int, int | None]] = {}
+
+    def open(self, index: int) -> int | None:
+        """Start stage ``index``: cap the run's calls at its share; the share (None: no limit)."""
+        if self.budget is None:
+            return None
+        now = self.budget.replay_calls
+        share: int | None = None
+        if self.weights and index < len(self.stages) - 1:
+            assert self.total is not None
+            allowed = cumulative_allotment(self.weights, index, self.total)
+            share = max(allowed - (now - self.start), 0)
+            self.budget.cap_calls(now + share)
+        else:  # the last stage (or the only one) has whatever the run has left
+            self.budget.cap_calls(None)
+            if self.total is not None:
+                share = max(self.total - (now - self.start), 0)
+        self._opened[index] = (now, share)
+        return share
+
+    def close(self) -> None:
+        if self.budget is not None:
+            self.budget.cap_calls(None)
+
+    def report(self, index: int, state: SearchState, *, steps: int, stopped: str) -> dict[str, Any]:
+        """What stage ``index`` was given and did, and why it ended early if it did."""
+        stage = self.stages[index]
+        now = self.budget.replay_calls if self.budget is not None else 0
+        at, share = self._opened.get(index, (now, 0))
+        spent = now - at
+        planned = len(planned_steps(stage, calls=None, n_train=self.n_train, n_val=self.n_val))
+        why = ""
+        if stopped.startswith("share"):
+            why = "its share of the budget was spent"
+        elif stopped.startswith("budget"):
+            why = "the budget was spent"
+        elif (
+            share is not None
+            and steps < planned
+            and share - spent < smallest_step(stage, n_train=self.n_train, n_val=self.n_val)
+        ):
+            why = "what was left of its share could not pay for another step"
+        return {"stage": index, "optimizer": stage.name, "share": share, "spent": spent,
+                "steps": steps, "planned_steps": planned, "candidates": len(state.history) - 1,
+                "dropped": len(state.dropped), "stopped": stopped, "ended_early": why}  # fmt: skip

@@ -71,6 +71,17 @@ def test_dry_run_spends_nothing(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "traces").exists()
 
 
+def test_the_readme_composition_on_reviews_shows_each_stage_share(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    task = Path(__file__).resolve().parents[1] / "tasks" / "reviews" / "composed.yaml"
+    assert main(["optimize", str(task), "--dry-run", "--no-probe"]) == 0
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    # the seed's 40 validation calls leave 691 of 731: OPRO plans 656, the exemplar stage 560
+    assert "stage 1: opro share 372 calls; 3 steps: 164 + 164 + 41 calls" in out
+    assert "stage 2: exemplars share 319 calls; 2 steps: 160 + 120 calls" in out
+    assert not (tmp_path / "traces").exists()
+
+
 def test_runs_lists_nothing_in_an_empty_folder(tmp_path, capsys):
     assert main(["runs", "--output", str(tmp_path)]) == 0
     assert "no runs" in capsys.readouterr().out

@@ -141,5 +141,5 @@ def test_the_walk_finds_cycles_and_upward_edges() -> None:
     known = modules()
     inside = set(imports("promptopt.task.loader", known["promptopt.task.loader"], known))
     assert "promptopt.plugins" in inside  # function-level and module-level imports both count
-    session = set(imports("promptopt.session", known["promptopt.session"], known))
-    assert "promptopt.llm.types" in session  # imported inside estimate_plan
+    planning = set(imports("promptopt.planning", known["promptopt.planning"], known))
+    assert "promptopt.llm.types" in planning  # imported inside estimate_plan

@@ -17,6 +17,10 @@ store records it), so its limits hold across any number of crashes and resumes.
 Replays of those calls cost nothing more; :meth:`Budget.replayed` counts them
 only for :attr:`Budget.replay_remaining_calls`, the figure an uninterrupted run
 had at the same point of its search, which optimizers see.
+
+A stage of ``optimizer: [a, b]`` runs under a :meth:`Budget.cap_calls`: a lower
+limit on calls than ``max_calls``, counted on the same spending, whose breach is
+a :class:`~promptopt.errors.ShareSpentError` (the stage ends, the next one runs).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from promptopt.errors import BudgetExceededError, ConfigError, PromptoptError
+from promptopt.errors import BudgetExceededError, ConfigError, PromptoptError, ShareSpentError
 from promptopt.llm.types import Usage
 
 __all__ = ["Budget", "Reservation"]
@@ -95,6 +99,23 @@ class Budget:
         self._carried_tokens = 0
         self._carried_usd = 0.0
         self._replayed_calls = 0
+        self._cap: int | None = None
+
+    def cap_calls(self, limit: int | None) -> None:
+        """Allow calls only until ``limit`` calls are spent in all (None: lift the cap).
+
+        A stage's share: ``limit`` counts every call of the run, so a stage that
+        starts with ``spent`` calls and a share of ``n`` is capped at ``spent + n``.
+        Reserving past it raises :class:`ShareSpentError`.
+        """
+        if limit is not None and limit < 0:
+            raise ConfigError(f"a cap on calls must not be negative, got {limit!r}")
+        with self._lock:
+            self._cap = limit
+
+    @property
+    def cap(self) -> int | None:
+        return self._cap
 
     def carry(self, *, calls: int, tokens: int, usd: float) -> None:
         """Count what earlier processes of this run already spent (a resumed run).
@@ -125,6 +146,11 @@ class Budget:
             )
         with self._lock:
             self._check("max_calls", self.max_calls, self._spent_calls(), self._held_calls, 1)
+            if self._cap is not None and self._spent_calls() + self._held_calls + 1 > self._cap:
+                raise ShareSpentError(
+                    f"the stage's share of the budget is spent: {self._cap} calls in all, "
+                    f"{self._spent_calls()} spent, {self._held_calls} held by requests in flight"
+                )
             self._check(
                 "max_tokens", self.max_tokens, self._spent_tokens(), self._held_tokens, tokens
             )
@@ -193,11 +219,18 @@ class Budget:
 
     @property
     def remaining_calls(self) -> int | None:
-        """Calls that may still be reserved, or None when calls are unlimited."""
-        if self.max_calls is None:
+        """Calls that may still be reserved (under the cap too), or None when unlimited."""
+        if self.max_calls is None and self._cap is None:
             return None
         with self._lock:
-            return max(self.max_calls - self._spent_calls() - self._held_calls, 0)
+            limits = [x for x in (self.max_calls, self._cap) if x is not None]
+            return max(min(limits) - self._spent_calls() - self._held_calls, 0)
+
+    @property
+    def replay_calls(self) -> int:
+        """Calls spent as the uninterrupted run had them here (see :attr:`replay_remaining_calls`)."""
+        with self._lock:
+            return self._calls + self._replayed_calls
 
     @property
     def replay_remaining_calls(self) -> int | None:
@@ -207,10 +240,12 @@ class Budget:
         resumed run shows its optimizer the figure the uninterrupted run showed,
         and the optimizer proposes the same candidates (its requests then replay).
         """
-        if self.max_calls is None:
+        if self.max_calls is None and self._cap is None:
             return None
         with self._lock:
-            return max(self.max_calls - self._calls - self._replayed_calls - self._held_calls, 0)
+            spent = self._calls + self._replayed_calls + self._held_calls
+            limits = [x for x in (self.max_calls, self._cap) if x is not None]
+            return max(min(limits) - spent, 0)
 
     @property
     def remaining_tokens(self) -> int | None:

@@ -215,6 +215,9 @@ class SearchState:
     rules in their order, with the message each gives the optimizer.
     ``incumbent``, set by the engine under pairwise selection, is the latest
     winner of the judge; it is then the best, whatever the scores say.
+    ``dropped`` maps the candidates that racing dropped partway through the
+    validation rows (never in ``history``, never chosen) to their mean score on
+    the rows they were scored on; :meth:`evaluated_ids` counts them as seen.
     """
 
     seed: Candidate
@@ -234,6 +237,7 @@ class SearchState:
     chosen: str | None = None
     rules: dict[str, str] = field(default_factory=dict)
     incumbent: Evaluated | None = None
+    dropped: dict[str, float] = field(default_factory=dict)
 
     def of_kind(self, kind: str) -> list[str]:
         """The trainable parameters of one kind, in order."""
@@ -253,7 +257,7 @@ class SearchState:
         return max(self.history, key=lambda e: e.score)
 
     def evaluated_ids(self) -> set[str]:
-        return {e.candidate.id for e in self.history}
+        return {e.candidate.id for e in self.history} | set(self.dropped)
 
 
 OPTIMIZER_METHODS = ("propose", "observe", "estimate_calls")  # what a plugin lacking one is told
@@ -265,7 +269,13 @@ class Optimizer(Protocol):
 
     Constructed as ``cls(config)`` with a validated ``Config`` (every field with a
     default, so ``cls()`` works too). ``stats``, a mapping of counters, is optional:
-    a composed run's summary shows it when present.
+    a composed run's summary shows it when present. Two more members are optional:
+    ``plan_steps(*, calls, n_train, n_val) -> list[int]``, the calls of each step
+    it would take within ``calls`` (None: its defaults; every call counted, its
+    own model's too; [] when ``calls`` cannot pay for one useful step), which
+    sizes stage shares and ``--dry-run``; and ``racing: ClassVar[bool]``, True
+    when its candidates may be raced (dropped partway through validation: it
+    must cope with ``observe`` getting fewer results than it proposed).
     :func:`promptopt.testing.check_optimizer` holds a class to this contract.
     """
 

@@ -26,6 +26,11 @@ log-probability (Zhao et al. 2021,
 The requests do not change, so the engine answers them from the run store and
 the step costs no model call: it runs even after the budget stopped the search
 (``SearchState.remaining_calls`` is then 0).
+
+The numbers of sets fit the stage's share of the budget: when the calls left
+cannot score every planned set on validation, the selectors keep their turns
+and the random sets and mutations shrink in their configured ratio, sized again
+every step (calls that racing saves let more of them run).
 """
 
 from __future__ import annotations
@@ -113,6 +118,7 @@ class Exemplars:
     """Propose exemplar sets; the engine scores them on the validation split."""
 
     name: ClassVar[str] = "exemplars"
+    racing: ClassVar[bool] = True  # observe copes with the candidates racing dropped
     Config: ClassVar[type[BaseModel]] = ExemplarsConfig
 
     def __init__(self, config: ExemplarsConfig | Mapping[str, Any] | None = None) -> None:
@@ -144,8 +150,10 @@ class Exemplars:
         target = self._target(state)
         pool = self._pool(state)
         budget_spent = state.remaining_calls == 0  # only free work is left: calibration
+        quota = self._fit(state)  # the sets the calls left pay for
         exemplar_phase_over = (
             budget_spent
+            or quota == 0
             or len(pool) < self.config.k
             or (self._random_left == 0 and self._mutations_left == 0 and not self._selectors_left)
         )
@@ -153,12 +161,17 @@ class Exemplars:
             return self._calibrations(state) if self._wants_calibration(state) else []
         seen = state.evaluated_ids()
         proposals = self._selected(state, target, pool, rng, seen)
+        random_quota, mutation_quota = self._quotas_left(quota, len(proposals))
+        if not proposals and self._random_left == self._mutations_left == 0:
+            proposals = self._selected(state, target, pool, rng, seen)  # nearest's turn now
         attempts = 0
         while len(proposals) < self.config.per_step and attempts < 50 * self.config.per_step:
             attempts += 1
             if self._random_left > 0:
+                if random_quota == 0:
+                    break  # the rest of the random sets waits for the next step's sizing
                 chosen, kind, parent = self._random_set(pool, rng), "random", state.seed.id
-            elif self._mutations_left > 0 and state.best is not None:
+            elif self._mutations_left > 0 and state.best is not None and mutation_quota > 0:
                 best = state.best
                 chosen = self._mutate(best.candidate.params.get(target) or [], pool, rng)
                 kind, parent = "mutation", best.candidate.id
@@ -170,13 +183,44 @@ class Exemplars:
                 continue
             seen.add(cid)
             if kind == "random":
-                self._random_left -= 1
+                self._random_left, random_quota = self._random_left - 1, random_quota - 1
             else:
-                self._mutations_left -= 1
+                self._mutations_left, mutation_quota = self._mutations_left - 1, mutation_quota - 1
             proposals.append(
                 Proposal(params=params, parent_id=parent, meta={"kind": kind, "k": len(chosen)})
             )
         return proposals
+
+    def _fit(self, state: SearchState) -> int | None:
+        """Sets the calls left pay for (None: no limit), each on every validation row."""
+        if state.remaining_calls is None:
+            return None
+        return state.remaining_calls // max(len(state.val), 1)
+
+    def _quotas_left(self, quota: int | None, selected: int) -> tuple[int, int]:
+        """Random sets and mutations the rest of the search can still pay for.
+
+        The configured numbers shrink to fit the share: the selectors keep their
+        turns (``diverse`` first, ``nearest`` last), and the random sets and the
+        mutations share what is left in their configured ratio. A phase whose
+        share comes out 0 is over. Sized again every step, so calls that racing
+        saved let more of the plan run.
+        """
+        planned = self._random_left + self._mutations_left
+        if quota is None:
+            return self._random_left, self._mutations_left
+        spare = quota - selected - len(self._selectors_left)
+        if spare >= planned:
+            return self._random_left, self._mutations_left
+        random_fit = 0 if spare <= 0 else min(
+            self._random_left, -(-spare * self._random_left // planned)
+        )  # fmt: skip
+        if random_fit == 0:
+            self._random_left = 0
+        mutation_fit = min(self._mutations_left, max(spare - random_fit, 0))
+        if self._random_left == 0 and mutation_fit == 0:
+            self._mutations_left = 0
+        return random_fit, mutation_fit
 
     def _selected(
         self,
@@ -272,6 +316,15 @@ class Exemplars:
         """Task-model calls the search can make after the seed is scored (an upper bound)."""
         sets = self.config.num_sets + self.config.mutations + len(self.config.selectors)
         return sets * n_val
+
+    def plan_steps(self, *, calls: int | None, n_train: int, n_val: int) -> list[int]:
+        """The calls of each step within ``calls``: ``per_step`` sets a step, each on every
+        validation row, as many sets as ``calls`` pay for (the calibration costs none)."""
+        sets = self.config.num_sets + self.config.mutations + len(self.config.selectors)
+        if calls is not None:
+            sets = min(sets, calls // max(n_val, 1))
+        per_step = self.config.per_step
+        return [min(per_step, sets - i) * n_val for i in range(0, sets, per_step)]
 
     def observe(self, state: SearchState, results: list[Evaluated]) -> None:
         """Nothing to keep: the best set so far is read from the state's history."""

@@ -203,6 +203,23 @@ class MCTS:
         per_expansion = batches + c.expand_width * c.num_new_prompts * n_val
         return c.iterations * (c.min_depth + 1) * per_expansion
 
+    def plan_steps(self, *, calls: int | None, n_train: int, n_val: int) -> list[int]:
+        """The calls of each expansion (a step) within ``calls``: its error batches, two
+        optimizer calls a branch, and its children on the validation rows; the iterations
+        scale to ``calls`` as the search does, and a share below one expansion plans none."""
+        c = self.config
+        cost = min(c.expand_width * c.batch_size, n_train) + c.expand_width * (
+            2 + c.num_new_prompts * n_val
+        )
+        iterations = c.iterations
+        if calls is not None:
+            if calls < cost:
+                return []
+            if c.scale_to_budget:
+                iterations = max(1, min(iterations, calls // (cost * (c.min_depth + 1))))
+            return [cost] * min(iterations * (c.min_depth + 1), calls // cost)
+        return [cost] * (iterations * (c.min_depth + 1))
+
     # -- the search ----------------------------------------------------------
 
     def _start(self, state: SearchState) -> Tree:

@@ -11,8 +11,10 @@ sees them in the history. With several text parameters, steps take them in turn.
 
 The paper samples 8 instructions a step at temperature 1.0 for up to 200 steps,
 showing the 20 best with their scores and 3 exemplars. Here a run has 10 steps
-of 4 by default, a baseline at a budget comparable to the other optimizers', and
-it ends before a step whose proposals the remaining calls cannot score.
+of 4 by default, a baseline at a budget comparable to the other optimizers'. It
+sizes its steps to its share of the budget: a step asks for fewer versions when
+the calls left cannot score ``per_step`` of them on validation, and the search
+ends when they cannot score one.
 
 The meta-prompt lives in ``templates/opro.txt`` (parts ``system``, ``user``,
 ``entry``, ``example``, ``retry``). A reply with no new version (the current
@@ -73,6 +75,7 @@ class OPRO:
     """Propose ``per_step`` new versions of a text per step from the scored history."""
 
     name: ClassVar[str] = "opro"
+    racing: ClassVar[bool] = True  # observe copes with the candidates racing dropped
     Config: ClassVar[type[BaseModel]] = OPROConfig
 
     def __init__(self, config: OPROConfig | Mapping[str, Any] | None = None) -> None:
@@ -88,14 +91,13 @@ class OPRO:
         targets = text_targets(state, c.params, optimizer=self.name)
         base = state.best
         while base is not None and self.stats["steps"] < c.steps:
-            if state.remaining_calls is not None and state.remaining_calls < c.per_step * (
-                len(state.val) + 1
-            ):
+            count = self._affordable(state.remaining_calls, len(state.val))
+            if count == 0:  # not one proposal on the validation rows: the share is spent
                 self.stats["budget_stop"] += 1
                 break
             name = targets[self.stats["steps"] % len(targets)]
             self.stats["steps"] += 1
-            proposals = await self._step(state, base, name, llm, rng)
+            proposals = await self._step(state, base, name, llm, rng, count=count)
             if proposals:
                 self.stats["proposals"] += len(proposals)
                 return proposals
@@ -109,9 +111,29 @@ class OPRO:
         the optimizer model's own calls are ``per_step`` a step more (and retries)."""
         return self.config.steps * self.config.per_step * n_val
 
+    def plan_steps(self, *, calls: int | None, n_train: int, n_val: int) -> list[int]:
+        """The calls of each step within ``calls``: a proposal costs its optimizer call and
+        its validation rows; a step asks for fewer proposals when the rest cannot pay for
+        ``per_step`` (retries of no-op replies not counted)."""
+        plan: list[int] = []
+        left = calls
+        for _ in range(self.config.steps):
+            count = self._affordable(left, n_val)
+            if count == 0:
+                break
+            plan.append(count * (n_val + 1))
+            left = None if left is None else left - plan[-1]
+        return plan
+
+    def _affordable(self, calls: int | None, n_val: int) -> int:
+        """Proposals of one step that ``calls`` pay for, at most ``per_step``."""
+        per_step = self.config.per_step
+        return per_step if calls is None else min(per_step, calls // (n_val + 1))
+
     async def _step(
-        self, state: SearchState, base: Evaluated, name: str, llm: LLM, rng: random.Random
-    ) -> list[Proposal]:
+        self, state: SearchState, base: Evaluated, name: str, llm: LLM, rng: random.Random,
+        *, count: int,
+    ) -> list[Proposal]:  # fmt: skip
         c = self.config
         shown = rng.sample(list(state.train), min(c.exemplars, len(state.train)))
         examples = "\n\n".join(
@@ -133,7 +155,7 @@ class OPRO:
         )
         taken = state.evaluated_ids()
         asks = []
-        for _ in range(c.per_step):  # one rng per request, drawn here: they run concurrently
+        for _ in range(count):  # one rng per request, drawn here: they run concurrently
             branch = random.Random(rng.randrange(SEED_RANGE))
             request = LLMRequest(
                 messages=messages,

@@ -80,7 +80,8 @@ __all__ = ["OptoPrime", "OptoPrimeConfig"]
 _RESAMPLE_TEMPERATURE = 0.7
 _REPLY_KEYS = frozenset({"reasoning", "answer", "suggestion"})
 _STATS = ("calls", "replies", "unparseable", "repair_calls", "repaired", "rejected", "accepted",
-          "noops", "resampled", "request_errors", "failed_steps", "proposals")  # fmt: skip
+          "noops", "resampled", "request_errors", "failed_steps", "proposals",
+          "budget_stop")  # fmt: skip
 
 
 class OptoPrimeConfig(BaseModel):
@@ -118,6 +119,7 @@ class OptoPrime:
     """Propose one edited candidate per step from the traces of the best one's failures."""
 
     name: ClassVar[str] = "optoprime"
+    racing: ClassVar[bool] = True  # observe copes with the candidates racing dropped
     Config: ClassVar[type[BaseModel]] = OptoPrimeConfig
 
     def __init__(self, config: OptoPrimeConfig | Mapping[str, Any] | None = None) -> None:
@@ -136,6 +138,11 @@ class OptoPrime:
             return []
         shown: set[str] = set()
         while self._steps_used < self.config.steps:
+            if state.remaining_calls is not None and state.remaining_calls < _step_calls(
+                len(state.val)
+            ):  # the share cannot pay for one more step
+                self.stats["budget_stop"] += 1
+                break
             self._steps_used += 1
             picked = self._pick(base, rng, shown)
             shown.update(str(r.example.id) for r in picked)
@@ -153,6 +160,14 @@ class OptoPrime:
         """Task-model calls the search can make after the seed is scored (an upper bound);
         the optimizer model's own calls are at most ``2 * steps`` more."""
         return self.config.steps * n_val
+
+    def plan_steps(self, *, calls: int | None, n_train: int, n_val: int) -> list[int]:
+        """The calls of each step within ``calls``: one proposal on the validation rows and
+        at most two optimizer calls (a reply and its repair)."""
+        steps = self.config.steps
+        if calls is not None:
+            steps = min(steps, calls // _step_calls(n_val))
+        return [_step_calls(n_val)] * steps
 
     def build_request(
         self, state: SearchState, results: Sequence[ExampleResult], *, base: Evaluated
@@ -413,3 +428,8 @@ class OptoPrime:
                 f"{evaluated.score:.3f}{was}"
             )
         return "\n".join(lines)
+
+
+def _step_calls(n_val: int) -> int:
+    """Calls one step may make: its proposal on every validation row, two optimizer calls."""
+    return n_val + 2

@@ -73,7 +73,8 @@ if TYPE_CHECKING:
 __all__ = ["PROMST", "PromstConfig"]
 
 _OTHER_MESSAGE = "Failures that match none of the declared error types."
-_STATS = (*JSON_REWRITE_STATS, "expansions", "summaries", "proposals", "filtered", "pruned")
+_STATS = (*JSON_REWRITE_STATS, "expansions", "summaries", "proposals", "filtered", "pruned",
+          "budget_stop")  # fmt: skip
 
 
 class PromstConfig(BaseModel):
@@ -119,6 +120,7 @@ class PROMST:
     """Grow a tree of rewrites from per-error-type summaries of the failures."""
 
     name: ClassVar[str] = "promst"
+    racing: ClassVar[bool] = True  # observe copes with the candidates racing dropped
     Config: ClassVar[type[BaseModel]] = PromstConfig
 
     def __init__(self, config: PromstConfig | Mapping[str, Any] | None = None) -> None:
@@ -143,6 +145,11 @@ class PROMST:
             self._done = any(not _failures(e) for e in state.history)
         by_id = {e.candidate.id: e for e in state.history}
         while self._stack and not self._done and self.stats["expansions"] < self.config.expansions:
+            if state.remaining_calls is not None and state.remaining_calls < self._expansion_calls(
+                len(state.val)
+            ):  # its share cannot pay for one more expansion
+                self.stats["budget_stop"] += 1
+                break
             parent = by_id[self._stack.pop()]
             self.stats["expansions"] += 1
             children = await self._expand(state, parent, target, llm, by_id)
@@ -181,6 +188,17 @@ class PROMST:
         """Task-model calls after the seed (an upper bound); the optimizer model's are at most
         ``expansions * (rules + 1 + (n_children + surplus) * (1 + retries))`` more."""
         return self.config.expansions * self.config.n_children * n_val
+
+    def plan_steps(self, *, calls: int | None, n_train: int, n_val: int) -> list[int]:
+        """The calls of each expansion within ``calls``: a summary, then each child's
+        optimizer call and its validation rows (retries and more error types not counted)."""
+        each = self._expansion_calls(n_val)
+        steps = self.config.expansions if calls is None else min(self.config.expansions,
+                                                                  calls // each)  # fmt: skip
+        return [each] * steps
+
+    def _expansion_calls(self, n_val: int) -> int:
+        return 1 + self.config.n_children * (n_val + 1)
 
     # -- one expansion -----------------------------------------------------
 

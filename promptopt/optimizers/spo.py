@@ -61,7 +61,7 @@ __all__ = ["SPO", "SPOConfig", "read_choice"]
 
 _SIDES = ("A", "B")
 _STATS = ("rounds", *JSON_REWRITE_STATS, "proposals", "failed_rounds", "comparisons", "votes",
-          "unreadable_votes", "accepted")  # fmt: skip
+          "unreadable_votes", "accepted", "budget_stop")  # fmt: skip
 _CHOICE_WORDS = re.compile(
     r"(?:answer|set|choice|option|winner|choose|better)\W{0,3}([AB])\b", re.I
 )
@@ -116,6 +116,11 @@ class SPO:
         if base is None:
             return []
         while self.stats["rounds"] < self.config.rounds:
+            if state.remaining_calls is not None and state.remaining_calls < self._round_calls(
+                len(state.val)
+            ):  # its share cannot pay for one more round
+                self.stats["budget_stop"] += 1
+                break
             self.stats["rounds"] += 1
             proposal = await self._round(state, base, target, llm)
             if proposal is not None:
@@ -131,6 +136,16 @@ class SPO:
         """Task-model calls after the seed (an upper bound); optimizer and judge calls are
         ``rounds * (1 + retries)`` and ``rounds * votes`` more."""
         return self.config.rounds * n_val
+
+    def plan_steps(self, *, calls: int | None, n_train: int, n_val: int) -> list[int]:
+        """The calls of each round within ``calls``: the rewrite, the challenger on the
+        validation rows, the judge's votes (retries not counted)."""
+        each = self._round_calls(n_val)
+        rounds = self.config.rounds if calls is None else min(self.config.rounds, calls // each)
+        return [each] * rounds
+
+    def _round_calls(self, n_val: int) -> int:
+        return 1 + n_val + self.config.votes
 
     async def judge(
         self,

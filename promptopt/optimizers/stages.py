@@ -9,13 +9,21 @@ scores do not compare, so one stage's winner could not seed the next.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from promptopt.errors import ConfigError
 from promptopt.optimizers.base import Optimizer, PairwiseOptimizer
 
-__all__ = ["merged_stats", "stages_of"]
+__all__ = [
+    "cumulative_allotment",
+    "merged_stats",
+    "planned_steps",
+    "share_weights",
+    "smallest_step",
+    "stages_of",
+]
 
 
 def stages_of(optimizer: Optimizer | Sequence[Optimizer]) -> tuple[Optimizer, ...]:
@@ -46,3 +54,67 @@ def merged_stats(stages: Sequence[Optimizer]) -> dict[str, Any]:
         )  # fmt: skip
         merged.update({f"{prefix}{key}": value for key, value in stats.items()})
     return merged
+
+
+def planned_steps(
+    optimizer: Optimizer, *, calls: int | None, n_train: int, n_val: int
+) -> list[int]:
+    """The calls of each step ``optimizer`` would take within ``calls`` (None: no limit).
+
+    An optimizer that plans (``plan_steps``, optional in the contract) says so
+    itself; for one that does not, its :meth:`estimate_calls` is one step, cut to
+    ``calls``, and a share below one candidate's validation rows pays for nothing.
+    """
+    plan = getattr(optimizer, "plan_steps", None)
+    if callable(plan):
+        return [int(c) for c in plan(calls=calls, n_train=n_train, n_val=n_val)]
+    estimate = optimizer.estimate_calls(n_train=n_train, n_val=n_val)
+    if calls is None:
+        return [estimate] if estimate else []
+    return [min(estimate, calls)] if calls >= max(n_val, 1) and estimate else []
+
+
+def smallest_step(optimizer: Optimizer, *, n_train: int, n_val: int) -> int:
+    """The fewest calls that pay for one useful step of ``optimizer`` (its plan's first step
+    at the least share that plans one), found by bisection over shares."""
+    high = sum(planned_steps(optimizer, calls=None, n_train=n_train, n_val=n_val))
+    if not planned_steps(optimizer, calls=high, n_train=n_train, n_val=n_val):
+        return high
+    low = 0  # planning nothing at low, something at high
+    while high - low > 1:
+        middle = (low + high) // 2
+        if planned_steps(optimizer, calls=middle, n_train=n_train, n_val=n_val):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def share_weights(
+    stages: Sequence[Optimizer], shares: Sequence[float | None], *, n_train: int, n_val: int
+) -> list[float]:
+    """Each stage's fraction of the budget left after the seed: its own ``share``, or for
+    stages without one, the rest in proportion to what their optimizers plan at their
+    configuration (:func:`planned_steps` with no limit: their own models' calls too)."""
+    given = sum(share for share in shares if share)
+    open_ = [i for i, share in enumerate(shares) if not share]
+    estimates = {
+        i: sum(planned_steps(stages[i], calls=None, n_train=n_train, n_val=n_val)) for i in open_
+    }
+    total = sum(estimates.values())
+    rest = max(1.0 - given, 0.0)
+    weights = []
+    for i, share in enumerate(shares):
+        if share:
+            weights.append(float(share))
+        else:
+            weights.append(rest * (estimates[i] / total if total else 1 / len(open_)))
+    return weights
+
+
+def cumulative_allotment(weights: Sequence[float], index: int, total: int) -> int:
+    """Calls stages ``0..index`` may have spent in all (what one leaves passes to the next);
+    the last stage's is ``total``."""
+    if index >= len(weights) - 1:
+        return total
+    return math.floor(total * sum(weights[: index + 1]) + 1e-9)

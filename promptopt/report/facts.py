@@ -5,6 +5,12 @@ and the terminal view (:mod:`promptopt.report.show`) draw the same numbers.
 A candidate's validation score is the mean of its validation rows; the point
 at which it was known is its last validation row, and the calls, tokens and
 dollars spent by then are the paid (not replayed) calls started before it.
+A candidate is ``partial`` when it lacks a row of a validation example that
+another candidate was scored on and that it does not show as an exemplar (a
+budget cut it short, or racing dropped it early): its mean is over fewer
+examples, so reports never count it as the best so far. ``comparison`` is the
+best against the seed on test (:func:`promptopt.stats.compare`, the numbers
+the run's summary printed), None without test rows of both.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from promptopt.stats import Comparison, compare
 from promptopt.store import RunStore
 
 __all__ = ["CandidateFacts", "ExampleDiff", "ModelCost", "RunFacts"]
@@ -33,6 +40,7 @@ class CandidateFacts:
     calls_by_then: int  # paid calls started before its validation score was complete
     tokens_by_then: int
     usd_by_then: float
+    partial: bool = False  # scored on part of validation: its mean is not comparable
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +87,8 @@ class RunFacts:
     examples: list[ExampleDiff] = field(default_factory=list)
     costs: list[ModelCost] = field(default_factory=list)
     test_rows: int = 0
+    comparison: Comparison | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)  # as OptimizeResult.stages
 
     @property
     def by_id(self) -> dict[str, CandidateFacts]:
@@ -109,6 +119,8 @@ class RunFacts:
         rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for row in store.evaluations():
             rows[(row["candidate_id"], row["split"])].append(row)
+        val_inputs = {r["example_id"]: r["inputs"] for (_, split), rs in rows.items()
+                      if split == "val" for r in rs}  # fmt: skip
         candidates = []
         for c in store.candidates():
             val = rows.get((c["id"], "val"), [])
@@ -120,6 +132,7 @@ class RunFacts:
                     id=c["id"], parent_id=c["parent_id"], step=c["step"], origin=c["origin"],
                     params=c["params"], val=_mean(val), test=_mean(test), val_rows=len(val),
                     calls_by_then=spent, tokens_by_then=tokens[spent], usd_by_then=usd[spent],
+                    partial=_partial(val, val_inputs, c["params"]),
                 )
             )  # fmt: skip
         checkpoint = store.latest_checkpoint()
@@ -138,12 +151,49 @@ class RunFacts:
             examples=_example_diffs(rows, seed_id, best_id),
             costs=_costs(calls),
             test_rows=len(rows.get((best_id or "", "test"), [])),
+            comparison=_comparison(rows, seed_id, best_id, task),
+            stages=list((checkpoint[1].get("stages") if checkpoint else None) or []),
         )
 
 
 def _mean(rows: list[dict[str, Any]]) -> float | None:
     scores = [r["score"] for r in rows if r["score"] is not None]
     return sum(scores) / len(scores) if scores else None
+
+
+def _partial(val: list[dict[str, Any]], val_inputs: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Scored on validation, but not on every example some candidate was scored on, less
+    the ones it shows as exemplars (which the engine leaves out of its score)."""
+    if not val:
+        return False
+    shown = [e["inputs"] for value in params.values() if isinstance(value, list)
+             for e in value if isinstance(e, dict) and isinstance(e.get("inputs"), dict)]  # fmt: skip
+    missing = val_inputs.keys() - {r["example_id"] for r in val}
+    return any(val_inputs[example_id] not in shown for example_id in missing)
+
+
+def _comparison(
+    rows: dict[tuple[str, str], list[dict[str, Any]]],
+    seed_id: str | None,
+    best_id: str | None,
+    task: dict[str, Any],
+) -> Comparison | None:
+    """The best against the seed on test, from their stored rows (None without both)."""
+    seed = {r["example_id"]: r for r in rows.get((seed_id or "", "test"), [])}
+    best = {r["example_id"]: r for r in rows.get((best_id or "", "test"), [])}
+    if not seed or not best:
+        return None
+    val = {r["example_id"]: r["target"] for (_, split), rs in rows.items() if split == "val"
+           for r in rs}  # fmt: skip
+    program = task.get("program")
+    return compare(
+        {k: r["score"] for k, r in seed.items() if r["score"] is not None},
+        {k: r["score"] for k, r in best.items() if r["score"] is not None},
+        val_targets=list(val.values()),  # every example some candidate was scored on
+        test_targets=[r["target"] for r in {**seed, **best}.values()],
+        best_val=_mean(rows.get((best_id or "", "val"), [])),
+        choices=tuple(program.get("choices") or ()) if isinstance(program, dict) else (),
+    )
 
 
 def _example_diffs(

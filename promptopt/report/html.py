@@ -1,10 +1,13 @@
 """``promptopt report RUN``: one self-contained HTML page about a run (no network when viewed).
 
-The page holds, from the run's store: the validation score against paid calls
-and against cost (tokens where the models are free), the candidates' lineage
-tree, the best candidate's parameters as a diff against the seed's, the test
-examples the best candidate won and lost against the seed, the workflow graph
-of one example (traced programs), and a cost table per model and role. It is
+The page holds, from the run's store: the scores, with the best against the
+seed and the majority class on test (``RunFacts.comparison``: wins, losses, the
+exact McNemar p-value, a bootstrap interval of the gain, and what they say in
+words); the validation score against paid calls and against cost (tokens where
+the models are free); the candidates' lineage tree and table (a partial one
+marked); the best candidate's parameters as a diff against the seed's; the test
+examples the best candidate won and lost against the seed; the workflow graph
+of one example (traced programs); and a cost table per model and role. It is
 rendered from ``templates/report.html.j2`` by jinja2 with autoescaping; the
 pictures are inline SVG from :mod:`promptopt.report.plots`.
 """

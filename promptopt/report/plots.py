@@ -2,10 +2,11 @@
 
 - :func:`score_curve`: every candidate's validation score against what had been
   spent when it was known (paid calls, or dollars, or tokens), with the
-  best-so-far line;
+  best-so-far line (partial candidates, scored on part of validation, left out of it);
 - :func:`lineage`: the candidates as a tree by parent link (any optimizer that
   records parents: MCTS, PROMST, OptoPrime, exemplar mutations), laid out by
-  depth, the seed at the top, the best candidate's path drawn bold.
+  depth, the seed at the top, the best candidate's path drawn bold, a partial
+  candidate's score starred.
 
 matplotlib is imported on first use with the Agg backend, so importing this
 module opens no window and needs no display.
@@ -53,8 +54,11 @@ def score_curve(facts: RunFacts, *, by: str) -> str:
     best_x: list[float] = []
     best_y: list[float] = []
     running: float | None = None
-    for x, y in zip(xs, ys, strict=True):
-        running = y if running is None else max(running, y)
+    for x, y, c in zip(xs, ys, scored, strict=True):
+        if not c.partial:  # a mean over part of validation is never the best so far
+            running = y if running is None else max(running, y)
+        if running is None:
+            continue
         best_x.append(x)
         best_y.append(running)
     axes.step(best_x, best_y, where="post", color=_LINE, linewidth=2, label="best so far")
@@ -116,7 +120,7 @@ def lineage(facts: RunFacts) -> str:
     for c in facts.candidates:
         x, y = position[c.id]
         axes.scatter([x], [-y], s=160, color=_colour(c, facts), zorder=2, edgecolors="white")
-        label = "-" if c.val is None else f"{c.val:.2f}"
+        label = "-" if c.val is None else f"{c.val:.2f}" + ("*" if c.partial else "")
         axes.annotate(label, (x, -y), textcoords="offset points", xytext=(0, 9),
                       ha="center", fontsize=7)  # fmt: skip
     axes.set_yticks([-d for d in range(depth + 1)], [f"depth {d}" for d in range(depth + 1)])

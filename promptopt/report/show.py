@@ -7,6 +7,7 @@ from rich.table import Table
 
 from promptopt.report.facts import RunFacts
 from promptopt.report.numbers import score_text
+from promptopt.report.summary import print_comparison, stage_line
 from promptopt.text import clip
 
 __all__ = ["print_run"]
@@ -35,11 +36,18 @@ def print_run(facts: RunFacts, console: Console | None = None) -> None:
         score_text(None if best is None else best.test),
     )
     console.print(scores)
+    print_comparison(facts.comparison, console)
     won = sum(1 for e in facts.examples if e.won)
+    partial = sum(1 for c in facts.candidates if c.partial)
     console.print(
-        f"{len(facts.candidates)} candidates; on test the best won {won} and lost "
-        f"{len(facts.examples) - won} examples against the seed"
+        f"{len(facts.candidates)} candidates"
+        + (f" ({partial} partial: scored on part of validation)" if partial else "")
+        + f"; on test the best won {won} and lost {len(facts.examples) - won} examples "
+        "against the seed"
     )
+    for stage in facts.stages:  # each stage's share, spending, and why it ended early
+        console.print(stage_line(stage, numbered=len(facts.stages) > 1), soft_wrap=True,
+                      highlight=False)  # fmt: skip
     costs = Table(title="cost")
     for column in ("model", "role", "paid", "replayed", "failed", "tokens", "US$"):
         costs.add_column(column)

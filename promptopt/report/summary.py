@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from promptopt.report.numbers import score_text
+from promptopt.stats import Comparison
 
-__all__ = ["print_eval", "print_plan", "print_runs", "print_summary"]
+__all__ = [
+    "print_comparison",
+    "print_eval",
+    "print_plan",
+    "print_runs",
+    "print_summary",
+    "stage_line",
+]
 
 
 # "noop": how MCTS and OPRO named the count in runs recorded before it became "noops"
@@ -41,6 +50,7 @@ def print_summary(result: Any, console: Console | None = None) -> None:
         str(inv["best_test"] if inv["best_test"] is not None else "-"),
     )
     console.print(table)
+    print_comparison(getattr(result, "comparison", None), console)
     u, t = result.usage, result.test_usage
     usage = Table(show_header=True)
     for col in ("", "optimization", "test scoring"):
@@ -69,10 +79,39 @@ def print_summary(result: Any, console: Console | None = None) -> None:
     if stats:  # what the optimizer counted of its model's replies: no-op replies among them
         said = ", ".join(f"{_STAT_NAMES.get(k, k.replace('_', ' '))} {v}" for k, v in stats.items())
         console.print(f"optimizer: {said}", soft_wrap=True)
+    stages = getattr(result, "stages", ()) or ()
+    for stage in stages:
+        console.print(stage_line(stage, numbered=len(stages) > 1), soft_wrap=True, highlight=False)
     console.print(
         f"seed test accuracy: {score_text(s['seed_test'])}   best test accuracy: {score_text(s['best_test'])}"
     )
     console.print(f"best prompt written to {result.best_prompt_path}", soft_wrap=True)
+
+
+def print_comparison(comparison: Comparison | None, console: Console) -> None:
+    """The best against the seed and the majority class on test, then what that says in words."""
+    if comparison is None:
+        return
+    for line in comparison.lines():
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    for verdict in comparison.verdicts():  # labels are data: escaped, never read as markup
+        console.print(f"[bold]note:[/bold] {escape(verdict)}", soft_wrap=True, highlight=False)
+
+
+def stage_line(stage: Mapping[str, Any], *, numbered: bool = True) -> str:
+    """``stage 2 exemplars: 2 candidates in 1 step (4 planned), 150 of its 160 calls; ended
+    early: its share of the budget was spent`` (see ``OptimizeResult.stages``)."""
+    name = f"stage {stage['stage'] + 1} {stage['optimizer']}" if numbered else stage["optimizer"]
+    steps, planned = stage["steps"], stage["planned_steps"]
+    said = (f"{name}: {stage['candidates']} candidate{'s' if stage['candidates'] != 1 else ''} "
+            f"scored in {steps} step{'s' if steps != 1 else ''} ({planned} planned)")  # fmt: skip
+    if stage.get("dropped"):
+        said += f", {stage['dropped']} more dropped by racing"
+    if stage.get("share") is not None:
+        said += f"; {stage['spent']} of its {stage['share']} calls"
+    if stage.get("ended_early"):
+        said += f"; ended early: {stage['ended_early']}"
+    return said
 
 
 def model_speeds(result: Any) -> list[str]:

@@ -24,6 +24,14 @@ class OptimizerSpec(Frozen):
         description="A registered optimizer (`promptopt schema` lists those installed).",
     )
     config: dict[str, Any] = Field(default_factory=dict, description="Checked by its Config.")
+    share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="A stage's share of budget.max_calls left after the seed (0 to 1); stages "
+        "without one split the rest in proportion to their optimizers' estimates. What a stage "
+        "leaves unspent passes to the next.",
+    )
 
 
 def _named(value: Any) -> Any:
@@ -33,7 +41,10 @@ def _named(value: Any) -> Any:
 
 def _stage(value: Any) -> Any:
     """One stage of a list: a name, or a mapping that names its optimizer."""
-    if isinstance(value, dict) and set(value) <= {"config"}:  # other keys: reported as unknown
+    if isinstance(value, dict) and set(value) <= {
+        "config",
+        "share",
+    }:  # other keys: reported as unknown
         raise FieldIssue("name", "a stage names its optimizer")
     if not isinstance(value, str | dict | OptimizerSpec):
         raise ValueError(f"expected an optimizer name or {{name, config}}, got {value!r:.60}")

@@ -4,13 +4,13 @@ proposed code, and model prices.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from promptopt.task.frozen import Frozen
 
-__all__ = ["BudgetSpec", "CacheSpec", "PriceSpec", "SandboxSpec"]
+__all__ = ["BudgetSpec", "CacheSpec", "PriceSpec", "RacingSpec", "SandboxSpec"]
 
 
 class BudgetSpec(Frozen):
@@ -19,6 +19,32 @@ class BudgetSpec(Frozen):
     max_calls: int | None = Field(None, ge=0, description="Most LLM calls.")
     max_tokens: int | None = Field(None, ge=0, description="Most tokens, prompt plus completion.")
     max_usd: float | None = Field(None, ge=0, description="Most US dollars.")
+
+
+class RacingSpec(Frozen):
+    """Racing: candidates scored on a growing prefix of the (shuffled, fixed) validation rows,
+    dropped once a paired sign test says they are worse than the best so far."""
+
+    enabled: bool = Field(
+        True,
+        description="Race the candidates of optimizers that allow it (exemplars, opro, "
+        "optoprime, promst); 'racing: off' scores every candidate on every validation row.",
+    )
+    confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="A candidate is dropped once the one-sided sign test on the rows scored so "
+        "far says, at this confidence, that it is worse than the best so far.",
+    )
+    min_rows: int = Field(
+        10, ge=1, description="Validation rows a candidate is scored on before the first test."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
 
 
 class CacheSpec(Frozen):

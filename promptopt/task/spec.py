@@ -36,7 +36,7 @@ from promptopt.task.frozen import NAME_RE, FieldIssue, Frozen, check_regex
 from promptopt.task.model_spec import ModelSpec, ModelsSpec, check_model_string
 from promptopt.task.optimizer_spec import OPTIMIZER_TAGS, OptimizerSpec, OptimizerStages
 from promptopt.task.placeholders import template_fields
-from promptopt.task.run_spec import BudgetSpec, CacheSpec, PriceSpec, SandboxSpec
+from promptopt.task.run_spec import BudgetSpec, CacheSpec, PriceSpec, RacingSpec, SandboxSpec
 
 __all__ = [
     "METRIC_KINDS",
@@ -57,6 +57,7 @@ __all__ = [
     "PriceSpec",
     "PromptProgramSpec",
     "PythonProgramSpec",
+    "RacingSpec",
     "SplitSpec",
     "TaskSpec",
     "task_schema",
@@ -320,6 +321,7 @@ class TaskSpec(Frozen):
         "order in one run and one budget, each starting from the previous stage's best.",
     )
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    racing: RacingSpec = Field(default_factory=RacingSpec)
     concurrency: int = Field(8, ge=1, description="Examples evaluated at once.")
     sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
@@ -359,7 +361,19 @@ class TaskSpec(Frozen):
                 raise FieldIssue(f"feedback[{i}].name", f"rule {name!r} is declared twice")
         if self.metric is not None and self.metric.needs_target and self.data.target is None:
             raise FieldIssue("data.target", f"required by metric kind {self.metric.kind!r}")
+        self._check_shares()
         return self
+
+    def _check_shares(self) -> None:
+        shares = [(i, stage.share) for i, stage in enumerate(self.stages) if stage.share]
+        if not shares:
+            return
+        where = f"optimizer[{shares[0][0]}].share" if len(self.stages) > 1 else "optimizer.share"
+        if self.budget.max_calls is None:
+            raise FieldIssue(where, "a stage's share is of budget.max_calls, which is not set")
+        if sum(share for _, share in shares) > 1 + 1e-9:
+            raise FieldIssue(where, f"the stages' shares add up to "
+                                    f"{sum(s for _, s in shares):g}, more than 1")  # fmt: skip
 
     @property
     def stages(self) -> tuple[OptimizerSpec, ...]:

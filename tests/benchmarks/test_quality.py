@@ -60,14 +60,20 @@ def _optimizer(counter: itertools.count):
     return answer
 
 
-def test_every_run_prints_tables_and_the_json_line(tmp_path, capsys):
-    sst2, trec = _data(tmp_path)
+def fake_backends():
+    """Fresh fake backends for each run; the optimizer's texts numbered across the runs."""
     counter = itertools.count()
 
     def backends():
         optimizer = FakeBackend(_optimizer(counter))
         return {"task": FakeBackend(_task), "optimizer": optimizer, "judge": optimizer}
 
+    return backends
+
+
+def test_every_run_prints_tables_and_the_json_line(tmp_path, capsys):
+    sst2, trec = _data(tmp_path)
+    backends = fake_backends()
     final = quality.main(
         ["--jobs", "1", "--val", "6", "--test-rows", "10", "--max-calls", "120",
          "--sst2-data", str(sst2), "--trec-data", str(trec),

@@ -30,6 +30,7 @@ optimizer:
   name: exemplars
   config: {{k: 2, num_sets: 4, mutations: 2, per_step: 2}}
 budget: {{max_calls: {max_calls}}}
+racing: {racing}
 concurrency: 4
 cache: {{policy: {cache}, dir: {cache_dir}}}
 output: {output}
@@ -38,7 +39,7 @@ output: {output}
 
 @pytest.fixture
 def task_file(tmp_path: Path):
-    def make(*, max_calls: int = 500, cache: str = "off") -> Path:
+    def make(*, max_calls: int = 500, cache: str = "off", racing: bool = True) -> Path:
         (tmp_path / "rows.jsonl").write_text(
             "\n".join(json.dumps(r) for r in sentiment_rows()) + "\n", encoding="utf-8"
         )
@@ -46,6 +47,7 @@ def task_file(tmp_path: Path):
         path.write_text(
             TASK.format(
                 max_calls=max_calls,
+                racing=json.dumps(racing),
                 cache=cache,
                 cache_dir=json.dumps(str(tmp_path / "cache")),
                 output=json.dumps(str(tmp_path / "traces")),

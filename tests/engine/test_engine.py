@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 from fake_sentiment import picky_model
+from killed_run import kill_after
 
 from promptopt.api import aoptimize
 from promptopt.llm.fakes import FakeBackend
+from promptopt.optimizers.exemplars import Exemplars
 from promptopt.store import RunStore
 from promptopt.task.program import shown_exemplars
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_exemplar_search_beats_the_seed_and_records_everything(task_file, picky_backend):
@@ -34,18 +32,32 @@ async def test_exemplar_search_beats_the_seed_and_records_everything(task_file, 
         assert store.latest_checkpoint() is not None
 
 
-async def test_budget_stops_the_search_without_exceeding_it(task_file, picky_backend):
-    # the seed costs 20 calls, each candidate at most 20: 50 calls cannot pay for two candidates
+async def test_the_search_fits_the_budget_and_says_why_it_ended_early(task_file, picky_backend):
+    # the seed costs 20 calls, each candidate at most 20: 50 calls pay for one candidate, and
+    # the exemplar search sizes itself to that instead of running into the budget
     result = await aoptimize(task_file(max_calls=50), backends={"task": picky_backend})
     assert result.usage["calls"] <= 50
-    assert result.stopped.startswith("budget")
+    assert result.stopped == "optimizer finished"
+    [stage] = result.stages
+    assert stage["share"] == 30 and stage["candidates"] >= 1  # its set, then calibrations
+    assert stage["spent"] <= 20 and stage["steps"] < stage["planned_steps"]
+    assert stage["ended_early"] == "what was left of its share could not pay for another step"
     assert result.scores["seed_test"] is not None  # test scoring sits outside the search budget
 
 
-async def test_a_budget_stop_keeps_every_candidate_scored_on_all_of_val(task_file, picky_backend):
+def unsized(monkeypatch) -> None:
+    """The exemplar optimizer proposing its sets whatever the budget, as a plugin may."""
+    monkeypatch.setattr(Exemplars, "_fit", lambda self, state: None)
+
+
+async def test_a_budget_stop_keeps_every_candidate_scored_on_all_of_val(
+    task_file, picky_backend, monkeypatch
+):
     # seed 20 calls, then a step of candidates behind one gate that wakes in order: the first
     # gets all 20 of its calls, the next only 5 before the budget (45) refuses one
-    result = await aoptimize(task_file(max_calls=45), backends={"task": picky_backend})
+    unsized(monkeypatch)
+    task = task_file(max_calls=45, racing=False)  # every candidate on every row
+    result = await aoptimize(task, backends={"task": picky_backend})
     assert result.stopped.startswith("budget")
     with RunStore.open(result.run_dir) as store:
         decisions = [(d["kind"], d["step"], d["payload"]) for d in store.decisions()]
@@ -71,40 +83,19 @@ async def test_second_identical_run_is_served_from_the_cache(task_file):
     assert second.scores == first.scores
 
 
-CRASHING_RUN = """
-import os, sys
-sys.path.insert(0, {here!r})
-sys.path.insert(0, {root!r})
-from fake_sentiment import picky_model
-from promptopt.api import optimize
-from promptopt.llm.fakes import FakeBackend
-calls = 0
-def crashing(request):
-    global calls
-    calls += 1
-    if calls > {after}:
-        os._exit(9)  # the process dies mid-step, as a killed run would
-    return picky_model(request)
-optimize({task!r}, backends={{"task": FakeBackend(crashing)}})
-"""
-
-
 def test_resume_repeats_no_paid_call_and_ends_the_same(task_file, tmp_path):
     path = task_file()
     reference_backend = FakeBackend(_picky())
     reference = asyncio.run(aoptimize(path, backends={"task": reference_backend}))
     total = len(reference_backend.requests)
 
-    script = tmp_path / "crash.py"
-    script.write_text(
-        CRASHING_RUN.format(
-            here=str(Path(__file__).parent), root=str(ROOT), after=45, task=str(path)
-        )
+    kill_after(
+        45,
+        task=path,
+        model="picky_model",
+        imports="from fake_sentiment import picky_model",
+        paths=(Path(__file__).parent,),
     )
-    proc = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 9, proc.stderr
     (run_dir,) = [
         p for p in (path.parent / "traces").iterdir() if p.is_dir() and p != reference.run_dir
     ]

@@ -15,6 +15,7 @@ from promptopt.engine import Engine
 from promptopt.llm.fakes import FakeBackend
 from promptopt.llm.types import LLMRequest
 from promptopt.optimizers.base import Proposal, SearchState
+from promptopt.optimizers.exemplars import Exemplars
 from promptopt.session import build_parts
 from promptopt.store import RunStore
 from promptopt.task import load_task
@@ -44,7 +45,8 @@ async def test_a_diverse_set_comes_first_and_nearest_exemplars_after_the_search(
     assert {(json.dumps(e["inputs"]), e["target"]) for e in val} <= set(pool)
 
 
-async def test_calibration_still_runs_when_the_budget_stops_the_search(task_file):
+async def test_calibration_still_runs_when_the_budget_stops_the_search(task_file, monkeypatch):
+    monkeypatch.setattr(Exemplars, "_fit", lambda self, state: None)  # run into the budget
     backend = FakeBackend(leaning_model)
     # the seed (20) and three sets (60) fit; the fourth set's calls do not
     result = await aoptimize(task_file(max_calls=90), backends={"task": backend})
@@ -73,6 +75,9 @@ class ProbeThenStop:
 
     def observe(self, state: SearchState, results: list) -> None:
         pass
+
+    def estimate_calls(self, *, n_train: int, n_val: int) -> int:
+        return 6
 
 
 async def test_probe_evaluations_feed_the_exemplar_pool(task_file, tmp_path):

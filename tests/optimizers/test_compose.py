@@ -115,10 +115,12 @@ async def test_two_stages_run_in_order_in_one_budget_and_one_store(tmp_path):
     assert len(bare_q) == 10
 
 
-async def test_a_budget_stop_in_the_second_stage_keeps_what_it_scored_whole(tmp_path):
-    # seed 10 + OPRO 22 = 32; the exemplar stage's two sets need 20 and 13 are left: the first
+async def test_a_budget_stop_in_the_second_stage_keeps_what_it_scored_whole(tmp_path, monkeypatch):
+    # seed 10 + OPRO 22 (its share: 0.63 of the 35 left) = 32; the exemplar stage, proposing
+    # its two sets whatever the budget (as a plugin may), needs 20 and 13 are left: the first
     # set is scored on all 10 rows and wins, the second is cut partway and never chosen
-    task = composed_task(tmp_path, max_calls=45)
+    monkeypatch.setattr(Exemplars, "_fit", lambda self, state: None)
+    task = composed_task(tmp_path, max_calls=45, stages=({**OPRO, "share": 0.63}, EXEMPLARS))
     optimizer_model = ScriptedBackend(["<START>Q<END>", "<START>R<END>"])
     result = await aoptimize(
         task, backends={"task": FakeBackend(composed_model), "optimizer": optimizer_model}
@@ -146,30 +148,33 @@ def leaning_model(request: LLMRequest) -> LLMResponse:
     return LLMResponse(text="positive", choice_logprobs=ranked)
 
 
-async def test_a_budget_stop_in_the_first_stage_still_lets_the_next_do_its_free_work(tmp_path):
-    # seed 10; OPRO's first reply repeats the seed (a no-op, asked again): 2 optimizer calls,
-    # then 9 of Q's 10 validation rows fit in 21 calls. The exemplar stage can only calibrate
-    # the seed, whose answers are replayed from the run.
+async def test_a_share_stop_in_the_first_stage_hands_over_to_the_next(tmp_path):
+    # seed 10, then 22 left: OPRO plans 22 (two steps of one proposal and its optimizer call)
+    # and the exemplar stage 20, so OPRO's share is 11. Its first reply repeats the seed (a
+    # no-op, asked again): 2 optimizer calls, then 9 of Q's 10 validation rows fit in its
+    # share. The exemplar stage still gets what is left (11: one set) and then calibrates,
+    # its answers replayed from the run.
     exemplars = {"name": "exemplars", "config": {**EXEMPLARS["config"], "calibrate": True}}
-    task = composed_task(tmp_path, max_calls=21, stages=(OPRO, exemplars))
+    task = composed_task(tmp_path, max_calls=32, stages=(OPRO, exemplars))
     optimizer_model = ScriptedBackend(["<START>P<END>", "<START>Q<END>"])
     task_model = FakeBackend(leaning_model)
     result = await aoptimize(task, backends={"task": task_model, "optimizer": optimizer_model})
 
-    assert result.stopped.startswith("budget") and result.steps == 1
+    first, second = result.stages
+    assert (first["share"], first["spent"]) == (11, 11)
+    assert first["stopped"].startswith("share") and first["candidates"] == 0
+    assert first["ended_early"] == "its share of the budget was spent"
+    assert second["share"] == 11 and second["spent"] == 10  # one set on the 10 rows
+    assert result.stopped == "optimizer finished"
     assert result.scores["seed_val"] == pytest.approx(0.5)
     # offsets -3 and -2 still answer one label; -1.5 is the first to answer both right
-    assert result.best.params == {"system": "P", "exemplars": [],
-                                  "calibration": {"positive": -1.5}}  # fmt: skip
+    assert result.best.params["calibration"] == {"positive": -1.5}
     assert result.scores["best_val"] == pytest.approx(1.0)
     with RunStore.open(result.run_dir) as store:
-        assert len(paid(store)) == 21
+        assert len(paid(store)) == 31
         kinds = [(d["step"], d["kind"], d["payload"]["stage"]) for d in store.decisions()]
-        assert kinds == [(1, "stop", 0), (3, "stage", 1), (3, "step", 1)]
-        calibrated = [c for c in store.candidates() if c["origin"] == "exemplars"]
-        assert len(calibrated) == 12  # one label, twelve offsets
-    # the search, then the seed on test; the calibrated best asks the same requests: replayed
-    assert len(task_model.requests) == 19 + 10
+        assert kinds[:3] == [(1, "stop", 0), (3, "stage", 1), (3, "step", 1)]
+        assert store.decisions()[1]["payload"]["share"] == 11
 
 
 @pytest.mark.parametrize(
@@ -215,3 +220,24 @@ def test_the_dry_run_adds_up_the_stages(tmp_path):
     estimate = plan(composed_task(tmp_path, max_calls=1000))
     assert estimate.optimization_calls == 10 + 20 + 20
     assert ("optimizer", "opro -> exemplars") in estimate.rows
+
+
+async def test_the_set_scored_whole_before_a_budget_stop_is_calibrated(tmp_path, monkeypatch):
+    # as above, with calibration on: the free step after the stop calibrates the set scored on
+    # every row (it is the best), never the one the budget cut partway
+    monkeypatch.setattr(Exemplars, "_fit", lambda self, state: None)
+    exemplars = {"name": "exemplars", "config": {**EXEMPLARS["config"], "calibrate": True}}
+    task = composed_task(tmp_path, max_calls=45, stages=({**OPRO, "share": 0.63}, exemplars))
+    optimizer_model = ScriptedBackend(["<START>Q<END>", "<START>R<END>"])
+    result = await aoptimize(
+        task, backends={"task": FakeBackend(composed_model), "optimizer": optimizer_model}
+    )
+    assert result.stopped.startswith("budget")
+    assert {k: v for k, v in result.best.params.items() if k != "calibration"} == {
+        "system": "Q", "exemplars": SHOW_100}  # fmt: skip
+    with RunStore.open(result.run_dir) as store:
+        cut = next(d["payload"] for d in store.decisions() if d["payload"].get("partial"))
+        calibrated = {c["parent_id"] for c in store.candidates()
+                      if c["meta"].get("kind") == "calibration"}  # fmt: skip
+    [whole] = [e["id"] for e in cut["evaluated"]]
+    assert whole in calibrated and not calibrated & set(cut["partial"])

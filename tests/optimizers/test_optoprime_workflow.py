@@ -158,24 +158,6 @@ async def test_optoprime_on_smollm2_completes_and_survives_bad_json(triage_task,
         assert stats["unparseable"] <= len(cut)
 
 
-CRASHING_RUN = """
-import os, sys
-sys.path.insert(0, {here!r})
-from triage_fixture import triage_model
-from test_optoprime_workflow import REPLIES
-from promptopt.api import optimize
-from promptopt.llm.fakes import FakeBackend, ScriptedBackend
-calls = 0
-def crashing(request):
-    global calls
-    calls += 1
-    if calls > {after}:
-        os._exit(9)  # killed in the middle of scoring step 2's candidate
-    return triage_model(request)
-optimize({task!r}, backends={{"task": FakeBackend(crashing), "optimizer": ScriptedBackend(REPLIES)}})
-"""
-
-
 def reference_task_calls(result) -> list[dict]:
     with RunStore.open(result.run_dir) as store:
         return [c for c in store.llm_calls() if not c["cached"] and c["request"].get("choices")]
@@ -183,20 +165,17 @@ def reference_task_calls(result) -> list[dict]:
 
 def test_a_crashed_workflow_run_resumes_without_repeating_calls_or_traces(triage_task, tmp_path):
     import asyncio
-    import subprocess
-    import sys
     from pathlib import Path
+
+    from killed_run import kill_after
 
     task = triage_task(optimizer="optoprime", config={"steps": 2})
     reference, _ = asyncio.run(optimize_scripted(lambda **_: task))
-    script = tmp_path / "crash.py"
-    script.write_text(
-        CRASHING_RUN.format(here=str(Path(__file__).parent), after=20, task=str(task))
-    )
-    proc = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 9, proc.stderr
+    # killed in the middle of scoring step 2's candidate
+    kill_after(20, task=task, model="triage_model", paths=(Path(__file__).parent,),
+               imports="from triage_fixture import triage_model\n"
+                       "from test_optoprime_workflow import REPLIES",
+               others='"optimizer": ScriptedBackend(REPLIES)')  # fmt: skip
     (run_dir,) = [p for p in (task.parent.parent / "traces").iterdir() if p != reference.run_dir]
     # seed: 16 calls; step 1 changed only route.code, so its classify requests were the
     # seed's (replayed); step 2 asked the optimizer its third question, then died at call 21
