@@ -232,7 +232,8 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
         gate = asyncio.Semaphore(self.concurrency)
         outcomes = await asyncio.gather(
             *(
-                self._race(p, against, step=step, origin=origin, gate=gate) if against
+                self._race(p, against, step=step, origin=origin, gate=gate)
+                if against and not p.free
                 else self.evaluate(p.params, val, split="val", step=step,
                                    parent_id=p.parent_id, origin=origin, meta=p.meta, gate=gate)
                 for p in proposals

@@ -16,8 +16,9 @@ correction for the repetition: a candidate equal to the incumbent is dropped now
 and then, which costs nothing but a candidate that could at best have tied.
 Racing is sound only for a metric scored per example, which every metric of a
 task is; the engine races only the optimizers that declare ``racing = True``
-(their ``observe`` copes with fewer results than proposals) and never the free
-step after a budget stop (its answers cost nothing).
+(their ``observe`` copes with fewer results than proposals), and never a proposal
+marked ``free`` (its answers are in the run already: the exemplar optimizer's
+calibrations) nor the free step after a budget stop.
 """
 
 from __future__ import annotations

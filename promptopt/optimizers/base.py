@@ -97,12 +97,16 @@ class Proposal:
 
     ``request_key`` is the key (``LLM.key``) of the optimizer-model request whose reply
     this candidate was read from, if any; the engine records the link in the run store.
+    ``free``: every answer it needs is in the run already (the exemplar optimizer's
+    calibrations re-read scored answers), so racing it would save nothing: it is
+    scored on every row.
     """
 
     params: Mapping[str, Any]
     parent_id: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
     request_key: str | None = None
+    free: bool = False
 
 
 @dataclass(frozen=True, slots=True)

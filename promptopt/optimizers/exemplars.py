@@ -309,7 +309,7 @@ class Exemplars:
                     seen.add(candidate_id(params))
                     proposals.append(Proposal(params=params, parent_id=base.candidate.id,
                                               meta={"kind": "calibration", "label": label,
-                                                    "offset": offset}))  # fmt: skip
+                                                    "offset": offset}, free=True))  # fmt: skip
         return proposals
 
     def estimate_calls(self, *, n_train: int, n_val: int) -> int:

@@ -34,16 +34,17 @@ class Scripted:
     Config: ClassVar[type[BaseModel]] = BaseModel
     racing: ClassVar[bool] = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, free: bool = False) -> None:
         self.observed: list[str] = []
         self.done = False
+        self.free = free  # proposals whose answers cost nothing: never raced
 
     async def propose(self, state: SearchState, *, llm: Any, rng: random.Random) -> list[Proposal]:
         if self.done:
             return []
         self.done = True
-        return [Proposal(params={**state.seed.params, "system": s}, parent_id=state.seed.id)
-                for s in "WBE"]  # fmt: skip
+        return [Proposal(params={**state.seed.params, "system": s}, parent_id=state.seed.id,
+                         free=self.free) for s in "WBE"]  # fmt: skip
 
     def observe(self, state: SearchState, results: list) -> None:
         self.observed += [r.candidate.params["system"] for r in results]
@@ -62,12 +63,12 @@ def racing_task(root, *, racing: bool) -> Any:
     return path
 
 
-async def search(root, *, racing: bool):
+async def search(root, *, racing: bool, free: bool = False):
     from promptopt.session import build_parts
     from promptopt.task import load_task
 
     spec = load_task(racing_task(root, racing=racing))
-    optimizer = Scripted()
+    optimizer = Scripted(free=free)
     with RunStore.create(root / "runs", task={}) as store:
         parts = build_parts(spec, store=store, backends={"task": FakeBackend(ladder_model(LEVELS))})
         outcome = await parts.engine(store).search(
@@ -96,6 +97,13 @@ async def test_the_best_is_the_same_as_without_racing(tmp_path):
     assert "dropped" not in step and optimizer.observed == ["W", "B", "E"]
     assert raced.best.candidate.params == whole.best.candidate.params
     assert raced.best.score == whole.best.score == pytest.approx(0.9)
+
+
+async def test_a_free_proposal_is_never_raced(tmp_path):
+    # the exemplar optimizer's calibrations re-read answers already in the run: racing them
+    # would save nothing and could drop the best calibration
+    outcome, optimizer, [step] = await search(tmp_path, racing=True, free=True)
+    assert "dropped" not in step and optimizer.observed == ["W", "B", "E"]
 
 
 def rows(scores: list[float]) -> list[ExampleResult]:
