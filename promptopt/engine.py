@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from promptopt.errors import BudgetExceededError, ShareSpentError
 from promptopt.optimizers.base import (
     Evaluated,
-    ExampleResult,
     PairwiseOptimizer,
     Proposal,
     SearchState,
@@ -38,7 +37,7 @@ from promptopt.optimizers.base import (
 )
 from promptopt.pairwise import SEED_SHARE, PairwiseJudging
 from promptopt.progress import Reporter, SilentReporter
-from promptopt.racing import Dropped, RaceRule, race_order
+from promptopt.racing import Dropped, RaceRule, Racing, race_order
 from promptopt.scoring import Scoring
 from promptopt.staged_search import SearchOutcome, StagedSearch
 from promptopt.task.feedback import FeedbackRule
@@ -66,7 +65,7 @@ class _CutShort(Exception):
         self.partial = partial  # the ids of the others
 
 
-class Engine(StagedSearch, PairwiseJudging, Scoring):
+class Engine(StagedSearch, PairwiseJudging, Racing, Scoring):
     def __init__(
         self,
         *,
@@ -230,16 +229,19 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
         for the step's decision and in ``SearchState.dropped``, not returned.
         """
         gate = asyncio.Semaphore(self.concurrency)
-        outcomes = await asyncio.gather(
-            *(
-                self._race(p, against, step=step, origin=origin, gate=gate)
-                if against and not p.free
-                else self.evaluate(p.params, val, split="val", step=step,
-                                   parent_id=p.parent_id, origin=origin, meta=p.meta, gate=gate)
-                for p in proposals
+        raced = [p for p in proposals if against and not p.free]
+        plain = [p for p in proposals if not (against and not p.free)]
+        together = await asyncio.gather(
+            self._race_step(raced, against or {}, step=step, origin=origin, gate=gate),
+            asyncio.gather(
+                *(self.evaluate(p.params, val, split="val", step=step, parent_id=p.parent_id,
+                                origin=origin, meta=p.meta, gate=gate) for p in plain),
+                return_exceptions=True,
             ),
-            return_exceptions=True,
         )  # fmt: skip
+        by_proposal = dict(zip(map(id, [*raced, *plain]), [*together[0], *together[1]],
+                               strict=True))  # fmt: skip
+        outcomes = [by_proposal[id(p)] for p in proposals]
         results = [o for o in outcomes if isinstance(o, Evaluated)]
         dropped = [o for o in outcomes if isinstance(o, Dropped)]
         for proposal, outcome in zip(proposals, outcomes, strict=True):
@@ -271,38 +273,6 @@ class Engine(StagedSearch, PairwiseJudging, Scoring):
                 or len(state.val) <= self.racing.min_rows):  # fmt: skip
             return None
         return {str(r.example.id): r.score.value for r in best.results}
-
-    async def _race(
-        self, proposal: Proposal, against: Mapping[str, float], *, step: int, origin: str,
-        gate: asyncio.Semaphore,
-    ) -> Evaluated | Dropped:  # fmt: skip
-        """Score ``proposal`` chunk by chunk in the racing order; dropped once the sign test
-        says it is worse than the incumbent, else scored on every row."""
-        rule = self.racing
-        assert rule is not None
-        order, got = self._race_order, list[ExampleResult]()
-        start, part = 0, None
-        for end in rule.looks(len(order)):
-            part = await self.evaluate(proposal.params, order[start:end], split="val", step=step,
-                                       parent_id=proposal.parent_id, origin=origin,
-                                       meta=proposal.meta, gate=gate)  # fmt: skip
-            got.extend(part.results)
-            start = end
-            if end < len(order):
-                drop, wins, losses, p = rule.verdict(got, against)
-                if drop:
-                    self.reporter.advance(len(order) - end)
-                    mean = sum(r.score.value for r in got) / len(got)
-                    scored = Evaluated(part.candidate, "val", tuple(got), step=step,
-                                       parent_id=proposal.parent_id, origin=origin)  # fmt: skip
-                    return Dropped(part.candidate.id, len(got), mean, wins, losses, p, scored)
-        assert part is not None
-        position = {e.id: i for i, e in enumerate(self.splits.val)}
-        results: tuple[ExampleResult, ...] = tuple(
-            sorted(got, key=lambda r: position[r.example.id])
-        )
-        return Evaluated(part.candidate, "val", results, parent_id=proposal.parent_id,
-                         origin=origin or "seed", step=step)  # fmt: skip
 
     async def score_test(self, outcome: SearchOutcome, *, llm: LLM) -> None:
         """Score the seed and the best candidate once on the held-out test split (if any,

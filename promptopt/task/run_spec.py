@@ -27,8 +27,9 @@ class RacingSpec(Frozen):
 
     enabled: bool = Field(
         True,
-        description="Race the candidates of optimizers that allow it (exemplars, opro, "
-        "optoprime, promst); 'racing: off' scores every candidate on every validation row.",
+        description="Race the candidates of optimizers that allow it (opro, optoprime, promst, "
+        "and exemplars when it does not calibrate); 'racing: off' scores every candidate on "
+        "every validation row.",
     )
     confidence: float = Field(
         0.95,
@@ -38,7 +39,7 @@ class RacingSpec(Frozen):
         "far says, at this confidence, that it is worse than the best so far.",
     )
     min_rows: int = Field(
-        10, ge=1, description="Validation rows a candidate is scored on before the first test."
+        5, ge=1, description="Validation rows scored between two tests of a racing candidate."
     )
 
     @model_validator(mode="before")

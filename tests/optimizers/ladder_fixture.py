@@ -70,6 +70,7 @@ def ladder_task(
     n_train: int = 10,
     seed_prompt: str = "P",
     trainable: Sequence[str] = ("system",),
+    racing: bool = True,
 ) -> Path:
     """Write the task and its data under ``root``; returns the task file.
 
@@ -105,6 +106,7 @@ def ladder_task(
             else {"name": optimizer, "config": dict(config or {})}
         ),
         "budget": {"max_calls": max_calls},
+        "racing": racing,
         "concurrency": 4,
         "cache": {"policy": "off"},
         "output": str(root / "traces"),

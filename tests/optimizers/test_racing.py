@@ -8,6 +8,7 @@ four rows in ten and loses none, ``E`` (5) ties every row.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from typing import Any, ClassVar
@@ -28,23 +29,24 @@ LEVELS = {"P": 5, "W": 0, "B": 9, "E": 5}
 
 
 class Scripted:
-    """Proposes the system texts ``W``, ``B`` and ``E`` in one step, then stops."""
+    """Proposes the system texts ``W``, ``B`` and ``E`` (or ``systems``) in one step, then stops."""
 
     name: ClassVar[str] = "scripted"
     Config: ClassVar[type[BaseModel]] = BaseModel
     racing: ClassVar[bool] = True
 
-    def __init__(self, *, free: bool = False) -> None:
+    def __init__(self, *, free: bool = False, systems: str = "WBE") -> None:
         self.observed: list[str] = []
         self.done = False
         self.free = free  # proposals whose answers cost nothing: never raced
+        self.systems = systems
 
     async def propose(self, state: SearchState, *, llm: Any, rng: random.Random) -> list[Proposal]:
         if self.done:
             return []
         self.done = True
         return [Proposal(params={**state.seed.params, "system": s}, parent_id=state.seed.id,
-                         free=self.free) for s in "WBE"]  # fmt: skip
+                         free=self.free) for s in self.systems]  # fmt: skip
 
     def observe(self, state: SearchState, results: list) -> None:
         self.observed += [r.candidate.params["system"] for r in results]
@@ -63,12 +65,12 @@ def racing_task(root, *, racing: bool) -> Any:
     return path
 
 
-async def search(root, *, racing: bool, free: bool = False):
+async def search(root, *, racing: bool, free: bool = False, systems: str = "WBE"):
     from promptopt.session import build_parts
     from promptopt.task import load_task
 
     spec = load_task(racing_task(root, racing=racing))
-    optimizer = Scripted(free=free)
+    optimizer = Scripted(free=free, systems=systems)
     with RunStore.create(root / "runs", task={}) as store:
         parts = build_parts(spec, store=store, backends={"task": FakeBackend(ladder_model(LEVELS))})
         outcome = await parts.engine(store).search(
@@ -80,15 +82,24 @@ async def search(root, *, racing: bool, free: bool = False):
     return outcome, optimizer, decisions
 
 
-async def test_a_worse_candidate_is_dropped_and_a_better_one_never(tmp_path):
+async def test_worse_candidates_are_dropped_and_a_better_one_never(tmp_path):
     outcome, optimizer, [step] = await search(tmp_path, racing=True)
-    [dropped] = step["dropped"]
-    assert dropped["rows"] < 40 and dropped["wins"] == 0 and dropped["p"] <= 0.05
+    # W is worse than the seed; E ties the seed, but B, racing beside it, leads and wins
+    # four rows in ten that E loses: both are dropped before the end, B never
+    dropped = {d["id"]: d for d in step["dropped"]}
+    assert len(dropped) == 2 and all(d["rows"] < 40 and d["wins"] == 0 and d["p"] <= 0.05
+                                     for d in dropped.values())  # fmt: skip
     by_system = {e.candidate.params["system"]: e for e in outcome.history}
-    assert set(by_system) == {"P", "B", "E"}  # W never joined the history
-    assert len(by_system["B"].results) == len(by_system["E"].results) == 40  # scored whole
-    assert optimizer.observed == ["B", "E"]
+    assert set(by_system) == {"P", "B"}  # W and E never joined the history
+    assert len(by_system["B"].results) == 40  # scored whole
+    assert optimizer.observed == ["B"]
     assert outcome.best.candidate.params["system"] == "B"
+
+
+async def test_a_candidate_alone_is_raced_against_the_incumbent_only(tmp_path):
+    # E alone ties the seed on every row: nothing says it is worse, so it runs to the end
+    outcome, optimizer, [step] = await search(tmp_path, racing=True, systems="E")
+    assert "dropped" not in step and optimizer.observed == ["E"]
 
 
 async def test_the_best_is_the_same_as_without_racing(tmp_path):
@@ -131,3 +142,22 @@ def test_the_looks_and_the_order_are_fixed():
     val = [Example(str(i), {"text": str(i)}, "x") for i in range(30)]
     assert race_order(val, 3) == race_order(val, 3) != race_order(val, 4)
     assert sorted(e.id for e in race_order(val, 3)) == sorted(e.id for e in val)
+
+
+def test_the_exemplar_search_races_only_the_sets_it_will_not_calibrate():
+    from promptopt.optimizers.base import Candidate
+    from promptopt.optimizers.exemplars import Exemplars
+
+    def state(choices: tuple[str, ...]) -> SearchState:
+        async def evaluate(params, examples):  # never called: the pool is too small
+            raise AssertionError
+
+        return SearchState(seed=Candidate({"exemplars": []}), trainable=("exemplars",),
+                           train=(), val=(), program_description="", evaluate=evaluate,
+                           choices=choices, kinds={"exemplars": "exemplars"})  # fmt: skip
+
+    for config, choices, races in (({}, ("a", "b"), False), ({"calibrate": False}, ("a", "b"), True),
+                                   ({}, (), True)):  # fmt: skip
+        optimizer = Exemplars(config)
+        asyncio.run(optimizer.propose(state(choices), llm=None, rng=random.Random(0)))
+        assert optimizer.racing is races
