@@ -108,3 +108,17 @@ def test_an_optimizer_that_breaks_the_contract_is_refused_before_anything_is_spe
         promptopt.plan(task)
     with pytest.raises(AssertionError, match="estimate_calls"):
         check_optimizer(plugins.optimizers.get("half"))
+
+
+def test_the_kit_refuses_a_plan_that_spends_more_than_it_is_given():
+    from promptopt.optimizers.opro import OPRO
+    from promptopt.testing.conformance import _check_plan
+
+    _check_plan("opro", OPRO())  # promptopt's own plan keeps within its calls
+
+    class Greedy(OPRO):
+        def plan_steps(self, *, calls, n_train, n_val):
+            return [n_val + 1] * 3  # whatever it is given
+
+    with pytest.raises(AssertionError, match="plan_steps\\(calls=0\\) plans steps"):
+        _check_plan("greedy", Greedy())

@@ -95,6 +95,9 @@ def check_optimizer(cls: type, *, budget: int = 80) -> None:
     assert isinstance(calls, int) and calls >= 0, f"{name}: estimate_calls gave {calls!r}"
     stats = getattr(optimizer, "stats", {})
     assert isinstance(stats, Mapping), f"{name}: stats, if present, must be a mapping"
+    _check_plan(name, optimizer)
+    racing = getattr(optimizer, "racing", False)
+    assert isinstance(racing, bool), f"{name}: racing, if present, must be True or False"
     registered = plugins.optimizers.targets().get(name)
     assert registered is not None, (
         f"{name}: not registered in the {plugins.OPTIMIZERS!r} entry-point group; "
@@ -103,6 +106,26 @@ def check_optimizer(cls: type, *, budget: int = 80) -> None:
     assert plugins.optimizers.get(name) is cls, f"{name}: registered as {registered!r}"
     candidates, stopped = aio.run(_run_end_to_end(name, budget))
     assert candidates >= 1 and stopped, f"{name}: the run recorded no candidate"
+
+
+def _check_plan(name: str, optimizer: Any) -> None:
+    """``plan_steps``, if present: a list of positive calls, none of them (nor their sum) over
+    the calls given, [] when those are 0, and as many steps or fewer as the calls shrink."""
+    plan = getattr(optimizer, "plan_steps", None)
+    if plan is None:
+        return
+    assert callable(plan), f"{name}: plan_steps must be a method"
+    free = plan(calls=None, n_train=4, n_val=4)
+    assert isinstance(free, list) and all(isinstance(c, int) and c > 0 for c in free), (
+        f"{name}: plan_steps(calls=None) gave {free!r}, not a list of positive calls"
+    )
+    assert plan(calls=0, n_train=4, n_val=4) == [], f"{name}: plan_steps(calls=0) plans steps"
+    previous = len(free)
+    for calls in (sum(free), sum(free) // 2, 5, 1):
+        steps = plan(calls=calls, n_train=4, n_val=4)
+        assert sum(steps) <= calls, f"{name}: plan_steps(calls={calls}) spends {sum(steps)}"
+        assert len(steps) <= previous, f"{name}: plan_steps plans more steps with fewer calls"
+        previous = len(steps)
 
 
 async def _run_end_to_end(name: str, budget: int) -> tuple[int, str]:
