@@ -9,7 +9,8 @@ scored so far says it is worse than the best so far; see ``promptopt/racing.py``
 The budget (``--max-calls``, default 700: the seed's 100 validation calls, then
 six candidates of 100 rows) binds, and the optimizers' configs ask for more
 candidates than it pays for without racing (exemplars: 12 random sets and 6
-mutations; opro: 12 steps of 2), so what racing saves buys more candidates. The
+mutations; opro: 30 steps of 2, since a step whose replies are all no-ops proposes
+nothing), so what racing saves buys more candidates. The
 exemplar search runs without its calibration in both arms: a search that
 calibrates is never raced (racing reads uncalibrated scores, and calibration
 rescues the leaning sets racing would drop).
@@ -55,7 +56,7 @@ STAGES = {
     "exemplars": {"name": "exemplars",
                   "config": {**CONFIGS["exemplars"]["config"], "num_sets": 12, "mutations": 6,
                              "per_step": 4, "calibrate": False}},
-    "opro": {"name": "opro", "config": {**CONFIGS["opro"]["config"], "steps": 12}},
+    "opro": {"name": "opro", "config": {**CONFIGS["opro"]["config"], "steps": 30}},
 }  # fmt: skip
 
 

@@ -57,7 +57,8 @@ class OptimizeResult:
     losses, p = 1. ``stages`` says for each stage of the search (one, unless the
     optimizer is a list) its ``share`` of the budget's calls (None: no limit),
     the calls it ``spent``, its ``steps`` and ``planned_steps`` (at its defaults),
-    its ``candidates`` scored whole and ``dropped`` by racing, why it ``stopped``,
+    its ``candidates`` scored whole (``free`` of them re-read answers already in the
+    run: calibrations) and ``dropped`` by racing, why it ``stopped``,
     and ``ended_early``: why it stopped short of its plan, in words ("" if it did not).
     """
 

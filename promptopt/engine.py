@@ -112,6 +112,7 @@ class Engine(StagedSearch, PairwiseJudging, Racing, Scoring):
         self._stage: tuple[int, str] = (0, "")  # the running stage: its index and optimizer
         self._noting: list[LLM] = []  # clients that tell _note_call their answered requests
         self._dropped: dict[int, list[Dropped]] = {}  # by step, until its decision is recorded
+        self._free_scored = 0  # free proposals scored (calibrations), for the stage reports
 
     # -- evaluation ---------------------------------------------------------
 
@@ -231,6 +232,7 @@ class Engine(StagedSearch, PairwiseJudging, Racing, Scoring):
         gate = asyncio.Semaphore(self.concurrency)
         raced = [p for p in proposals if against and not p.free]
         plain = [p for p in proposals if not (against and not p.free)]
+        self._free_scored += sum(1 for p in proposals if p.free)
         together = await asyncio.gather(
             self._race_step(raced, against or {}, step=step, origin=origin, gate=gate),
             asyncio.gather(

@@ -251,6 +251,8 @@ class _Shares:
         self.start = budget.replay_calls if budget is not None else 0
         self.total = budget.replay_remaining_calls if budget is not None else None
         self._opened: dict[int, tuple[int, int | None]] = {}
+        self.search = search
+        self._free_before = 0
 
     def open(self, index: int) -> int | None:
         """Start stage ``index``: cap the run's calls at its share; the share (None: no limit)."""
@@ -292,6 +294,9 @@ class _Shares:
             and share - spent < smallest_step(stage, n_train=self.n_train, n_val=self.n_val)
         ):
             why = "what was left of its share could not pay for another step"
+        free_now = int(getattr(self.search, "_free_scored", 0))
+        free, self._free_before = free_now - self._free_before, free_now
         return {"stage": index, "optimizer": stage.name, "share": share, "spent": spent,
                 "steps": steps, "planned_steps": planned, "candidates": len(state.history) - 1,
-                "dropped": len(state.dropped), "stopped": stopped, "ended_early": why}  # fmt: skip
+                "free": free, "dropped": len(state.dropped), "stopped": stopped,
+                "ended_early": why}  # fmt: skip

@@ -105,6 +105,8 @@ def stage_line(stage: Mapping[str, Any], *, numbered: bool = True) -> str:
     steps, planned = stage["steps"], stage["planned_steps"]
     said = (f"{name}: {stage['candidates']} candidate{'s' if stage['candidates'] != 1 else ''} "
             f"scored in {steps} step{'s' if steps != 1 else ''} ({planned} planned)")  # fmt: skip
+    if stage.get("free"):  # calibrations: answers re-read from the run, no call
+        said += f", {stage['free']} of them free re-readings"
     if stage.get("dropped"):
         said += f", {stage['dropped']} more dropped by racing"
     if stage.get("share") is not None:
