@@ -21,7 +21,7 @@ from promptopt.engine import SearchOutcome
 from promptopt.errors import ConfigError, StoreError, TaskFileError
 from promptopt.optimizers.base import Candidate
 from promptopt.planning import Plan, check_shares, estimate_plan
-from promptopt.preflight import preflight
+from promptopt.preflight import check_together, named_models, preflight
 from promptopt.progress import Reporter, SilentReporter
 from promptopt.sandbox import Sandbox
 from promptopt.session import RunParts, build_parts, make_sandbox
@@ -304,6 +304,7 @@ def _check_same_task(store: RunStore, spec: TaskSpec) -> None:
 def plan(task: str | Path | TaskSpec) -> Plan:
     spec = load_task(task) if isinstance(task, str | Path) else task
     try:
+        check_together(named_models(spec))  # engines that cannot share one GPU
         return estimate_plan(spec)
     except TaskFileError:
         raise

@@ -9,7 +9,9 @@ endpoint once, with a short timeout, for its model list: free, and it proves the
 server answers and takes the key. A connection error, timeout or refused key
 there is a :class:`~promptopt.errors.ModelUnusableError`; any other answer
 (even a 404 from a server without a model list) lets the run start.
-In-process providers (``local``, ``vllm``, ``fake``) are never probed.
+In-process providers (``local``, ``vllm``, ``fake``) are never probed; models of one
+provider that share a resource are checked together (:func:`check_together`: several
+``vllm:`` engines on one GPU need an explicit memory split).
 """
 
 from __future__ import annotations
@@ -30,12 +32,19 @@ from promptopt.errors import (
     TaskFileError,
 )
 from promptopt.llm.health import unusable
-from promptopt.llm.models import ModelConfig, http_of
+from promptopt.llm.models import ModelConfig, backend_class, http_of
 from promptopt.llm.probe import probe_model
 from promptopt.session import ROLES, role_configs
 from promptopt.task.spec import TaskSpec
 
-__all__ = ["PROBE_TIMEOUT_S", "check_keys", "named_models", "preflight", "probe_endpoints"]
+__all__ = [
+    "PROBE_TIMEOUT_S",
+    "check_keys",
+    "check_together",
+    "named_models",
+    "preflight",
+    "probe_endpoints",
+]
 
 PROBE_TIMEOUT_S = 5.0
 # What a probe may fail on; anything else it heard back means the server is there.
@@ -58,8 +67,26 @@ async def preflight(
     models = named_models(spec, skip=skip)
     shown = task_file if task_file is not None else getattr(spec, "path", None)
     check_keys(models, task_file=shown)
+    check_together(models)
     if probe:
         await probe_endpoints(models.values())
+
+
+def check_together(models: Mapping[str, ModelConfig]) -> None:
+    """Let models of one provider that share a resource refuse a run that cannot fit them all.
+
+    A backend class may define ``check_together([(model name, options), ...])``, which
+    raises a ConfigError: ``vllm`` does, for engines that share one GPU.
+    """
+    by_provider: dict[str, list[ModelConfig]] = {}
+    for config in models.values():
+        by_provider.setdefault(config.ref.provider, []).append(config)
+    for provider, configs in by_provider.items():
+        check = (
+            getattr(backend_class(provider), "check_together", None) if len(configs) > 1 else None
+        )
+        if check is not None:
+            check([(c.ref.name, c.options) for c in configs])
 
 
 def named_models(spec: TaskSpec, *, skip: Collection[str] = ()) -> dict[str, ModelConfig]:

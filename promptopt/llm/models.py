@@ -132,7 +132,12 @@ class ModelConfig(BaseModel):
     model: str = Field(description="'provider:model', e.g. 'openai:gpt-4o-mini'.")
     base_url: str | list[str] | None = Field(None, description="OpenAI-compatible endpoint(s).")
     api_key_env: str | None = Field(None, description="Environment variable holding the key.")
-    max_concurrency: int = Field(8, ge=1, description="Requests in flight per endpoint.")
+    max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="Requests in flight per endpoint; default 8, or the provider's own "
+        "(vllm: 256, to fill the engine's batches).",
+    )
     timeout: float = Field(60.0, gt=0, description="Seconds per request.")
     options: dict[str, Any] = Field(default_factory=dict, description="Provider-specific options.")
 
@@ -144,6 +149,12 @@ class ModelConfig(BaseModel):
     @property
     def ref(self) -> ModelRef:
         return parse_model(self.model)
+
+    def concurrency(self, backend: object) -> int:
+        """``max_concurrency``, or ``backend``'s own default (``default_concurrency``), or 8."""
+        if self.max_concurrency is not None:
+            return self.max_concurrency
+        return int(getattr(backend, "default_concurrency", 8))
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -208,7 +219,7 @@ def make_llm(
         model=ref.name,
         cache=cache,
         budget=budget,
-        max_concurrency=config.max_concurrency,
+        max_concurrency=config.concurrency(backend),
         prices=prices,
         listeners=listeners,
     )

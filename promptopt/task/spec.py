@@ -322,7 +322,12 @@ class TaskSpec(Frozen):
     )
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     racing: RacingSpec = Field(default_factory=RacingSpec)
-    concurrency: int = Field(8, ge=1, description="Examples evaluated at once.")
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="Examples evaluated at once; default: the task model's max_concurrency "
+        "(8; vllm: 256).",
+    )
     sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
     prices: dict[str, PriceSpec] = Field(default_factory=dict, description="By 'provider:model'.")

@@ -10,6 +10,7 @@ import pytest
 from promptopt import plugins
 from promptopt.errors import BackendUnavailableError, ConfigError
 from promptopt.llm import LLM, FakeBackend, LLMRequest, Message, ResponseCache
+from promptopt.llm.backends.vllm import VLLMBackend
 from promptopt.llm.models import (
     ModelConfig,
     ModelRef,
@@ -84,7 +85,10 @@ def test_model_config_validates_and_normalises_model() -> None:
     config = ModelConfig(model="OpenAI:gpt-4o")
     assert config.model == "openai:gpt-4o"
     assert config.ref == ModelRef("openai", "gpt-4o")
-    assert (config.max_concurrency, config.timeout, config.options) == (8, 60.0, {})
+    assert (config.max_concurrency, config.timeout, config.options) == (None, 60.0, {})
+    assert config.concurrency(object()) == 8  # a backend without a default of its own
+    assert config.concurrency(VLLMBackend) == 256  # the engine batches: fill its batches
+    assert ModelConfig(model="vllm:m", max_concurrency=16).concurrency(VLLMBackend) == 16
     with pytest.raises(ConfigError):
         ModelConfig(model="gpt-4o")
 

@@ -127,7 +127,7 @@ def test_yes_and_no_stay_strings(tmp_path: Path) -> None:
 def test_defaults() -> None:
     spec = TaskSpec.model_validate(_minimal())
     assert spec.path is None and spec.base_dir == Path.cwd()
-    assert spec.seed == 0 and spec.concurrency == 8 and spec.output == "traces"
+    assert spec.seed == 0 and spec.concurrency is None and spec.output == "traces"
     assert spec.optimizer.name == "exemplars" and spec.optimizer.config == {}
     assert spec.cache.policy == "readwrite"
     assert isinstance(spec.program, PromptProgramSpec)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from test_vllm_backend import FakeEngine, fake_params
 
 from promptopt.llm.backends.anthropic import AnthropicBackend
 from promptopt.llm.backends.local import LocalBackend
@@ -14,6 +13,7 @@ from promptopt.llm.types import LLMRequest, LLMResponse
 from promptopt.testing import check_backend
 from promptopt.testing.anthropic_server import AnthropicTestServer
 from promptopt.testing.openai_server import OpenAITestServer
+from promptopt.testing.vllm_engine import FakeVLLM
 
 
 def test_the_fakes() -> None:
@@ -30,9 +30,8 @@ def test_anthropic_against_its_loopback_server() -> None:
         check_backend(AnthropicBackend, options={"base_url": server.base_url, "timeout": 10})
 
 
-def test_vllm_on_a_fake_engine() -> None:
-    options = {"engine": FakeEngine(), "sampling_params": fake_params}
-    check_backend(VLLMBackend, model="org/model", options=options)
+def test_vllm_on_the_fake_async_engine() -> None:
+    check_backend(VLLMBackend, model="org/model", options={"api": FakeVLLM()})
 
 
 @pytest.mark.real

@@ -130,32 +130,6 @@ async def test_llamacpp_server_constrains_through_response_format(
     assert_matches(response.text)
 
 
-def test_vllm_factory_guides_decoding_by_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-    import types
-
-    from promptopt.llm.backends.vllm import vllm_sampling_params
-
-    vllm = types.ModuleType("vllm")
-    sampling = types.ModuleType("vllm.sampling_params")
-
-    class Params:
-        def __init__(self, **kwargs: Any) -> None:
-            self.kwargs = kwargs
-
-    sampling.SamplingParams = Params  # type: ignore[attr-defined]
-    sampling.StructuredOutputsParams = Params  # type: ignore[attr-defined]
-    vllm.sampling_params = sampling  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "vllm", vllm)
-    text = json.dumps(SCHEMA)
-    params = vllm_sampling_params(
-        temperature=0.0, max_tokens=9, stop=(), seed=None, n=1, choices=(), json_schema=text
-    )
-    assert params.kwargs["structured_outputs"].kwargs == {"json": text}
-    plain = vllm_sampling_params(temperature=0.0, max_tokens=9, stop=(), seed=None, n=1, choices=())
-    assert "structured_outputs" not in plain.kwargs
-
-
 def test_long_bounds_are_lowered_before_llamacpp_sees_them() -> None:
     from promptopt.llm.backends._grammar import grammar_safe as _grammar_safe
 
