@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TASK ?= tasks/reviews/task.yaml
 
-.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-local-throughput bench-latency bench-racing clean
+.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-local-throughput bench-latency bench-racing bench-vllm clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -68,6 +68,11 @@ bench-latency: install-dev
 
 bench-racing: install-qwen
 	$(BIN)/python benchmarks/racing.py
+
+# The vllm backend against the raw vLLM engine, and tasks/reviews on it (a CUDA GPU and
+# vLLM >= 0.11 installed into the venv; --fake runs it on the shipped fake engine).
+bench-vllm: install-qwen
+	$(BIN)/python benchmarks/vllm_gpu.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -45,8 +45,8 @@ import itertools
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from promptopt import aio
 from promptopt.errors import (
@@ -74,6 +74,7 @@ _NAMES = ("AsyncLLM", "AsyncEngineArgs", "SamplingParams", "StructuredOutputsPar
 _LOADED: dict[int, tuple[str, float | None]] = {}
 _LOADED_LOCK = threading.Lock()
 _REQUEST_IDS = itertools.count()
+T = TypeVar("T")
 
 
 def load_api() -> Any:
@@ -181,6 +182,21 @@ class VLLMBackend:
         if self._closed:
             raise LLMError(f"the vllm backend for {self.model!r} is closed")
         return await aio.await_on(self._thread.loop, self._serve(request))
+
+    async def on_engine(self, fn: Callable[[Any, Any], Awaitable[T]]) -> T:
+        """Await ``fn(engine, api)`` on the engine's own loop, the engine loaded first.
+
+        Raw access for what the backend does not wrap (a benchmark's direct
+        ``engine.generate`` calls, a custom request): ``engine`` is the loaded
+        ``AsyncLLM``, ``api`` the namespace of vLLM's classes.
+        """
+        if self._closed:
+            raise LLMError(f"the vllm backend for {self.model!r} is closed")
+
+        async def call() -> T:
+            return await fn(self._ready(), self._api)
+
+        return await aio.await_on(self._thread.loop, call())
 
     async def aclose(self) -> None:
         if self._closed:
