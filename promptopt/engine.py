@@ -296,14 +296,6 @@ class Engine(StagedSearch, PairwiseJudging, Racing, Scoring):
         outcome.seed_test = scored[0]
         outcome.best_test = scored[-1]
 
-    async def _optimizer_evaluate(
-        self, params: Mapping[str, Any], examples: Sequence[Example]
-    ) -> Evaluated:
-        probe = await self.evaluate(params, examples, split="train", origin="probe")
-        if self._state is not None:  # the model's correct answers join the exemplar pool
-            self._gather(self._state, [probe])
-        return probe
-
     def _observe(self, state: SearchState, results: Sequence[Evaluated]) -> None:
         state.history.extend(results)
         self._gather(state, results)

@@ -197,10 +197,21 @@ class StagedSearch(Scoring):
         raise NotImplementedError
 
     async def _optimizer_evaluate(
-        self, params: Mapping[str, Any], examples: Sequence[Example]
+        self,
+        params: Mapping[str, Any],
+        examples: Sequence[Example],
+        /,
+        *,
+        parent_id: str | None = None,
+        origin: str = "probe",
+        meta: Mapping[str, Any] | None = None,
     ) -> Evaluated:
         """``SearchState.evaluate``: an optimizer's probe evaluation, budgeted and recorded."""
-        raise NotImplementedError
+        probe = await self.evaluate(params, examples, split="train", origin=origin,
+                                    parent_id=parent_id, meta=meta)  # fmt: skip
+        if self._state is not None:  # the model's correct answers join the exemplar pool
+            self._gather(self._state, [probe])
+        return probe
 
     def _gather(self, state: SearchState, results: Sequence[Evaluated]) -> None:
         """Add the model's correct answers in ``results`` to the state's exemplar pool."""

@@ -143,7 +143,26 @@ class Evaluated:
         return dataclasses.replace(self, results=results)
 
 
-EvaluateFn = Callable[[Mapping[str, Any], Sequence["Example"]], Awaitable[Evaluated]]
+class EvaluateFn(Protocol):
+    """``SearchState.evaluate``: score ``params`` on ``examples`` through the engine.
+
+    A candidate is recorded when first seen; ``parent_id``, ``origin`` and ``meta``
+    name it there (a child an optimizer tries on a minibatch before proposing it,
+    say). An already recorded candidate keeps what it was recorded with.
+    """
+
+    def __call__(
+        self,
+        params: Mapping[str, Any],
+        examples: Sequence[Example],
+        /,
+        *,
+        parent_id: str | None = None,
+        origin: str = "probe",
+        meta: Mapping[str, Any] | None = None,
+    ) -> Awaitable[Evaluated]: ...
+
+
 RecordFn = Callable[[str, Mapping[str, Any]], None]
 
 

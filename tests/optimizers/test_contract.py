@@ -55,6 +55,8 @@ SCRIPTS: dict[str, tuple[dict, list[str]]] = {
         [guided(i) for i in range(4)],  # feedback, rewrite (x 2 batches): any order reads
     ),
     "opro": ({"steps": 2, "per_step": 2}, [guided(i) for i in range(4)]),
+    # one iteration: the seed on the 8 training rows, one reflection, the child on the same 8
+    "gepa": ({"iterations": 1, "minibatch": 8}, [guided(0)]),
     "optoprime": (
         {"steps": 2},
         [

@@ -80,6 +80,7 @@ CONFIGS = {
              "config": {"iterations": 4, "expand_width": 2, "depth_limit": 3, "min_depth": 1,
                         "batch_size": 2}},
     "opro": {"optimizer": "opro", "config": {"steps": 4, "per_step": 2}},
+    "gepa": {"optimizer": "gepa", "config": {"iterations": 8, "minibatch": 3}},
     # calibration at the end replays every scored candidate's answers from the run
     "opro+exemplars": {
         "optimizer": [{"name": "opro", "config": {"steps": 2, "per_step": 2}},
