@@ -1,4 +1,4 @@
-"""The two tasks and the fourteen runs of ``benchmarks/quality.py``: splits, seeds, configs.
+"""The two tasks and the sixteen runs of ``benchmarks/quality.py``: splits, seeds, configs.
 
 SST-2 and TREC (coarse classes) with the splits of ``../shared/BASELINES.md``:
 
@@ -56,6 +56,11 @@ CONFIGS: dict[str, Any] = {
                           "max_tokens": REPLY_TOKENS}},
     "spo": {"name": "spo",
             "config": {"rounds": 6, "votes": 4, "retries": 1, "max_tokens": REPLY_TOKENS}},
+    # 20 reflections at most (40 Qwen calls, every retry taken); the 731 calls pay for about
+    # six accepted children at 100 validation rows, and a rejected one costs 7 calls
+    "gepa": {"name": "gepa",
+             "config": {"iterations": 20, "minibatch": 3, "retries": 1,
+                        "max_tokens": REPLY_TOKENS}},
 }  # fmt: skip
 # The composition: OPRO rewrites the instruction with about half the budget (4 versions),
 # then the exemplar search picks demonstrations for OPRO's winner (a random set and a
@@ -81,6 +86,7 @@ _CALL_BOUNDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "optoprime": lambda c: 2 * c["steps"],
     "promst": lambda c: c["expansions"] * (1 + c["n_children"] * (1 + c["retries"])),
     "spo": lambda c: c["rounds"] * (1 + c["retries"] + c["votes"]),
+    "gepa": lambda c: c["iterations"] * (1 + c["retries"]),  # merges ask the model nothing
 }
 
 

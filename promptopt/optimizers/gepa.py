@@ -171,6 +171,7 @@ class GEPA:
         self._merges_due = 0
         self._tried: set[tuple[str, str]] = set()
         self._mutated = False  # the last proposal was a reflective child
+        self._left: int | None = None  # calls left in this step, as this optimizer counts them
 
     # -- the contract ---------------------------------------------------------------------
 
@@ -181,8 +182,11 @@ class GEPA:
             raise OptimizerError("the gepa optimizer reflects on training examples, and the "
                                  "task has none: give data a train split")  # fmt: skip
         self._mutated = False
+        # the engine sets remaining_calls once per step; the iterations of this call that
+        # propose nothing spend from it, so count what they spend here
+        self._left = state.remaining_calls
         while self.stats["iterations"] < c.iterations and state.history:
-            if state.remaining_calls is not None and state.remaining_calls < self._step_calls(
+            if self._left is not None and self._left < self._step_calls(
                 len(state.train), len(state.val)
             ):
                 self.stats["budget_stop"] += 1
@@ -222,6 +226,10 @@ class GEPA:
     def _step_calls(self, n_train: int, n_val: int) -> int:
         return 2 * min(self.config.minibatch, max(n_train, 1)) + 1 + n_val
 
+    def _spent(self, calls: int) -> None:
+        if self._left is not None:
+            self._left -= calls
+
     def _minibatch(self, state: SearchState, rng: random.Random) -> list[Example]:
         size = min(self.config.minibatch, len(state.train))
         batch: list[Example] = []
@@ -250,6 +258,7 @@ class GEPA:
         name = targets[(self.stats["iterations"] - 1) % len(targets)]
         batch = self._minibatch(state, rng)
         before = await state.evaluate(parent.candidate.params, batch)
+        self._spent(len(batch))
         if c.skip_perfect and all(r.score.value >= 1.0 for r in before.results):
             self.stats["perfect_skips"] += 1
             return None
@@ -274,11 +283,13 @@ class GEPA:
             self._parts["system"], user, temperature=c.temperature, max_tokens=c.max_tokens,
             seed=rng.randrange(SEED_RANGE) if sampled else None,
         )  # fmt: skip
+        asked = self.stats["calls"]
         values = await self._rewriter.versions(
             llm, request, name=name, base=parent.candidate.params, count=1,
             taken=state.evaluated_ids(), fields=input_fields(state), rng=rng,
             quoted=quoted_lines(examples),
         )  # fmt: skip
+        self._spent(self.stats["calls"] - asked)
         if not values:
             return None
         params = {**parent.candidate.params, name: values[0]}
@@ -289,6 +300,7 @@ class GEPA:
         }
         after = await state.evaluate(params, batch, parent_id=parent.candidate.id,
                                      origin=self.name, meta=meta)  # fmt: skip
+        self._spent(len(batch))
         meta |= {"parent_minibatch": _total(before), "child_minibatch": _total(after)}
         if _total(after) <= _total(before):
             self.stats["rejected"] += 1
@@ -333,6 +345,7 @@ class GEPA:
         before = await state.evaluate(better.candidate.params, batch)
         after = await state.evaluate(params, batch, parent_id=better.candidate.id,
                                      origin=self.name, meta=meta)  # fmt: skip
+        self._spent(2 * len(batch))
         if _total(after) < _total(before):
             self.stats["merges_rejected"] += 1
             return None

@@ -179,3 +179,18 @@ async def test_the_search_stops_before_an_iteration_the_budget_cannot_pay(tmp_pa
     assert result.optimizer_stats["iterations"] == 1
     assert result.optimizer_stats["budget_stop"] == 1
     assert result.usage["calls"] <= 30
+
+
+async def test_what_a_rejected_child_spent_counts_before_the_next_iteration(tmp_path) -> None:
+    # seed 10 calls; W is tried and rejected (3 + 1 + 3 calls); the 13 left cannot pay for
+    # another iteration that would need 17, so the search ends there instead of running over
+    optimizer_model = FakeBackend(replies(["W", "B"]))
+    result = await aoptimize(
+        ladder_task(tmp_path, optimizer="gepa", config={"iterations": 5, "merge": False},
+                    max_calls=30),
+        backends={"task": FakeBackend(ladder_model(LEVELS)), "optimizer": optimizer_model},
+    )  # fmt: skip
+    stats = result.optimizer_stats
+    assert (stats["iterations"], stats["rejected"], stats["budget_stop"]) == (1, 1, 1)
+    assert result.stopped == "optimizer finished"
+    assert len(optimizer_model.requests) == 1 and result.usage["calls"] == 17
