@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TASK ?= tasks/reviews/task.yaml
 
-.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-local-throughput bench-latency bench-racing bench-vllm clean
+.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-local-throughput bench-latency bench-racing bench-vllm bench-peers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -73,6 +73,10 @@ bench-racing: install-qwen
 # vLLM >= 0.11 installed into the venv; --fake runs it on the shipped fake engine).
 bench-vllm: install-qwen
 	$(BIN)/python benchmarks/vllm_gpu.py
+
+# DSPy GEPA and MIPROv2 in their own venv (benchmarks/peers/.venv), on llama.cpp's server.
+bench-peers: install-qwen
+	$(BIN)/python benchmarks/peers.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

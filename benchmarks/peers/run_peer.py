@@ -1,0 +1,170 @@
+"""One peer optimizer on one task, run as its users run it: inside the peers' own venv.
+
+``benchmarks/peers.py`` makes that venv (``requirements.txt`` here: DSPy and the
+``gepa`` library, never promptopt's dependencies), starts the llama.cpp servers and
+runs this script once per peer and task. Nothing of promptopt is imported here.
+
+- ``dspy_gepa``: ``dspy.GEPA`` on a ``dspy.Predict`` whose output is a ``Literal`` of
+  the labels, with a metric that returns feedback text (``dspy.Prediction(score=,
+  feedback=)``), the optimizer model as ``reflection_lm`` and ``max_metric_calls``
+  the cap;
+- ``dspy_miprov2``: ``dspy.MIPROv2(auto="light")`` with the optimizer model as
+  ``prompt_model`` and the task model as ``task_model``.
+
+Both start from the same instruction as promptopt's runs. The task model is asked at
+temperature 0 through DSPy's default (chat) adapter. Writes one JSON object to
+``--out``: best validation score, test accuracy, unparseable test outputs, task- and
+optimizer-model calls and tokens, wall time, the final instruction; or, for a crash,
+the error and its traceback (a crash is a result, never dropped).
+
+    python run_peer.py --peer dspy_gepa --data DIR --input text --labels positive,negative
+        --instruction "..." --task-url URL --optimizer-url URL --max-calls 731 --out FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import traceback
+import typing
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+_ERROR_CHARS = 600
+_TRACE_CHARS = 4000
+
+
+def rows(path: Path, field: str) -> list[dspy.Example]:
+    with path.open(encoding="utf-8") as handle:
+        items = [json.loads(line) for line in handle if line.strip()]
+    return [dspy.Example(**{field: r[field]}, label=r["label"]).with_inputs(field) for r in items]
+
+
+def make_program(field: str, labels: list[str], instruction: str) -> dspy.Module:
+    label_type = typing.Literal[tuple(labels)]  # type: ignore[valid-type]
+    signature = dspy.make_signature(
+        {field: (str, dspy.InputField()), "label": (label_type, dspy.OutputField())},
+        instructions=instruction,
+    )
+    return dspy.Predict(signature)
+
+
+def correct(gold: dspy.Example, pred: Any) -> bool:
+    return str(getattr(pred, "label", "")).strip().lower() == str(gold.label).strip().lower()
+
+
+def metric(gold: dspy.Example, pred: Any, trace: Any = None) -> float:
+    return float(correct(gold, pred))
+
+
+def feedback_metric(
+    gold: dspy.Example, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None
+) -> dspy.Prediction:
+    got = getattr(pred, "label", None)
+    if correct(gold, pred):
+        return dspy.Prediction(score=1.0, feedback=f"Correct: the label is {gold.label!r}.")
+    return dspy.Prediction(
+        score=0.0, feedback=f"Wrong: answered {got!r}, but the correct label is {gold.label!r}."
+    )
+
+
+def usage(lm: dspy.LM) -> tuple[int, int]:
+    """Calls and tokens in an LM's history."""
+    tokens = 0
+    for entry in lm.history:
+        found = entry.get("usage") or {}
+        tokens += int(found.get("total_tokens") or 0)
+    return len(lm.history), tokens
+
+
+def score(program: dspy.Module, examples: list[dspy.Example], threads: int) -> tuple[float, int]:
+    """Accuracy on ``examples`` and how many outputs could not be parsed (scored 0)."""
+
+    def one(example: dspy.Example) -> tuple[bool, bool]:
+        try:
+            return correct(example, program(**example.inputs())), False
+        except Exception:  # DSPy's adapter could not read the reply: unparseable
+            return False, True
+
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(one, examples))
+    return sum(ok for ok, _ in results) / max(len(results), 1), sum(bad for _, bad in results)
+
+
+def optimize(args: argparse.Namespace, task_lm: dspy.LM, optimizer_lm: dspy.LM,
+             train: list[dspy.Example], val: list[dspy.Example]) -> tuple[dspy.Module, float | None]:  # fmt: skip
+    labels = args.labels.split(",")
+    student = make_program(args.input, labels, args.instruction)
+    if args.peer == "dspy_gepa":
+        gepa = dspy.GEPA(
+            metric=feedback_metric, max_metric_calls=args.max_calls, reflection_lm=optimizer_lm,
+            num_threads=args.threads, track_stats=True, seed=args.seed,
+        )  # fmt: skip
+        optimized = gepa.compile(student, trainset=train, valset=val)
+        results = getattr(optimized, "detailed_results", None)
+        best = None if results is None else results.val_aggregate_scores[results.best_idx]
+        return optimized, best
+    if args.peer == "dspy_miprov2":
+        mipro = dspy.MIPROv2(
+            metric=metric, prompt_model=optimizer_lm, task_model=task_lm, auto="light",
+            num_threads=args.threads, seed=args.seed,
+        )  # fmt: skip
+        optimized = mipro.compile(student, trainset=train, valset=val)
+        return optimized, getattr(optimized, "score", None)
+    raise SystemExit(f"unknown peer {args.peer!r}")
+
+
+def instruction_of(program: dspy.Module) -> str:
+    predictors = program.predictors()
+    return predictors[0].signature.instructions if predictors else ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in ("peer", "data", "input", "labels", "instruction", "task-url", "optimizer-url",
+                 "out"):  # fmt: skip
+        parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--max-calls", type=int, default=731)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--task-tokens", type=int, default=64)
+    parser.add_argument("--optimizer-tokens", type=int, default=600)
+    args = parser.parse_args()
+    data = Path(args.data)
+    task_lm = dspy.LM("openai/task", api_base=args.task_url, api_key="local", temperature=0.0,
+                      max_tokens=args.task_tokens, cache=False, num_retries=1)  # fmt: skip
+    optimizer_lm = dspy.LM("openai/optimizer", api_base=args.optimizer_url, api_key="local",
+                           temperature=1.0, max_tokens=args.optimizer_tokens, cache=False,
+                           num_retries=1)  # fmt: skip
+    dspy.configure(lm=task_lm)
+    train = rows(data / "train.jsonl", args.input)
+    val = rows(data / "val.jsonl", args.input)
+    test = rows(data / "test.jsonl", args.input)
+    started = time.perf_counter()
+    report: dict[str, Any] = {"peer": args.peer, "max_calls": args.max_calls}
+    try:
+        optimized, best_val = optimize(args, task_lm, optimizer_lm, train, val)
+        report["wall_s"] = round(time.perf_counter() - started, 1)
+        report["task_calls"], report["task_tokens"] = usage(task_lm)
+        report["optimizer_calls"], report["optimizer_tokens"] = usage(optimizer_lm)
+        report["best_val"] = best_val
+        report["instruction"] = instruction_of(optimized)
+        report["test_acc"], report["unparseable"] = score(optimized, test, args.threads)
+        report["error"] = None
+    except Exception as exc:  # a crash is reported as a crash, with its error
+        # the first lines of the error (a parse error quotes the whole reply) and the
+        # traceback's last frames
+        report |= {"error": f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS],
+                   "traceback": traceback.format_exc()[-_TRACE_CHARS:],
+                   "wall_s": round(time.perf_counter() - started, 1), "test_acc": None}  # fmt: skip
+        report["task_calls"], report["task_tokens"] = usage(task_lm)
+        report["optimizer_calls"], report["optimizer_tokens"] = usage(optimizer_lm)
+    Path(args.out).write_text(json.dumps(report, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

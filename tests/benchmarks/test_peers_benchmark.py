@@ -1,0 +1,63 @@
+"""``benchmarks/peers.py``'s driver on a fake peer runner: what each peer is told, where its
+data comes from, and how a result and a crash reach the tables and the last line.
+
+(The peers themselves need DSPy, which lives in the benchmark's own venv, never in
+promptopt's: ``run_peer.py`` is exercised by running the benchmark.)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import peers  # noqa: E402
+
+
+def _data(root: Path) -> Path:
+    sst2 = [{"text": f"film {i}", "label": ("positive", "negative")[i % 2]} for i in range(80)]
+    (root / "sst2").mkdir(parents=True)
+    for name in ("train.jsonl", "dev.jsonl", "test.jsonl"):
+        (root / "sst2" / name).write_text("".join(json.dumps(r) + "\n" for r in sst2))
+    return root
+
+
+def fake_runner(seen: list[dict]):
+    def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+        args = dict(zip(command[2::2], command[3::2], strict=False))
+        seen.append(args)
+        if args["--peer"] == "dspy_miprov2":  # dies before writing a result
+            return subprocess.CompletedProcess(command, 1, "", "Traceback ...\nValueError: parse")
+        folder = Path(args["--data"])
+        rows = {f: len((folder / f"{f}.jsonl").read_text().splitlines())
+                for f in ("train", "val", "test")}  # fmt: skip
+        Path(args["--out"]).write_text(json.dumps({
+            "peer": args["--peer"], "best_val": 0.5, "test_acc": 0.25, "unparseable": 3,
+            "task_calls": 700, "optimizer_calls": 12, "task_tokens": 10, "optimizer_tokens": 5,
+            "wall_s": 9.0, "instruction": "Say it.", "error": None, "rows": rows,
+        }))  # fmt: skip
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    return run
+
+
+def test_each_peer_gets_the_task_the_cap_and_the_servers_and_a_crash_is_a_row(
+    tmp_path, capsys
+) -> None:
+    seen: list[dict] = []
+    code = peers.main(["--task", "sst2", "--val", "20", "--test-rows", "30", "--max-calls", "99",
+                       "--data", str(_data(tmp_path))], runner=fake_runner(seen))  # fmt: skip
+    assert code == 0
+    assert [a["--peer"] for a in seen] == ["dspy_gepa", "dspy_miprov2"]
+    first = seen[0]
+    assert first["--max-calls"] == "99" and first["--labels"] == "positive,negative"
+    assert first["--instruction"] == peers.TASKS["sst2"].system and first["--input"] == "text"
+    out = capsys.readouterr().out
+    final = json.loads(out.strip().splitlines()[-1])
+    gepa, mipro = final["sst2"]["dspy_gepa"], final["sst2"]["dspy_miprov2"]
+    assert gepa["test_acc"] == 0.25 and gepa["rows"] == {"train": 50, "val": 20, "test": 30}
+    assert mipro["test_acc"] is None and mipro["error"] == "no result: ValueError: parse"
+    assert "dspy_miprov2 crashed: no result: ValueError: parse" in out
+    assert "instruction: Say it." in out
