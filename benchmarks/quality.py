@@ -233,11 +233,14 @@ def majority(path: Path) -> tuple[str, float]:
     return label, count / sum(labels.values())
 
 
-def table(task: str, seed: dict, runs: list[dict], work: Path) -> list[str]:
+def table(
+    task: str, seed: dict, runs: list[dict], work: Path, *, models: tuple[str, str] = (
+        TASK_MODEL, OPTIMIZER_MODEL)
+) -> list[str]:  # fmt: skip
     label, share = majority(work / task / "data" / "test.jsonl")
     head = (f"{'method':<50}{'seed val':>9}{'best val':>9}{'seed test':>10}{'best test':>10}"
             f"{'unparse':>8}{'task calls':>11}{'opt calls':>10}{'tokens':>9}{'wall s':>8}")  # fmt: skip
-    lines = [f"{TASKS[task].title}: SmolLM2 task model, Qwen optimizer and judge, "
+    lines = [f"{TASKS[task].title}: {models[0]} task model, {models[1]} optimizer and judge, "
              f"seed scored once ({seed['val']['calls'] + seed['test']['calls']} calls, "
              f"{seed['wall_s']:.0f} s, shared through the cache)", head]  # fmt: skip
     for r in runs:
@@ -286,7 +289,8 @@ def main(argv: list[str] | None = None, backends: Backends = None) -> dict[str, 
     out = run_benchmark(args, backends)
     for task in args.tasks:
         runs = [r for r in out["runs"] if r["task"] == task]
-        print("\n".join(table(task, out["seeds"][task], runs, out["work"])))
+        models = (args.task_model, args.optimizer_model)
+        print("\n".join(table(task, out["seeds"][task], runs, out["work"], models=models)))
         for r in runs:
             print(f"  {r['run']} best ({r['stopped']}): {' '.join(r['best_prompt'].split())[:160]}")
         print()

@@ -13,7 +13,9 @@ engine's ``history``). One iteration:
 3. **Minibatch.** The next ``minibatch`` training examples of a shuffled pass
    over the training split (reshuffled each pass); the parent runs on them
    (``state.evaluate``: budgeted and recorded by the engine). A parent with full
-   marks on all of them is skipped (nothing to learn from).
+   marks on all of them is skipped (nothing to learn from): that costs the
+   minibatch but is not an iteration, as in the library; a whole pass over the
+   training split of such skips in a row ends the search.
 4. **Reflection.** The optimizer model sees the text of one parameter (text
    parameters in turn), the minibatch's inputs, outputs, expected outputs and
    the metric's feedback, and writes one new version of that text.
@@ -161,7 +163,7 @@ class GEPA:
         self.config = config_of(GEPAConfig, config)
         self.stats: dict[str, int] = {
             "iterations": 0, "proposals": 0, "accepted": 0, "rejected": 0, "perfect_skips": 0,
-            "merges": 0, "merges_rejected": 0, "budget_stop": 0,
+            "merges": 0, "merges_rejected": 0, "budget_stop": 0, "perfect_stop": 0,
         }  # fmt: skip
         self._parts = template_parts("gepa")
         self._rewriter = MarkedRewriter(
@@ -172,6 +174,7 @@ class GEPA:
         self._tried: set[tuple[str, str]] = set()
         self._mutated = False  # the last proposal was a reflective child
         self._left: int | None = None  # calls left in this step, as this optimizer counts them
+        self._perfect_in_row = 0  # parents with full marks on their minibatch, in a row
 
     # -- the contract ---------------------------------------------------------------------
 
@@ -191,17 +194,22 @@ class GEPA:
             ):
                 self.stats["budget_stop"] += 1
                 return []
-            self.stats["iterations"] += 1
             if self._merges_due and c.merge and self.stats["merges"] < c.max_merges:
                 tried, merged = await self._merge(state, rng)
+                if tried:  # a merge tried, accepted or not, is this iteration
+                    self.stats["iterations"] += 1
                 if merged is not None:
                     return [merged]
-                if tried:  # a rejected merge is this iteration
+                if tried:
                     continue
             child = await self._mutate(state, llm, rng, targets)
             if child is not None:
                 self._mutated = True
                 return [child]
+            if self._perfect_in_row > len(state.train) // max(c.minibatch, 1):
+                # a whole pass over the training split found nothing to reflect on
+                self.stats["perfect_stop"] += 1
+                return []
         return []
 
     def observe(self, state: SearchState, results: list[Evaluated]) -> None:
@@ -255,13 +263,17 @@ class GEPA:
     ) -> Proposal | None:
         c = self.config
         parent = self._parent(state, rng)
-        name = targets[(self.stats["iterations"] - 1) % len(targets)]
         batch = self._minibatch(state, rng)
         before = await state.evaluate(parent.candidate.params, batch)
         self._spent(len(batch))
         if c.skip_perfect and all(r.score.value >= 1.0 for r in before.results):
+            # nothing to reflect on: not an iteration (no optimizer call), as in the library
             self.stats["perfect_skips"] += 1
+            self._perfect_in_row += 1
             return None
+        self._perfect_in_row = 0
+        self.stats["iterations"] += 1
+        name = targets[(self.stats["iterations"] - 1) % len(targets)]
         examples = "\n\n".join(
             self._parts["example"]
             .substitute(number=i, example=show_example(r.example, result=r,

@@ -194,3 +194,20 @@ async def test_what_a_rejected_child_spent_counts_before_the_next_iteration(tmp_
     assert (stats["iterations"], stats["rejected"], stats["budget_stop"]) == (1, 1, 1)
     assert result.stopped == "optimizer finished"
     assert len(optimizer_model.requests) == 1 and result.usage["calls"] == 17
+
+
+async def test_a_parent_right_everywhere_is_skipped_without_an_iteration_then_the_search_ends(
+    tmp_path,
+) -> None:
+    # the seed answers every item right: no minibatch has anything to reflect on; after
+    # a pass over the 10 training items (4 minibatches of 3) the search ends, asking nothing
+    optimizer_model = FakeBackend(replies([]))
+    result = await aoptimize(
+        ladder_task(tmp_path, optimizer="gepa", config={"iterations": 2}),
+        backends={"task": FakeBackend(ladder_model({"P": 10})), "optimizer": optimizer_model},
+    )
+    stats = result.optimizer_stats
+    assert (stats["iterations"], stats["perfect_skips"], stats["perfect_stop"]) == (0, 4, 1)
+    # the seed's 10, then the 10 training items: the fourth minibatch starts a new pass, and
+    # its 2 items seen before are answered from the run at no call
+    assert optimizer_model.requests == [] and result.usage["calls"] == 10 + 10
