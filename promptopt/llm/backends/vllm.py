@@ -162,6 +162,7 @@ class VLLMBackend:
         self._tokenizer: Any = None
         self._load_error: LLMError | None = None
         self._choice_ids: dict[str, list[int]] = {}
+        self._scoring_rows = False  # this vLLM's SamplingParams take prompt_logprob_start
         self._in_flight: set[str] = set()
         self._closed = False
 
@@ -264,7 +265,7 @@ class VLLMBackend:
             "prompt_logprobs": 0,  # each prompt token's own log-probability, no alternatives
             "output_kind": self._api.RequestOutputKind.FINAL_ONLY,
         }
-        if "prompt_logprob_start" in _fields(self._api.SamplingParams):
+        if self._scoring_rows:
             # score the choice's tokens only; read the prompt from the prefix cache
             kwargs |= {"prompt_logprob_start": len(prompt) - 1, "skip_reading_prefix_cache": False}
         params = self._params(**kwargs)
@@ -383,6 +384,7 @@ class VLLMBackend:
     def _load(self) -> Any:
         if self._api is None:
             self._api = load_api()
+        self._scoring_rows = "prompt_logprob_start" in _fields(self._api.SamplingParams)
         share = self.gpu_memory_utilization
         with _LOADED_LOCK:
             others = [v for k, v in _LOADED.items() if k != id(self)]
