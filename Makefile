@@ -74,7 +74,7 @@ bench-racing: install-qwen
 bench-vllm: install-qwen
 	$(BIN)/python benchmarks/vllm_gpu.py
 
-# DSPy GEPA and MIPROv2 in their own venv (benchmarks/peers/.venv), on llama.cpp's server.
+# DSPy GEPA and MIPROv2 in their own venv (benchmarks/peers/.venv) on llama.cpp's server, and the gepa library through promptopt's evaluator.
 bench-peers: install-qwen
 	$(BIN)/python benchmarks/peers.py
 

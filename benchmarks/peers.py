@@ -1,17 +1,26 @@
 """The peers, run as their users run them, on the quality benchmark's tasks and models.
 
-DSPy's ``GEPA`` and ``MIPROv2`` (``benchmarks/peers/run_peer.py``) run in a venv of
-their own, ``benchmarks/peers/.venv``, made on first use from
-``benchmarks/peers/requirements.txt`` (``dspy==3.4.1``, ``gepa==0.1.4``): never in
-promptopt's environment. Both models are served by llama.cpp's OpenAI-compatible
-server (promptopt's launcher, one thread each): SmolLM2-135M as the task model,
-Qwen2.5-Coder-1.5B as the reflection / prompt model. The splits, the seed instruction
-and the labels are ``quality_tasks.py``'s, so the figures sit beside promptopt's in
-``benchmarks/quality.py``; each peer gets ``--max-calls`` metric calls (GEPA's
-``max_metric_calls``; MIPROv2 runs ``auto="light"`` and its calls are reported).
+- ``dspy_gepa`` and ``dspy_miprov2`` (``benchmarks/peers/run_peer.py``): DSPy's
+  ``GEPA`` and ``MIPROv2`` in a venv of their own, ``benchmarks/peers/.venv``, made
+  on first use from ``benchmarks/peers/requirements.txt`` (``dspy==3.4.1``,
+  ``gepa==0.1.4``): never in promptopt's environment. Both models are served by
+  llama.cpp's OpenAI-compatible server (promptopt's launcher, one thread each).
+- ``gepa_library`` (``benchmarks/peers/gepa_library.py``): the ``gepa`` library's
+  own engine (imported from that venv) with an adapter around promptopt's evaluator:
+  the same task file, prompt rendering, ``choices``-constrained answers and response
+  cache as promptopt's runs, so that only the search differs.
 
-    python benchmarks/peers.py [--task sst2,trec] [--peer dspy_gepa,dspy_miprov2]
-        [--max-calls 731] [--val 100] [--test-rows 300] [--data ../shared/data]
+The settings, splits, seed instructions and labels are ``quality_tasks.py``'s
+(``smollm2``: SmolLM2-135M the task model, Qwen2.5-Coder-1.5B reflecting / proposing;
+``qwen``: Qwen2.5-Coder-1.5B both), so the figures sit beside promptopt's in
+``benchmarks/quality.py``, which runs this module's :func:`run_peers` in the same
+run. Each peer gets ``--max-calls`` metric calls (GEPA's ``max_metric_calls``;
+MIPROv2 runs ``auto="light"`` and its calls are reported); the ``gepa`` library also
+stops after 40 reflections, the cap of promptopt's runs on optimizer-model calls.
+
+    python benchmarks/peers.py [--setting smollm2|qwen] [--task sst2,trec]
+        [--peer dspy_gepa,dspy_miprov2,gepa_library] [--max-calls 731]
+        [--val N] [--test-rows N] [--data ../shared/data]
 
 Prints one table per task (best on validation, test accuracy, unparseable test
 outputs, task- and optimizer-model calls and tokens, wall time; a crash as a row with
@@ -23,17 +32,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality_tasks import MAX_CALLS, TASKS, Task  # noqa: E402
+from quality_tasks import MAX_CALLS, MAX_OPTIMIZER_CALLS, SETTINGS, TASKS, Setting, Task  # noqa: E402
 
 from promptopt.llm import weights  # noqa: E402
 from promptopt.testing.llamacpp import LlamaCppServer  # noqa: E402
@@ -41,8 +51,10 @@ from promptopt.testing.llamacpp import LlamaCppServer  # noqa: E402
 HERE = Path(__file__).resolve().parent
 PEERS_DIR = HERE / "peers"
 RUNNER = PEERS_DIR / "run_peer.py"
+LIBRARY = PEERS_DIR / "gepa_library.py"
 DATA = HERE.parents[1] / "shared" / "data"
-PEERS = ("dspy_gepa", "dspy_miprov2")
+DSPY = ("dspy_gepa", "dspy_miprov2")
+PEERS = (*DSPY, "gepa_library")
 Runner = Callable[[list[str]], subprocess.CompletedProcess[str]]
 
 
@@ -57,6 +69,40 @@ def peers_python(venv: Path) -> Path:
     subprocess.run([str(python), "-m", "pip", "install", "-q", "-r",
                     str(PEERS_DIR / "requirements.txt")], check=True)  # fmt: skip
     return python
+
+
+def site_packages(python: Path) -> str:
+    """The peers' venv's site-packages (where ``gepa`` is), asked of its python."""
+    code = "import gepa, os; print(os.path.dirname(os.path.dirname(gepa.__file__)))"
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+
+
+def library_command(task_file: Path, gepa_path: str, max_calls: int, out: Path) -> list[str]:
+    """``gepa_library.py`` in promptopt's own python, ``gepa`` from the peers' venv."""
+    return [sys.executable, str(LIBRARY), "--task-file", str(task_file), "--gepa-path",
+            gepa_path, "--max-calls", str(max_calls), "--max-reflections",
+            str(MAX_OPTIMIZER_CALLS), "--out", str(out)]  # fmt: skip
+
+
+def library_task(
+    task: Task, setting: Setting, data: Path, folder: Path, max_calls: int,
+    seed_cache: Path | None,
+) -> Path:  # fmt: skip
+    """The task file the ``gepa`` library's run evaluates through (promptopt's spec of a
+    ``gepa`` run of this task and setting), with a copy of the seed's cache if given."""
+    cache = folder / "cache" / "gepa_library"
+    shutil.rmtree(cache, ignore_errors=True)
+    if seed_cache is not None and seed_cache.exists():
+        shutil.copytree(seed_cache, cache)
+    paths = {s: data / f"{s}.jsonl" for s in ("train", "val", "test")}
+    models = {"task": setting.task_model, "optimizer": SETTINGS["qwen"].task_model}
+    spec = task.spec("gepa", paths=paths, models=models, max_calls=max_calls, cache=cache,
+                     output=folder / "traces")  # fmt: skip
+    spec["name"] = f"{task.name}-gepa-library"
+    path = folder / "gepa_library.yaml"
+    path.write_text(json.dumps(spec, indent=1), encoding="utf-8")  # JSON is YAML
+    return path
 
 
 def peer_command(
@@ -83,27 +129,40 @@ def run_one(command: list[str], out: Path, runner: Runner) -> dict[str, Any]:
 
 
 def run_peers(
-    tasks: Sequence[str], peers: Sequence[str], *, python: Path, urls: tuple[str, str],
-    max_calls: int, val: int, test: int, folder: Path, runner: Runner, source: Path = DATA,
+    tasks: Sequence[str], peers: Sequence[str], *, setting: Setting, python: Path,
+    urls: tuple[str, str], max_calls: int, val: int, test: int, folder: Path, runner: Runner,
+    sources: Mapping[str, Path], gepa_path: str = "",
+    seed_caches: Mapping[str, Path] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:  # fmt: skip
+    """Every peer on every task of ``setting`` (``sources``: task -> its data folder);
+    ``seed_caches`` (task -> a response cache holding the seed's answers) seeds the
+    ``gepa`` library's cache as promptopt's runs are."""
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for name in tasks:
-        task = TASKS[name]
+        task = setting.task(name)
         data = folder / name / "data"
-        task.write_data(source / name, data, val=val, test=test)
+        task.write_data(sources[name], data, val=val, test=test)
         for peer in peers:
             out = folder / name / f"{peer}.json"
-            print(f"{task.title}: {peer} ...", flush=True)
-            command = peer_command(python, peer, task, data, urls, max_calls, out)
+            print(f"{task.title} ({setting.name}): {peer} ...", flush=True)
+            if peer == "gepa_library":
+                seed = (seed_caches or {}).get(name)
+                task_file = library_task(task, setting, data, folder / name, max_calls, seed)
+                command = library_command(task_file, gepa_path, max_calls, out)
+            else:
+                command = peer_command(python, peer, task, data, urls, max_calls, out)
             results.setdefault(name, {})[peer] = run_one(command, out, runner)
     return results
 
 
-def print_tables(results: dict[str, dict[str, dict[str, Any]]]) -> None:
+def print_tables(results: dict[str, dict[str, dict[str, Any]]], setting: Setting) -> None:
     head = (f"{'peer':<14}{'best val':>9}{'test':>7}{'unparse':>8}{'task calls':>11}"
             f"{'opt calls':>10}{'tokens':>9}{'wall s':>8}")  # fmt: skip
     for name, rows in results.items():
-        print(f"\n{TASKS[name].title}: SmolLM2 task model, Qwen reflecting (llama.cpp server)")
+        print(
+            f"\n{TASKS[name].title}: {setting.task_model} task model, "
+            f"{SETTINGS['qwen'].task_model} reflecting ({setting.name} setting)"
+        )
         print(head)
         for peer, r in rows.items():
             if r.get("error"):
@@ -117,37 +176,55 @@ def print_tables(results: dict[str, dict[str, dict[str, Any]]]) -> None:
             print(f"  instruction: {' '.join(str(r.get('instruction', '')).split())[:160]}")
 
 
+def servers(stack: ExitStack, setting: Setting) -> tuple[str, str]:
+    """The task and optimizer models of ``setting`` on llama.cpp's server, one thread each."""
+    qwen = weights.ensure_file(weights.PINNED["qwen2.5-coder-1.5b"])
+    if setting.task_model == SETTINGS["qwen"].task_model:
+        task = LlamaCppServer(qwen, model="qwen", n_threads=1, n_ctx=4096, startup_timeout=300)
+    else:
+        task = LlamaCppServer(n_threads=1, n_ctx=2048)
+    small = stack.enter_context(task)
+    big = stack.enter_context(LlamaCppServer(qwen, model="qwen", n_threads=1, n_ctx=4096,
+                                             startup_timeout=300))  # fmt: skip
+    return small.base_url, big.base_url
+
+
+def subprocess_runner(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True)
+
+
 def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", default="smollm2", choices=sorted(SETTINGS))
     parser.add_argument("--task", default=",".join(TASKS))
     parser.add_argument("--peer", default=",".join(PEERS))
     parser.add_argument("--max-calls", type=int, default=MAX_CALLS)
-    parser.add_argument("--val", type=int, default=100)
-    parser.add_argument("--test-rows", type=int, default=300)
+    parser.add_argument("--val", type=int, default=None, help="default: the setting's")
+    parser.add_argument("--test-rows", type=int, default=None, help="default: the setting's")
     parser.add_argument("--venv", type=Path, default=PEERS_DIR / ".venv")
     parser.add_argument("--data", type=Path, default=DATA, help="../shared/data by default")
     args = parser.parse_args(argv)
+    setting = SETTINGS[args.setting]
     tasks = [t for t in args.task.split(",") if t]
     peers = [p for p in args.peer.split(",") if p]
     unknown = [t for t in tasks if t not in TASKS] + [p for p in peers if p not in PEERS]
     if unknown:
         parser.error(f"unknown task or peer: {', '.join(unknown)}")
-    run = runner or (lambda command: subprocess.run(command, capture_output=True, text=True))
     with ExitStack() as stack:
         if runner is None:  # the real servers and venv
             python = peers_python(args.venv)
-            qwen = weights.ensure_file(weights.PINNED["qwen2.5-coder-1.5b"])
-            small = stack.enter_context(LlamaCppServer(n_threads=1, n_ctx=2048))
-            big = stack.enter_context(LlamaCppServer(qwen, model="qwen", n_threads=1,
-                                                     n_ctx=4096, startup_timeout=300))  # fmt: skip
-            urls = (small.base_url, big.base_url)
+            gepa_path = site_packages(python) if "gepa_library" in peers else ""
+            urls = servers(stack, setting) if set(peers) & set(DSPY) else ("", "")
         else:
-            python, urls = Path(sys.executable), ("http://task", "http://optimizer")
+            python, urls, gepa_path = Path(sys.executable), ("http://task", "http://opt"), "gepa"
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="peers-")))
-        results = run_peers(tasks, peers, python=python, urls=urls, max_calls=args.max_calls,
-                            val=args.val, test=args.test_rows, folder=folder, runner=run,
-                            source=args.data)  # fmt: skip
-    print_tables(results)
+        results = run_peers(tasks, peers, setting=setting, python=python, urls=urls,
+                            max_calls=args.max_calls, val=args.val or setting.val,
+                            test=args.test_rows or setting.test, folder=folder,
+                            runner=runner or subprocess_runner,
+                            sources={t: args.data / t for t in tasks},
+                            gepa_path=gepa_path)  # fmt: skip
+    print_tables(results, setting)
     print(json.dumps(results))
     return 0
 

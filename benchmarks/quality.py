@@ -1,19 +1,24 @@
-"""Quality of every optimizer and one composition on SST-2 and TREC, against BASELINES.md.
+"""Quality of every optimizer, one composition and the peers on SST-2 and TREC, in two settings.
 
-SmolLM2-135M-Instruct is the task model; Qwen2.5-Coder-1.5B-Instruct is the
-optimizer and judge model. Splits, seeds and configs are in ``quality_tasks.py``
-(the splits and metric of ``../shared/BASELINES.md``). Each run spends at most 731
-optimization calls (``budget: {max_calls: 731}``, the best SST-2 peer's spend), of
-which at most 40 go to the optimizer model: each optimizer's config bounds those
-(checked before the run from its worst case, and after it from the count).
+Two settings (``quality_tasks.SETTINGS``): ``smollm2``, SmolLM2-135M-Instruct the task
+model and Qwen2.5-Coder-1.5B-Instruct the optimizer and judge model (100 validation and
+300 test rows); and ``qwen``, Qwen2.5-Coder-1.5B both, where instructions matter (50
+validation and 200 test rows, a plainer SST-2 seed). Splits, seeds and configs are in
+``quality_tasks.py``. Each run spends at most 731 optimization calls (``budget:
+{max_calls: 731}``), of which at most 40 go to the optimizer model: each optimizer's
+config bounds those (checked before the run from its worst case, and after it from
+the count).
 
 The composition is ``[opro, exemplars]``: on a 135M model the exemplars and the
-calibration of the label scores move accuracy most (the exemplar optimizer is the
-strongest single method of the previous version of this benchmark), and OPRO's
-instruction is chosen by the same metric on the same validation rows, so the
-exemplar stage picks demonstrations for a better instruction and calibrates it.
-PROMST would spend more of the 40 optimizer calls per candidate; SPO's judge does
-not select by the metric and cannot be a stage next to the exemplar search.
+calibration of the label scores move accuracy most, and OPRO's instruction is chosen
+by the same metric on the same validation rows, so the exemplar stage picks
+demonstrations for a better instruction and calibrates it.
+
+The peers (``benchmarks/peers.py``) run in the same run, on the same splits, seeds and
+models, after promptopt's runs of each setting: DSPy's ``GEPA`` and ``MIPROv2`` in
+their own venv against llama.cpp's server, and the ``gepa`` library's engine through
+promptopt's evaluator (the seed's cache as promptopt's runs get it). ``--peers none``
+leaves them out.
 
 Each task's seed is scored once on val and test with a response cache; every run
 starts with a copy of that cache and no other, so its seed costs nothing and the
@@ -21,16 +26,22 @@ calls it reports are its own backend calls (a best equal to the seed is free on
 test too). Runs go to ``--jobs`` worker processes (default 2, one llama.cpp thread
 per model: both cores busy), longest first.
 
-    python benchmarks/quality.py [--task sst2,trec] [--optimizer opro,exemplars,...]
-        [--max-calls 731] [--val 100] [--test-rows 300] [--jobs 2]
+    python benchmarks/quality.py [--setting smollm2,qwen] [--task sst2,trec]
+        [--optimizer opro,exemplars,...] [--peers dspy_gepa,dspy_miprov2,gepa_library|none]
+        [--max-calls 731] [--val N] [--test-rows N] [--jobs 2]
 
-Prints one table per task (seed and best on val and test, unparseable outputs of the
-best on test, task and optimizer calls, tokens, wall time; the peers of
-``../shared/BASELINES.md`` and the majority class), and as its last line one JSON
-object: ``{"sst2": {best_test_acc, best_optimizer, seed_test_acc, calls, ...},
-"trec": {...}, "min_gain_over_seed": ..., ...}``, where ``min_gain_over_seed`` is the
-smallest test gain over the seed among mcts, spo, promst and opro, each on the task
-where it does best.
+Prints one table per task and setting (seed and best on val and test, unparseable
+outputs of the best on test, task and optimizer calls, tokens, wall time; each peer
+or its crash; the majority class), and as its last line one JSON object:
+``{"sst2": {best_test_acc, best_optimizer, seed_test_acc, calls, runs, peers, errors,
+...}, "trec": {...}, "min_gain_over_seed": ..., "gain_over_seed": ..., "qwen": {"sst2":
+{...}, "trec": {...}, "min_gain_over_seed": ...}}``: the ``smollm2`` setting at the top
+level, the ``qwen`` setting under ``"qwen"``. ``peers`` holds each peer's test
+accuracy (null for a crash, whose error is in ``errors``); ``beats_peers`` says whether
+promptopt's best is at least every peer's plus 0.02 with no more task-model calls;
+``min_gain_over_seed`` is the smallest test gain over the seed among the setting's
+rated optimizers (``smollm2``: mcts, spo, promst, opro; ``qwen``: those, optoprime and
+gepa), each on the task where it does best.
 """
 
 from __future__ import annotations
@@ -50,18 +61,22 @@ import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Callable, Mapping  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from contextlib import ExitStack  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers as peer_runs  # noqa: E402
 from quality_tasks import (  # noqa: E402
     MAX_CALLS,
     MAX_OPTIMIZER_CALLS,
     OPTIMIZER_MODEL,
     RATED,
     RUNS,
+    SETTINGS,
     TASK_MODEL,
     TASKS,
+    Task,
     optimizer_call_bound,
     stages_of,
 )
@@ -71,20 +86,8 @@ from promptopt.evaluate import evaluate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-# Peers' test accuracy and optimization calls, as ../shared/BASELINES.md gives them.
-PEERS = {
-    "sst2": {
-        "hand prompt, 2 exemplars": (0.617, 0),
-        "DSPy BootstrapFewShotWithRandomSearch (best peer)": (0.480, 731),
-        "DSPy MIPROv2 light, seed 10": (0.460, 696),
-        "Trace OptoPrime, 8 steps": (0.000, 948),
-    },
-    "trec": {
-        "hand prompt, zero-shot": (0.000, 0),
-        "DSPy BootstrapFewShotWithRandomSearch (best peer)": (0.160, 796),
-    },
-}
 Backends = Callable[[], Mapping[str, Any]] | None  # fresh backends per run (tests: fakes)
+MARGIN = 0.02  # promptopt's best beats a peer by at least this, at no more task calls
 
 
 def _split(value: str, known: tuple[str, ...], what: str) -> list[str]:
@@ -97,22 +100,42 @@ def _split(value: str, known: tuple[str, ...], what: str) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--setting", default=",".join(SETTINGS), help="smollm2, qwen or both")
     parser.add_argument("--task", default=",".join(TASKS), help="sst2, trec or both")
     parser.add_argument("--optimizer", default=",".join(RUNS), help=f"some of {', '.join(RUNS)}")
+    parser.add_argument("--peers", default=",".join(peer_runs.PEERS),
+                        help=f"some of {', '.join(peer_runs.PEERS)}, or none")  # fmt: skip
     parser.add_argument("--max-calls", type=int, default=MAX_CALLS)
-    parser.add_argument("--val", type=int, default=100, help="validation rows (development)")
-    parser.add_argument("--test-rows", type=int, default=300, help="test rows (development)")
+    parser.add_argument("--val", type=int, default=None, help="default: the setting's")
+    parser.add_argument("--test-rows", type=int, default=None, help="default: the setting's")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, each in a process")
     parser.add_argument("--sst2-data", default=str(DATA / "sst2"))
     parser.add_argument("--trec-data", default=str(DATA / "trec"))
-    parser.add_argument("--task-model", default=TASK_MODEL)
+    parser.add_argument("--task-model", default=None, help="default: the setting's")
     parser.add_argument("--optimizer-model", default=OPTIMIZER_MODEL)
+    parser.add_argument("--venv", type=Path, default=peer_runs.PEERS_DIR / ".venv",
+                        help="the peers' venv (made on first use)")  # fmt: skip
     parser.add_argument("--workdir", default=None, help="default: a new temporary folder")
     args = parser.parse_args(argv)
+    args.settings = _split(args.setting, tuple(SETTINGS), "setting")
     args.tasks = _split(args.task, tuple(TASKS), "task")
     args.runs = _split(args.optimizer, RUNS, "optimizer")
+    args.peer_list = [] if args.peers == "none" else _split(args.peers, peer_runs.PEERS, "peer")
     check_data(args)
     return args
+
+
+def for_setting(args: argparse.Namespace, name: str) -> argparse.Namespace:
+    """``args`` for one setting: its task model and row counts where not given."""
+    setting = SETTINGS[name]
+    return argparse.Namespace(**{
+        **vars(args), "setting": name, "task_model": args.task_model or setting.task_model,
+        "val": args.val or setting.val, "test_rows": args.test_rows or setting.test})  # fmt: skip
+
+
+def task_of(args: argparse.Namespace, task: str) -> Task:
+    """The task as ``args``' setting runs it."""
+    return SETTINGS[args.setting].task(task)
 
 
 def check_data(args: argparse.Namespace) -> None:
@@ -132,13 +155,14 @@ def check_data(args: argparse.Namespace) -> None:
 
 def _prepare(args: argparse.Namespace, task: str, work: Path) -> dict[str, Path]:
     data = Path(getattr(args, f"{task}_data")).resolve()
-    return TASKS[task].write_data(data, work / task / "data", val=args.val, test=args.test_rows)
+    return task_of(args, task).write_data(data, work / task / "data", val=args.val,
+                                          test=args.test_rows)  # fmt: skip
 
 
 def _spec(args: argparse.Namespace, task: str, run: str, work: Path, cache: Path) -> dict:
     models = {"task": args.task_model, "optimizer": args.optimizer_model}
     paths = {s: work / task / "data" / f"{s}.jsonl" for s in ("train", "val", "test")}
-    return TASKS[task].spec(
+    return task_of(args, task).spec(
         run, paths=paths, models=models, max_calls=args.max_calls, cache=cache,
         output=work / task / "traces",
     )  # fmt: skip
@@ -205,7 +229,13 @@ def _in_pool(jobs: int, calls: list[tuple[Callable, tuple]]) -> list[Any]:
         return [f.result() for f in futures]
 
 
-def run_benchmark(args: argparse.Namespace, backends: Backends = None) -> dict[str, Any]:
+PeerRunner = peer_runs.Runner | None  # tests: a fake in place of the peers' processes
+
+
+def run_benchmark(
+    args: argparse.Namespace, backends: Backends = None, peer_runner: PeerRunner = None
+) -> dict[str, Any]:
+    """Every setting's seeds, runs and peers: ``{"settings": {name: {...}}, "wall_s"}``."""
     for run in args.runs:
         bound = optimizer_call_bound(stages_of(run))
         if bound > MAX_OPTIMIZER_CALLS:
@@ -213,6 +243,18 @@ def run_benchmark(args: argparse.Namespace, backends: Backends = None) -> dict[s
                 f"{run}: up to {bound} optimizer-model calls, over {MAX_OPTIMIZER_CALLS}"
             )
     work = Path(args.workdir or tempfile.mkdtemp(prefix="promptopt-quality-"))
+    started = time.perf_counter()
+    python, gepa_path = _peers_env(args, peer_runner)
+    settings = {}
+    for name in args.settings:
+        sargs = for_setting(args, name)
+        settings[name] = run_setting(sargs, work / name, backends)
+        settings[name]["peers"] = _peers(sargs, work / name, peer_runner, python, gepa_path)
+    return {"settings": settings, "wall_s": time.perf_counter() - started, "work": work}
+
+
+def run_setting(args: argparse.Namespace, work: Path, backends: Backends = None) -> dict[str, Any]:
+    """One setting's seeds and promptopt runs (``args`` from :func:`for_setting`)."""
     started = time.perf_counter()
     seeds = dict(zip(args.tasks, _in_pool(
         args.jobs, [(score_seed, (args, t, work, backends)) for t in args.tasks]), strict=True))  # fmt: skip
@@ -227,6 +269,38 @@ def run_benchmark(args: argparse.Namespace, backends: Backends = None) -> dict[s
     return {"seeds": seeds, "runs": runs, "wall_s": time.perf_counter() - started, "work": work}
 
 
+def _peers_env(args: argparse.Namespace, runner: PeerRunner) -> tuple[Path, str]:
+    """The peers' venv's python (made on first use) and where ``gepa`` is installed."""
+    if not args.peer_list or runner is not None:
+        return Path(sys.executable), "gepa"
+    python = peer_runs.peers_python(args.venv)
+    return python, peer_runs.site_packages(python)
+
+
+def _peers(
+    args: argparse.Namespace, work: Path, runner: PeerRunner, python: Path, gepa_path: str
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each peer on each task of the setting, from the seed caches of promptopt's runs."""
+    if not args.peer_list:
+        return {}
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        dspy = set(args.peer_list) & set(peer_runs.DSPY)
+        urls = ("http://task", "http://optimizer")
+        if runner is None and dspy:
+            urls = peer_runs.servers(stack, SETTINGS[args.setting])
+        found = peer_runs.run_peers(
+            args.tasks, args.peer_list, setting=SETTINGS[args.setting], python=python,
+            urls=urls, max_calls=args.max_calls, val=args.val, test=args.test_rows,
+            folder=work / "peers", runner=runner or peer_runs.subprocess_runner,
+            sources={t: Path(getattr(args, f"{t}_data")) for t in args.tasks},
+            gepa_path=gepa_path,
+            seed_caches={t: work / t / "cache" / "seed" for t in args.tasks},
+        )  # fmt: skip
+    print(f"peers of the {args.setting} setting: {time.perf_counter() - started:.0f} s")
+    return found
+
+
 def majority(path: Path) -> tuple[str, float]:
     labels = Counter(json.loads(line)["label"] for line in path.open(encoding="utf-8"))
     label, count = labels.most_common(1)[0]
@@ -235,7 +309,7 @@ def majority(path: Path) -> tuple[str, float]:
 
 def table(
     task: str, seed: dict, runs: list[dict], work: Path, *, models: tuple[str, str] = (
-        TASK_MODEL, OPTIMIZER_MODEL)
+        TASK_MODEL, OPTIMIZER_MODEL), peers: Mapping[str, dict[str, Any]] | None = None,
 ) -> list[str]:  # fmt: skip
     label, share = majority(work / task / "data" / "test.jsonl")
     head = (f"{'method':<50}{'seed val':>9}{'best val':>9}{'seed test':>10}{'best test':>10}"
@@ -250,14 +324,25 @@ def table(
             f"{s['seed_test']:>10.3f}{s['best_test']:>10.3f}{r['unparseable']!s:>8}"
             f"{r['task_calls']:>11}{r['optimizer_calls']:>10}{r['tokens']:>9}{r['wall_s']:>8.0f}"
         )
+    for name, r in (peers or {}).items():
+        if r.get("error"):
+            lines.append(f"{'peer ' + name:<50} crashed after {r.get('wall_s', 0):.0f} s, "
+                         f"{r.get('task_calls', '?')} task calls: {r['error'][:120]}")  # fmt: skip
+            continue
+        best = "" if r.get("best_val") is None else f"{r['best_val']:.3f}"
+        tokens = int(r.get("task_tokens", 0)) + int(r.get("optimizer_tokens", 0))
+        lines.append(
+            f"{'peer ' + name:<50}{'':>9}{best:>9}{'':>10}{r['test_acc']:>10.3f}"
+            f"{r.get('unparseable', 0)!s:>8}{r.get('task_calls', 0):>11}"
+            f"{r.get('optimizer_calls', 0):>10}{tokens:>9}{r.get('wall_s', 0):>8.0f}"
+        )
     lines.append(f"{f'always {label!r} (no model)':<50}{'':>38}{share:>10.3f}")
-    for name, (acc, calls) in PEERS[task].items():
-        lines.append(f"{name + ' (BASELINES.md)':<50}{'':>38}{acc:>10.3f}{'':>8}{calls:>11}")
     return lines
 
 
-def summary(out: dict[str, Any]) -> dict[str, Any]:
-    """The last line's object: per task the best run, and the smallest gain over the seed."""
+def summary(out: dict[str, Any], rated: tuple[str, ...] = RATED) -> dict[str, Any]:
+    """One setting's object: per task the best run and the peers, and the smallest gain
+    over the seed among ``rated``."""
     final: dict[str, Any] = {}
     gains: dict[str, float] = {}
     for task in out["seeds"]:
@@ -274,8 +359,9 @@ def summary(out: dict[str, Any]) -> dict[str, Any]:
                                 "unparseable": r["unparseable"], "wall_s": round(r["wall_s"])}
                      for r in runs},
         }  # fmt: skip
+        final[task] |= _versus_peers(best, runs, out.get("peers", {}).get(task, {}))
         for r in runs:
-            if r["run"] in RATED:
+            if r["run"] in rated:
                 gain = r["scores"]["best_test"] - r["scores"]["seed_test"]
                 gains[r["run"]] = max(gains.get(r["run"], gain), gain)
     final["min_gain_over_seed"] = round(min(gains.values()), 4) if gains else None
@@ -284,17 +370,54 @@ def summary(out: dict[str, Any]) -> dict[str, Any]:
     return final
 
 
-def main(argv: list[str] | None = None, backends: Backends = None) -> dict[str, Any]:
+def _versus_peers(best: dict, runs: list[dict], peers: Mapping[str, dict]) -> dict[str, Any]:
+    """The peers' test accuracies and errors, and the bars against them."""
+    if not peers:
+        return {}
+    out: dict[str, Any] = {
+        "peers": {n: None if r.get("error") else round(r["test_acc"], 4) for n, r in peers.items()},
+        "errors": {n: r["error"] for n, r in peers.items() if r.get("error")},
+        "peer_task_calls": {n: r.get("task_calls") for n, r in peers.items()},
+    }  # fmt: skip
+    ok = [r for r in peers.values() if not r.get("error")]
+    out["beats_peers"] = all(
+        best["scores"]["best_test"] >= r["test_acc"] + MARGIN
+        and best["task_calls"] <= int(r.get("task_calls") or 0) for r in ok
+    )  # fmt: skip
+    ours = next((r for r in runs if r["run"] == "gepa"), None)
+    library = peers.get("gepa_library")
+    if ours is not None and library and not library.get("error"):
+        out["gepa_minus_library"] = round(ours["scores"]["best_test"] - library["test_acc"], 4)
+    return out
+
+
+def main(
+    argv: list[str] | None = None, backends: Backends = None, peer_runner: PeerRunner = None
+) -> dict[str, Any]:
     args = parse_args(argv)
-    out = run_benchmark(args, backends)
-    for task in args.tasks:
-        runs = [r for r in out["runs"] if r["task"] == task]
-        models = (args.task_model, args.optimizer_model)
-        print("\n".join(table(task, out["seeds"][task], runs, out["work"], models=models)))
-        for r in runs:
-            print(f"  {r['run']} best ({r['stopped']}): {' '.join(r['best_prompt'].split())[:160]}")
-        print()
-    return finish(out, summary(out))
+    out = run_benchmark(args, backends, peer_runner)
+    final: dict[str, Any] = {}
+    for name, got in out["settings"].items():
+        sargs = for_setting(args, name)
+        print(f"== {name} setting ==")
+        for task in args.tasks:
+            runs = [r for r in got["runs"] if r["task"] == task]
+            models = (sargs.task_model, args.optimizer_model)
+            print("\n".join(table(task, got["seeds"][task], runs, got["work"], models=models,
+                                  peers=got["peers"].get(task))))  # fmt: skip
+            for r in runs:
+                print(f"  {r['run']} best ({r['stopped']}): "
+                      f"{' '.join(r['best_prompt'].split())[:160]}")  # fmt: skip
+            for peer, r in got["peers"].get(task, {}).items():
+                print(f"  peer {peer}: {' '.join(str(r.get('instruction', '')).split())[:160]}")
+            print()
+        part = summary(got, SETTINGS[name].rated)
+        if name == "smollm2":
+            final |= part
+        else:
+            final[name] = part
+    final["total_wall_s"] = round(out["wall_s"])
+    return finish(out, final)
 
 
 def finish(out: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:

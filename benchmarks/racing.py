@@ -77,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.tasks = quality._split(args.task, tuple(TASKS), "task")
     args.optimizers = quality._split(args.optimizer, OPTIMIZERS, "optimizer")
     args.runs = args.optimizers  # what quality.score_seed reads is only the task's data
+    args.setting = "smollm2"  # its seeds and splits
     quality.check_data(args)
     return args
 

@@ -27,10 +27,16 @@ def _data(root: Path) -> Path:
 def fake_runner(seen: list[dict]):
     def run(command: list[str]) -> subprocess.CompletedProcess[str]:
         args = dict(zip(command[2::2], command[3::2], strict=False))
+        args["--peer"] = args.get("--peer", Path(command[1]).stem)
         seen.append(args)
         if args["--peer"] == "dspy_miprov2":  # dies before writing a result
             return subprocess.CompletedProcess(command, 1, "", "Traceback ...\nValueError: parse")
-        folder = Path(args["--data"])
+        if args["--peer"] == "gepa_library":  # a promptopt task file
+            spec = json.loads(Path(args["--task-file"]).read_text())
+            args["spec"] = spec
+            folder = Path(spec["data"]["train"]).parent
+        else:
+            folder = Path(args["--data"])
         rows = {f: len((folder / f"{f}.jsonl").read_text().splitlines())
                 for f in ("train", "val", "test")}  # fmt: skip
         Path(args["--out"]).write_text(json.dumps({
@@ -50,7 +56,7 @@ def test_each_peer_gets_the_task_the_cap_and_the_servers_and_a_crash_is_a_row(
     code = peers.main(["--task", "sst2", "--val", "20", "--test-rows", "30", "--max-calls", "99",
                        "--data", str(_data(tmp_path))], runner=fake_runner(seen))  # fmt: skip
     assert code == 0
-    assert [a["--peer"] for a in seen] == ["dspy_gepa", "dspy_miprov2"]
+    assert [a["--peer"] for a in seen] == ["dspy_gepa", "dspy_miprov2", "gepa_library"]
     first = seen[0]
     assert first["--max-calls"] == "99" and first["--labels"] == "positive,negative"
     assert first["--instruction"] == peers.TASKS["sst2"].system and first["--input"] == "text"
@@ -61,3 +67,20 @@ def test_each_peer_gets_the_task_the_cap_and_the_servers_and_a_crash_is_a_row(
     assert mipro["test_acc"] is None and mipro["error"] == "no result: ValueError: parse"
     assert "dspy_miprov2 crashed: no result: ValueError: parse" in out
     assert "instruction: Say it." in out
+    library = seen[2]
+    assert library["--max-calls"] == "99" and library["--max-reflections"] == "40"
+    assert library["spec"]["program"]["system"] == peers.TASKS["sst2"].system
+    assert library["spec"]["models"]["task"] == "local:smollm2"
+    assert final["sst2"]["gepa_library"]["rows"] == {"train": 50, "val": 20, "test": 30}
+
+
+def test_the_qwen_setting_gives_every_peer_its_plainer_seed(tmp_path, capsys) -> None:
+    seen: list[dict] = []
+    peers.main(["--setting", "qwen", "--task", "sst2", "--peer", "dspy_gepa,gepa_library",
+                "--data", str(_data(tmp_path))], runner=fake_runner(seen))  # fmt: skip
+    plain = peers.SETTINGS["qwen"].seeds["sst2"]
+    assert seen[0]["--instruction"] == plain
+    assert seen[1]["spec"]["program"]["system"] == plain
+    assert seen[1]["spec"]["models"]["task"] == "local:qwen2.5-coder-1.5b"
+    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert final["sst2"]["dspy_gepa"]["rows"] == {"train": 50, "val": 50, "test": 80}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from promptopt.llm.fakes import FakeBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import quality  # noqa: E402
+from quality_tasks import RATED_QWEN  # noqa: E402
 
 WORDS = {"good": "positive", "bad": "negative", "Who": "human", "How many": "number"}
 
@@ -71,28 +73,72 @@ def fake_backends():
     return backends
 
 
-def test_every_run_prints_tables_and_the_json_line(tmp_path, capsys):
+def fake_peers(seen: list[list[str]]):
+    """A peer runner: every peer scores 0.5 on test with 700 task calls, MIPROv2 crashes."""
+
+    def run(command: list[str]):
+        seen.append(command)
+        args = dict(zip(command[2::2], command[3::2], strict=False))
+        peer = args.get("--peer", "gepa_library")
+        if peer == "dspy_miprov2":
+            return subprocess.CompletedProcess(command, 1, "", "Traceback\nAdapterParseError: x")
+        Path(args["--out"]).write_text(json.dumps({
+            "peer": peer, "best_val": 0.6, "test_acc": 0.5, "unparseable": 0, "task_calls": 700,
+            "optimizer_calls": 9, "wall_s": 3.0, "instruction": "Label it.", "error": None}))  # fmt: skip
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    return run
+
+
+def test_every_run_and_peer_in_both_settings_prints_tables_and_the_json_line(tmp_path, capsys):
     sst2, trec = _data(tmp_path)
     backends = fake_backends()
+    seen: list[list[str]] = []
     final = quality.main(
         ["--jobs", "1", "--val", "6", "--test-rows", "10", "--max-calls", "120",
          "--sst2-data", str(sst2), "--trec-data", str(trec),
          "--workdir", str(tmp_path / "work")],
-        backends=backends,
+        backends=backends, peer_runner=fake_peers(seen),
     )  # fmt: skip
     out = capsys.readouterr().out.strip().splitlines()
     assert json.loads(out[-1]) == final
-    for task in ("sst2", "trec"):
-        assert set(final[task]) >= {"best_test_acc", "best_optimizer", "seed_test_acc", "calls"}
-        assert set(final[task]["runs"]) == set(quality.RUNS)
-        for run in final[task]["runs"].values():
-            assert run["calls"] <= 120 and run["optimizer_calls"] <= quality.MAX_OPTIMIZER_CALLS
-    assert isinstance(final["min_gain_over_seed"], float)
-    assert set(final["gain_over_seed"]) == set(quality.RATED)
+    for part, rated in ((final, quality.RATED), (final["qwen"], RATED_QWEN)):
+        for task in ("sst2", "trec"):
+            assert set(part[task]) >= {"best_test_acc", "best_optimizer", "seed_test_acc", "calls"}
+            assert set(part[task]["runs"]) == set(quality.RUNS)
+            for run in part[task]["runs"].values():
+                assert run["calls"] <= 120
+                assert run["optimizer_calls"] <= quality.MAX_OPTIMIZER_CALLS
+            assert part[task]["peers"] == {"dspy_gepa": 0.5, "dspy_miprov2": None,
+                                           "gepa_library": 0.5}  # fmt: skip
+            assert part[task]["errors"] == {"dspy_miprov2": "no result: AdapterParseError: x"}
+            best = part[task]["best_test_acc"]
+            assert part[task]["beats_peers"] == (best >= 0.52)  # every peer spent 700 calls
+            gepa = part[task]["runs"]["gepa"]["best_test"]
+            assert part[task]["gepa_minus_library"] == round(gepa - 0.5, 4)
+        assert isinstance(part["min_gain_over_seed"], float)
+        assert set(part["gain_over_seed"]) == set(rated)
+    # 3 peers x 2 tasks x 2 settings; the gepa library runs on promptopt's own python
+    assert len(seen) == 12
+    library = [c for c in seen if c[1].endswith("gepa_library.py")]
+    assert len(library) == 4 and all(c[0] == sys.executable for c in library)
     text = "\n".join(out)
-    assert "SST-2:" in text and "TREC coarse classes:" in text
-    assert "DSPy BootstrapFewShotWithRandomSearch (best peer) (BASELINES.md)" in text
+    assert text.count("SST-2:") == 2 and "local:qwen2.5-coder-1.5b task model" in text
     assert "promptopt opro+exemplars" in text and "always 'positive' (no model)" in text
+    assert "peer dspy_miprov2" in text and "crashed" in text and "BASELINES.md" not in text
+
+
+def test_the_qwen_setting_starts_sst2_from_the_labels_alone(tmp_path):
+    sst2, trec = _data(tmp_path)
+    args = quality.parse_args(["--setting", "qwen", "--peers", "none", "--sst2-data", str(sst2),
+                               "--trec-data", str(trec)])  # fmt: skip
+    qwen = quality.for_setting(args, "qwen")
+    assert (qwen.task_model, qwen.val, qwen.test_rows) == ("local:qwen2.5-coder-1.5b", 50, 200)
+    assert quality.task_of(qwen, "sst2").system == "positive or negative"
+    assert quality.task_of(qwen, "trec").system == quality.TASKS["trec"].system
+    small = quality.for_setting(args, "smollm2")
+    assert quality.task_of(small, "sst2").system == quality.TASKS["sst2"].system
+    assert args.peer_list == []
 
 
 def test_a_missing_data_folder_stops_before_any_model_loads(tmp_path):
