@@ -63,11 +63,12 @@ CONFIGS: dict[str, Any] = {
                           "max_tokens": REPLY_TOKENS}},
     "spo": {"name": "spo",
             "config": {"rounds": 6, "votes": 4, "retries": 1, "max_tokens": REPLY_TOKENS}},
-    # 20 reflections at most (40 Qwen calls, every retry taken); the 731 calls pay for about
-    # six accepted children at 100 validation rows, and a rejected one costs 7 calls
+    # 40 reflections at most and no retry (40 Qwen calls), as the gepa library gets in
+    # peers.py; the 731 calls pay for about six accepted children at 100 validation rows,
+    # and a rejected one costs 7 calls
     "gepa": {"name": "gepa",
-             "config": {"iterations": 20, "minibatch": 3, "retries": 1,
-                        "max_tokens": REPLY_TOKENS}},
+             "config": {"iterations": 40, "minibatch": 3, "retries": 0,
+                        "max_tokens": 2 * REPLY_TOKENS}},  # its analysis, then the text
 }  # fmt: skip
 # The composition: OPRO rewrites the instruction with about half the budget (4 versions),
 # then the exemplar search picks demonstrations for OPRO's winner (a random set and a

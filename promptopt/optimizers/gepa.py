@@ -288,7 +288,7 @@ class GEPA:
             current=str(current or ""),
             count=len(before.results),
             examples=examples,
-            rules=rules(state, current),
+            rules=rules(state, current, parent.results),
         )
         sampled = c.temperature > 0
         request = optimizer_request(

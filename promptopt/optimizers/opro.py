@@ -146,7 +146,7 @@ class OPRO:
             name=name,
             history=self._history(state, name),
             examples=examples or "(none)",
-            rules=rules(state, base.candidate.params.get(name)),
+            rules=rules(state, base.candidate.params.get(name), base.results),
         )
         quoted = quoted_lines(examples)
         messages = (

@@ -69,7 +69,7 @@ from promptopt.optimizers.replies import (
     parse_json_reply,
     placeholders,
 )
-from promptopt.optimizers.rewriters import noop
+from promptopt.optimizers.rewriters import mistakes, noop
 from promptopt.optimizers.shown import clip_text, input_fields, show_value
 
 if TYPE_CHECKING:
@@ -406,7 +406,8 @@ class OptoPrime:
             out.append(f"{name}: {rule}" + (f" ({about})" if about else ""))
         if state.choices:
             out.append("The final output must be one of: " + ", ".join(state.choices))
-        return "\n".join(out)
+            out.append(mistakes(base.results))
+        return "\n".join(o for o in out if o)
 
     def _history(self, state: SearchState, limit: int) -> str:
         if not self.config.memory:

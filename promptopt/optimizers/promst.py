@@ -60,6 +60,7 @@ from promptopt.optimizers.rewriters import (
     JSON_REWRITE_STATS,
     JsonRewriter,
     inputs_text,
+    mistakes,
     reply_schema,
     text_param,
 )
@@ -222,6 +223,7 @@ class PROMST:
         ranking = self.config.predictor and self.predictor.pairs >= self.config.predictor_min_pairs
         wanted = self.config.n_children + (self.config.surplus if ranking else 0)
         trajectory = self._trajectory(parent, target, by_id)
+        confused = mistakes(parent.results) if state.choices else ""
         assert self._rewriter is not None
         depth = self._depth.get(parent.candidate.id, 0) + 1
         answers = await self._rewriter.ask_many(  # the children do not depend on each other
@@ -229,7 +231,7 @@ class PROMST:
             llm,
             parent.candidate.params,
             lambda problem, seed: self.write_request(
-                target, parent, errors, trajectory, problem, seed=seed
+                target, parent, errors, trajectory, problem, seed=seed, confused=confused
             ),
             count=wanted,
         )
@@ -338,8 +340,11 @@ class PROMST:
         problem: str = "",
         *,
         seed: int | None = None,
+        confused: str = "",
     ) -> LLMRequest:
-        """One write call: the parent's prompt, the error summaries and the trajectory."""
+        """One write call: the parent's prompt, the error summaries (and ``confused``, the
+        parent's commonest wrong answers: :func:`~promptopt.optimizers.rewriters.mistakes`)
+        and the trajectory."""
         parts = template_parts("promst")
         shown = "".join(
             parts["error"].substitute(rule=rule, count=count, summary=summary)
@@ -347,7 +352,7 @@ class PROMST:
         )
         user = parts["write_user"].substitute(
             prompt=str(parent.candidate.params.get(target, "")),
-            errors=shown.strip() or "(none)",
+            errors="\n\n".join(t for t in (shown.strip(), confused) if t) or "(none)",
             trajectory=trajectory,
             note=parts["retry"].substitute(problem=problem) if problem else "",
         )

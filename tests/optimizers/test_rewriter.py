@@ -20,6 +20,7 @@ from promptopt.optimizers.base import (
 from promptopt.optimizers.replies import marked_texts
 from promptopt.optimizers.rewriters import (
     MarkedRewriter,
+    mistakes,
     quoted_lines,
     rules,
     same_words,
@@ -152,3 +153,29 @@ def test_rules_and_examples_show_shapes_not_answers():
     shown = show_example(example, limit=40, result=result).splitlines()
     assert shown[0].startswith("text: fine fine") and shown[0].endswith("more chars]")
     assert shown[1:] == ["output: (failed: boom)", "expected output: yes", "feedback: no answer"]
+
+
+def test_mistakes_name_the_commonest_confusions_with_their_counts():
+    def result(i: int, want: str, got: str) -> ExampleResult:
+        return ExampleResult(Example(str(i), {"q": f"q{i}"}, want), got,
+                             Score(float(want == got)))  # fmt: skip
+
+    results = [
+        *(result(i, "human", "entity") for i in range(3)),
+        result(3, "human", "human"),
+        *(result(i, "description", "entity") for i in range(4, 6)),
+        result(6, "number", "location"),
+        result(7, "number", "number"),
+        ExampleResult(Example("8", {"q": "q8"}, "human"), None, Score(0.0, valid=False), "boom"),
+    ]
+    assert mistakes(results, top=2) == (
+        "On 8 scored inputs the current text got 6 wrong; most often it answered 'entity' where "
+        "'human' was right (3 of 4 such inputs), answered 'entity' where 'description' was "
+        "right (2 of 2 such inputs). Say in the new text how to tell these answers apart."
+    )
+    assert mistakes([result(0, "human", "human")]) == ""
+    assert rules(state(choices=("human", "entity")), "Q", results[:1]).endswith(
+        "answered 'entity' where 'human' was right (1 of 1 such inputs). Say in the new text "
+        "how to tell these answers apart."
+    )
+    assert "scored inputs" not in rules(state(), "Q", results)  # no choices: no confusions
