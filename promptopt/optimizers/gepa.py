@@ -1,6 +1,7 @@
 """GEPA (Agrawal et al., "GEPA: Reflective Prompt Evolution Can Outperform Reinforcement
-Learning", arXiv 2507.19457, ICLR 2026): reflective rewrites of one text at a time, parents
-drawn from the per-example Pareto frontier, children accepted on a minibatch first.
+Learning", arXiv 2507.19457, ICLR 2026): reflective rewrites of one parameter at a time (a
+text, or a code parameter's function), parents drawn from the per-example Pareto frontier,
+children accepted on a minibatch first.
 
 The search keeps every candidate scored on the whole validation split (the
 engine's ``history``). One iteration:
@@ -16,9 +17,17 @@ engine's ``history``). One iteration:
    marks on all of them is skipped (nothing to learn from): that costs the
    minibatch but is not an iteration, as in the library; a whole pass over the
    training split of such skips in a row ends the search.
-4. **Reflection.** The optimizer model sees the text of one parameter (text
-   parameters in turn), the minibatch's inputs, outputs, expected outputs and
-   the metric's feedback, and writes one new version of that text.
+4. **Reflection.** The optimizer model sees the value of one parameter (the
+   trainable text and code parameters in turn, in the program's order), the
+   minibatch's inputs, outputs, expected outputs and the metric's feedback, and
+   writes one new version of it. A text must keep its ``{placeholders}``; a code
+   parameter is the source of one Python function, and the request asks for the
+   whole new function with the same name and arguments (standard library only,
+   imports inside it), which :func:`~promptopt.optimizers.replies.check_value`
+   checks; the engine runs it in the sandbox. For a workflow program, each
+   example also shows its run's traced steps from the parameters to the output
+   (:func:`traced_view`: the joint subgraph OptoPrime shows) and the values
+   between them; a prompt program's run has no trace, and its examples show none.
 5. **Acceptance.** The child runs on the same minibatch; only a child with a
    higher minibatch total than its parent's is proposed, and the engine then
    scores it on the whole validation split. A rejected child costs the
@@ -27,23 +36,24 @@ engine's ``history``). One iteration:
 **Merge.** After each accepted child (up to ``max_merges`` times), the next
 iteration first looks for two frontier candidates, neither descended from the
 other, whose lineages (``parent_id`` links) meet in a common ancestor and that
-changed different parameters from it. The merged candidate takes each parameter
-from the side that changed it (from the one with the higher validation score
-where both did); it is proposed when its score on a training minibatch is at
-least the better parent's there. Each pair is tried once.
+changed different parameters from it (texts and functions alike). The merged
+candidate takes each parameter from the side that changed it (from the one with
+the higher validation score where both did); it is proposed when its score on a
+training minibatch is at least the better parent's there. Each pair is tried once.
 
 The paper's defaults: minibatch 3, merge on with 5 merges at most. The budget
 (``budget.max_calls``) usually ends the search before ``iterations``; it ends
 when the calls left cannot pay for one more iteration (two minibatches, the
 reflection and the validation rows). The best is the candidate with the highest
-validation mean, as in the library. Code parameters and the traced graph's
-per-node view are not rewritten yet: only text parameters.
-The meta-prompt is ``templates/gepa.txt`` (parts ``system``, ``reflect``,
-``example``, ``retry``).
+validation mean, as in the library.
+The meta-prompt is ``templates/gepa.txt``: parts ``system``, ``reflect`` and ``retry``
+for a text, ``code_system``, ``code_reflect`` and ``code_retry`` for a function, and
+``example`` and ``trace`` (a workflow's traced steps) for each minibatch example.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -53,12 +63,14 @@ from pydantic import BaseModel, Field
 from promptopt.errors import OptimizerError
 from promptopt.optimizers.base import (
     Evaluated,
+    ExampleResult,
     Proposal,
     SearchState,
     candidate_id,
     config_of,
 )
 from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
+from promptopt.optimizers.optoprime_views import View, value_lines, view_of
 from promptopt.optimizers.rewriters import (
     SEED_RANGE,
     MarkedRewriter,
@@ -72,19 +84,28 @@ from promptopt.optimizers.shown import input_fields
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM
+    from promptopt.llm.types import LLMRequest
     from promptopt.task.data import Example
 
-__all__ = ["GEPA", "GEPAConfig", "frontier", "merge_params"]
+__all__ = ["GEPA", "GEPAConfig", "frontier", "merge_params", "traced_view"]
+
+_KINDS = ("text", "code")  # the kinds of parameter GEPA rewrites
 
 
 class GEPAConfig(RewriteConfig):
+    params: list[str] | None = Field(
+        None,
+        description="Text or code parameters to rewrite, in turn (default: every trainable one).",
+    )
     iterations: int = Field(
         30, ge=1, description="Iterations at most (each: a minibatch, a reflection, a child)."
     )
     minibatch: int = Field(
         3, ge=1, description="Training examples a child is judged on before validation (paper: 3)."
     )
-    merge: bool = Field(True, description="Merge frontier candidates that changed different texts.")
+    merge: bool = Field(
+        True, description="Merge frontier candidates that changed different parameters."
+    )
     max_merges: int = Field(5, ge=0, description="Merges at most (paper: 5).")
     skip_perfect: bool = Field(
         True, description="Skip a parent with full marks on its minibatch (nothing to reflect on)."
@@ -152,6 +173,26 @@ def merge_params(
     return merged if only_a and only_b else None
 
 
+def traced_view(
+    result: ExampleResult, params: Mapping[str, Any], trainable: Sequence[str]
+) -> View | None:
+    """The joint subgraph of ``result``'s trace (:func:`view_of`), or None when it has no
+    traced step to show: no trace (a prompt program's run), or none linking a trainable
+    parameter to the output (the view is then the synthetic one-line program)."""
+    if result.trace is None:
+        return None
+    view = view_of(result, params, trainable)
+    plain = view_of(dataclasses.replace(result, trace=None), params, trainable)
+    return None if view.code == plain.code else view
+
+
+def _code_rules(state: SearchState) -> str:
+    """What a new function must keep beyond its name and arguments: the allowed answers."""
+    if not state.choices:
+        return ""
+    return "The program's answer must be one of: " + ", ".join(state.choices) + "."
+
+
 class GEPA:
     """Reflective rewrites from a Pareto frontier of parents, accepted on a minibatch first."""
 
@@ -166,9 +207,11 @@ class GEPA:
             "merges": 0, "merges_rejected": 0, "budget_stop": 0, "perfect_stop": 0,
         }  # fmt: skip
         self._parts = template_parts("gepa")
-        self._rewriter = MarkedRewriter(
-            stats=self.stats, retries=self.config.retries, retry=self._parts["retry"]
-        )
+        self._rewriters = {  # by the kind of parameter rewritten; they share the stats
+            kind: MarkedRewriter(stats=self.stats, retries=self.config.retries,
+                                 retry=self._parts[retry])
+            for kind, retry in (("text", "retry"), ("code", "code_retry"))
+        }  # fmt: skip
         self._order: list[Example] = []  # the rest of this pass over the training split
         self._merges_due = 0
         self._tried: set[tuple[str, str]] = set()
@@ -180,7 +223,7 @@ class GEPA:
 
     async def propose(self, state: SearchState, *, llm: LLM, rng: random.Random) -> list[Proposal]:
         c = self.config
-        targets = text_targets(state, c.params, optimizer=self.name)
+        targets = text_targets(state, c.params, optimizer=self.name, kinds=_KINDS)
         if not state.train:
             raise OptimizerError("the gepa optimizer reflects on training examples, and the "
                                  "task has none: give data a train split")  # fmt: skip
@@ -274,32 +317,13 @@ class GEPA:
         self._perfect_in_row = 0
         self.stats["iterations"] += 1
         name = targets[(self.stats["iterations"] - 1) % len(targets)]
-        examples = "\n\n".join(
-            self._parts["example"]
-            .substitute(number=i, example=show_example(r.example, result=r,
-                                                       limit=c.max_value_chars))
-            .strip()
-            for i, r in enumerate(before.results, 1)
-        )  # fmt: skip
-        current = parent.candidate.params.get(name)
-        user = self._parts["reflect"].substitute(
-            description=state.program_description.strip() or "(not described)",
-            name=name,
-            current=str(current or ""),
-            count=len(before.results),
-            examples=examples,
-            rules=rules(state, current, parent.results),
-        )
-        sampled = c.temperature > 0
-        request = optimizer_request(
-            self._parts["system"], user, temperature=c.temperature, max_tokens=c.max_tokens,
-            seed=rng.randrange(SEED_RANGE) if sampled else None,
-        )  # fmt: skip
+        kind = "code" if name in state.of_kind("code") else "text"
+        request, examples = self._reflection(state, parent, before, name, kind, rng)
         asked = self.stats["calls"]
-        values = await self._rewriter.versions(
+        values = await self._rewriters[kind].versions(
             llm, request, name=name, base=parent.candidate.params, count=1,
             taken=state.evaluated_ids(), fields=input_fields(state), rng=rng,
-            quoted=quoted_lines(examples),
+            quoted=quoted_lines(examples), kind=kind,
         )  # fmt: skip
         self._spent(self.stats["calls"] - asked)
         if not values:
@@ -320,6 +344,58 @@ class GEPA:
         self.stats["accepted"] += 1
         self.stats["proposals"] += 1
         return Proposal(params=params, parent_id=parent.candidate.id, meta=meta)
+
+    def _reflection(
+        self, state: SearchState, parent: Evaluated, before: Evaluated, name: str, kind: str,
+        rng: random.Random,
+    ) -> tuple[LLMRequest, str]:  # fmt: skip
+        """The request for a new version of parameter ``name`` (of ``kind``: text or code)
+        of ``parent``, which scored ``before`` on the minibatch; and the examples it shows."""
+        c = self.config
+        examples = "\n\n".join(
+            self._parts["example"]
+            .substitute(number=i, example=self._shown(state, parent, r))
+            .strip()
+            for i, r in enumerate(before.results, 1)
+        )
+        current = parent.candidate.params.get(name)
+        if kind == "code":
+            system, reflect = self._parts["code_system"], self._parts["code_reflect"]
+            shown, said = str(current or "").rstrip(), _code_rules(state)
+        else:
+            system, reflect = self._parts["system"], self._parts["reflect"]
+            shown, said = str(current or ""), rules(state, current, parent.results)
+        user = reflect.substitute(
+            description=state.program_description.strip() or "(not described)",
+            name=name,
+            current=shown,
+            count=len(before.results),
+            examples=examples,
+            rules=said,
+        )
+        sampled = c.temperature > 0
+        request = optimizer_request(
+            system, user, temperature=c.temperature, max_tokens=c.max_tokens,
+            seed=rng.randrange(SEED_RANGE) if sampled else None,
+        )  # fmt: skip
+        return request, examples
+
+    def _shown(self, state: SearchState, parent: Evaluated, result: ExampleResult) -> str:
+        """One minibatch example: its inputs, output, expected output and feedback; then, for
+        a workflow's traced run, the steps that led to the output and the values between
+        them (those computed by the steps, and those the steps read from other nodes; the
+        example's own inputs are shown already)."""
+        limit = self.config.max_value_chars
+        shown = show_example(result.example, result=result, limit=limit)
+        view = traced_view(result, parent.candidate.params, state.trainable)
+        if view is None:
+            return shown
+        given = list(result.example.inputs.values())
+        read = {k: v for k, v in view.inputs.items() if v not in given}
+        trace = self._parts["trace"].substitute(
+            steps="\n".join(view.code), values=value_lines({**read, **view.others}, limit)
+        )
+        return shown + "\n" + trace.strip()
 
     async def _merge(self, state: SearchState, rng: random.Random) -> tuple[bool, Proposal | None]:
         """Whether a merge was tried, and its proposal if its minibatch accepted it."""

@@ -2,14 +2,16 @@
 from a no-op: a version equal to the current value, or one whose candidate was scored (or
 proposed) already. Two ways of asking, one per pair of optimizers:
 
-- :class:`MarkedRewriter` (MCTS's rewrite step, OPRO's proposal step) asks for several
-  versions, read with :func:`~promptopt.optimizers.replies.marked_texts` (texts wrapped in
-  ``<START>`` and ``<END>``) and checked with :func:`~promptopt.optimizers.replies.check_value`
-  (non-empty, placeholders kept). After a reply with no new version it sends the reply and a
-  note saying what was wrong back to the model, sampled with a fresh seed, up to ``retries``
-  times. Seeds come from the ``rng`` handed in, so a replayed run sends the very same requests.
+- :class:`MarkedRewriter` (MCTS's rewrite step, OPRO's proposal step, GEPA's reflection)
+  asks for several versions, read with :func:`~promptopt.optimizers.replies.marked_texts`
+  (texts wrapped in ``<START>`` and ``<END>``) and checked with
+  :func:`~promptopt.optimizers.replies.check_value` (a text: non-empty, placeholders kept; a
+  code parameter, for GEPA: one function with the same name and arguments). After a reply
+  with no new version it sends the reply and a note saying what was wrong back to the model,
+  sampled with a fresh seed, up to ``retries`` times. Seeds come from the ``rng`` handed in,
+  so a replayed run sends the very same requests.
   :func:`text_targets`, :func:`show_example` and :func:`rules` render the parts of a request
-  both optimizers share: which parameters may be rewritten, one example (inputs, output,
+  these optimizers share: which parameters may be rewritten, one example (inputs, output,
   expected answer, feedback) and the rules a new version must keep.
 - :class:`JsonRewriter` (SPO, PROMST) asks for one new prompt in a JSON reply
   (:func:`read_rewrite` takes it out and checks it keeps the old one's ``{placeholders}``;
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptopt.errors import OptimizerError, ReplyParseError
+from promptopt.errors import OptimizerError, ReplyParseError, UnchangedValueError
 from promptopt.llm.types import LLMRequest, Message
 from promptopt.optimizers.base import (
     PROMPT_SHAPE,
@@ -82,12 +84,13 @@ __all__ = [
 MARKED_REWRITE_STATS = ("calls", "replies", "noops", "invalid", "retries", "request_errors")
 _RETRY_TEMPERATURE = 0.7
 SEED_RANGE = 2**31  # seeds of sampled requests are drawn below this
-_NOOP = "That version is the current text, or one that was tried already."
+_NOOP = "That version is the current {what}, or one that was tried already."
 _NOTHING = "No new version was found between <START> and <END>."
 _ECHO = (
     "That version copies parts of this request (its examples or the program's shape): write "
-    "only the text itself."
+    "only the {what} itself."
 )
+_WHAT = {"text": "text", "code": "function"}  # what a value of each kind is called in a note
 _QUOTED_MIN = 12  # shorter lines of a request are too common to call a copy
 _WORDS = re.compile(r"[^\W_]+")
 
@@ -146,14 +149,17 @@ class MarkedRewriter:
         fields: Sequence[str],
         rng: random.Random,
         quoted: Collection[str] = (),
+        kind: str = "text",
     ) -> list[str]:
-        """Up to ``count`` new values of text parameter ``name`` of candidate ``base``.
+        """Up to ``count`` new values of parameter ``name`` (of ``kind``: ``text``, or
+        ``code``, the source of one function) of candidate ``base``.
 
-        A value whose candidate id is in ``taken``, or whose words are the current
-        value's (punctuation, case and spacing aside), is a no-op. A value holding
-        one of the ``quoted`` texts (parts of the request that are not a prompt: the
-        examples shown, the program's shape) copied the request and is invalid. Returns
-        an empty list when every attempt came back without a new version.
+        A value whose candidate id is in ``taken`` is a no-op; so is a text whose words
+        are the current value's (punctuation, case and spacing aside), and a function
+        that parses to the current one. A value holding one of the ``quoted`` texts
+        (parts of the request that are not a prompt: the examples shown, the program's
+        shape) copied the request and is invalid. Returns an empty list when every
+        attempt came back without a new version.
         """
         for attempt in range(self.retries + 1):
             if attempt:
@@ -163,7 +169,7 @@ class MarkedRewriter:
                 return []
             reply = response.text
             found, problem = self._read(
-                reply, name=name, base=base, taken=taken, fields=fields, quoted=quoted
+                reply, name=name, base=base, taken=taken, fields=fields, quoted=quoted, kind=kind
             )
             if found:
                 return found[:count]
@@ -186,20 +192,25 @@ class MarkedRewriter:
         taken: Collection[str],
         fields: Sequence[str],
         quoted: Collection[str],
+        kind: str,
     ) -> tuple[list[str], str]:
         """The new versions in ``reply``, or none and what to tell the model."""
         current = base.get(name)
+        what = _WHAT.get(kind, kind)
         found: list[str] = []
         noop, problem = False, _NOTHING
         for text in marked_texts(reply):
-            if isinstance(current, str) and same_words(text, current):
+            if kind == "text" and isinstance(current, str) and same_words(text, current):
                 noop = True
                 continue
             if any(q in text for q in quoted):
-                problem = _ECHO
+                problem = _ECHO.format(what=what)
                 continue
             try:
-                value = check_value("text", text, current, name=name, fields=fields)
+                value = check_value(kind, text, current, name=name, fields=fields)
+            except UnchangedValueError:  # the current function, laid out anew
+                noop = True
+                continue
             except ReplyParseError as exc:
                 problem = f"{exc}."
                 continue
@@ -209,23 +220,28 @@ class MarkedRewriter:
             found.append(value)
         if not found:
             self.stats["noops" if noop else "invalid"] += 1
-        return found, _NOOP if noop and problem == _NOTHING else problem
+        return found, _NOOP.format(what=what) if noop and problem == _NOTHING else problem
 
 
-def text_targets(state: SearchState, wanted: Sequence[str] | None, *, optimizer: str) -> list[str]:
-    """The text parameters to rewrite: ``wanted`` (checked), else every trainable text."""
-    texts = state.of_kind("text")
+def text_targets(
+    state: SearchState, wanted: Sequence[str] | None, *, optimizer: str,
+    kinds: Sequence[str] = ("text",),
+) -> list[str]:  # fmt: skip
+    """The parameters to rewrite: ``wanted`` (checked), else every trainable one of ``kinds``
+    (texts unless told; GEPA adds ``code``), in the program's order."""
+    texts = [n for n in state.trainable if state.kinds.get(n, "text") in kinds]
+    what = " or ".join(kinds)
     if wanted:
         unknown = [n for n in wanted if n not in texts]
         if unknown:
             raise OptimizerError(
-                f"{optimizer}: params {unknown!r} are not trainable text parameters of the "
-                f"program (its text parameters: {', '.join(texts) or 'none'})"
+                f"{optimizer}: params {unknown!r} are not trainable {what} parameters of the "
+                f"program (its {what} parameters: {', '.join(texts) or 'none'})"
             )
         return list(wanted)
     if not texts:
         raise OptimizerError(
-            f"the {optimizer} optimizer rewrites text parameters, and the program has none "
+            f"the {optimizer} optimizer rewrites {what} parameters, and the program has none "
             f"trainable (it has: {', '.join(state.trainable) or 'nothing'}); make a prompt "
             f"trainable (program.trainable: [system]) or use another optimizer"
         )

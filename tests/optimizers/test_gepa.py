@@ -157,6 +157,7 @@ async def test_only_a_child_better_on_its_minibatch_reaches_validation(tmp_path)
     assert "<TEXT>\nP\n</TEXT>" in first
     shown = _EXAMPLE.findall(first)
     assert len(shown) == 3 and all(int(item) >= 100 for item, _, _ in shown)
+    assert "steps traced" not in first  # a prompt program's run has no trace to show
     with RunStore.open(result.run_dir) as store:
         ids = {c["params"]["system"]: c["id"] for c in store.candidates()}
         evaluations = Counter((e["split"], e["candidate_id"]) for e in store.evaluations())
