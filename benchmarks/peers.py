@@ -100,6 +100,9 @@ def library_task(
     spec = task.spec("gepa", paths=paths, models=models, max_calls=max_calls, cache=cache,
                      output=folder / "traces")  # fmt: skip
     spec["name"] = f"{task.name}-gepa-library"
+    # the library's own max_metric_calls is its cap; it may overshoot it by the iteration in
+    # progress, and its reflections come on top: promptopt's budget is only a safety net here
+    spec["budget"] = {"max_calls": 2 * max_calls}
     path = folder / "gepa_library.yaml"
     path.write_text(json.dumps(spec, indent=1), encoding="utf-8")  # JSON is YAML
     return path

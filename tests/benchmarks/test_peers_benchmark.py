@@ -70,6 +70,7 @@ def test_each_peer_gets_the_task_the_cap_and_the_servers_and_a_crash_is_a_row(
     library = seen[2]
     assert library["--max-calls"] == "99" and library["--max-reflections"] == "40"
     assert library["spec"]["program"]["system"] == peers.TASKS["sst2"].system
+    assert library["spec"]["budget"] == {"max_calls": 198}  # a safety net: gepa caps itself
     assert library["spec"]["models"]["task"] == "local:smollm2"
     assert final["sst2"]["gepa_library"]["rows"] == {"train": 50, "val": 20, "test": 30}
 
