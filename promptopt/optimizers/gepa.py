@@ -53,7 +53,6 @@ for a text, ``code_system``, ``code_reflect`` and ``code_retry`` for a function,
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -75,6 +74,7 @@ from promptopt.optimizers.rewriters import (
     SEED_RANGE,
     MarkedRewriter,
     RewriteConfig,
+    answers_rule,
     quoted_lines,
     rules,
     show_example,
@@ -182,15 +182,7 @@ def traced_view(
     if result.trace is None:
         return None
     view = view_of(result, params, trainable)
-    plain = view_of(dataclasses.replace(result, trace=None), params, trainable)
-    return None if view.code == plain.code else view
-
-
-def _code_rules(state: SearchState) -> str:
-    """What a new function must keep beyond its name and arguments: the allowed answers."""
-    if not state.choices:
-        return ""
-    return "The program's answer must be one of: " + ", ".join(state.choices) + "."
+    return view if view.traced else None
 
 
 class GEPA:
@@ -317,7 +309,7 @@ class GEPA:
         self._perfect_in_row = 0
         self.stats["iterations"] += 1
         name = targets[(self.stats["iterations"] - 1) % len(targets)]
-        kind = "code" if name in state.of_kind("code") else "text"
+        kind = state.kinds.get(name, "text")
         request, examples = self._reflection(state, parent, before, name, kind, rng)
         asked = self.stats["calls"]
         values = await self._rewriters[kind].versions(
@@ -361,7 +353,7 @@ class GEPA:
         current = parent.candidate.params.get(name)
         if kind == "code":
             system, reflect = self._parts["code_system"], self._parts["code_reflect"]
-            shown, said = str(current or "").rstrip(), _code_rules(state)
+            shown, said = str(current or "").rstrip(), answers_rule(state)
         else:
             system, reflect = self._parts["system"], self._parts["reflect"]
             shown, said = str(current or ""), rules(state, current, parent.results)

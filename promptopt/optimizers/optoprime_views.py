@@ -41,6 +41,7 @@ class View:
     outputs: dict[str, Any]
     feedback: str
     descriptions: dict[str, str] = field(default_factory=dict)
+    traced: bool = False  # from the run's trace (else the synthetic one-line program)
 
 
 def request_size(request: LLMRequest) -> int:
@@ -76,6 +77,7 @@ def view_of(result: ExampleResult, params: Mapping[str, Any], trainable: Sequenc
                 outputs=dict(sub.outputs),
                 feedback=sub.feedback or feedback,
                 descriptions={n.name: n.description for n in nodes if n.kind == "param"},
+                traced=True,
             )
     inputs = {str(k): v for k, v in result.example.inputs.items()}
     args = ", ".join(f"{n}={n}" for n in (*inputs, *(t for t in trainable if t in params)))

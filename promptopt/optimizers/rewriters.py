@@ -68,7 +68,9 @@ __all__ = [
     "JsonRewriter",
     "MarkedRewriter",
     "RewriteConfig",
+    "answers_rule",
     "inputs_text",
+    "mistakes",
     "noop",
     "quoted_lines",
     "read_rewrite",
@@ -274,9 +276,15 @@ def rules(state: SearchState, current: Any, results: Sequence[ExampleResult] = (
             + " exactly as written."
         )
     if state.choices:
-        out.append("The program's answer must be one of: " + ", ".join(state.choices) + ".")
-        out.append(mistakes(results))
+        out += [answers_rule(state), mistakes(results)]
     return " ".join(o for o in out if o)
+
+
+def answers_rule(state: SearchState) -> str:
+    """For a program with ``choices``, the sentence naming the allowed answers; else ""."""
+    if not state.choices:
+        return ""
+    return "The program's answer must be one of: " + ", ".join(state.choices) + "."
 
 
 def mistakes(results: Sequence[ExampleResult], *, top: int = 3) -> str:
