@@ -223,6 +223,9 @@ async def test_bad_json_then_a_good_repair():
     assert repair.messages[-2].content.startswith("Sure, I would")
     assert "no JSON object" in repair.messages[-1].content
     assert "'instruction', 'tidy.code'" in repair.messages[-1].content
+    # sampled, with a seed: at temperature 0 the model tends to repeat its unusable reply
+    assert first.temperature == 0.0 and first.seed is None
+    assert repair.temperature == 0.7 and repair.seed is not None
 
 
 async def test_a_long_bad_reply_is_clipped_in_the_repair_call():
@@ -351,11 +354,12 @@ async def test_the_same_prompt_twice_is_sampled_the_second_time():
     llm = scripted_llm("no", "still no", GOOD)
     optimizer = OptoPrime({"steps": 2})
     [proposal] = await optimizer.propose(state, llm=llm, rng=random.Random(0))
-    first, _, again = _requests(llm)
+    first, repair, again = _requests(llm)
     assert again.messages == first.messages
     assert (first.temperature, first.seed) == (0.0, None)
     assert again.temperature == 0.7 and again.seed == 2
-    assert optimizer.stats["resampled"] == 1
+    assert optimizer.stats["resampled"] == 2  # the repair call, and the same prompt again
+    assert repair.temperature == 0.7 and repair.seed == 1
 
 
 def test_prompt_templates_keep_their_placeholders_in_the_constraints():
