@@ -61,7 +61,7 @@ Runner = Callable[[list[str]], subprocess.CompletedProcess[str]]
 def peers_python(venv: Path) -> Path:
     """The peers' venv's python, made and filled from requirements.txt when it lacks them."""
     python = venv / "bin" / "python"
-    check = [str(python), "-c", "import dspy, gepa"]
+    check = [str(python), "-c", "import dspy, gepa, optuna"]
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return python
     print(f"making the peers' venv {venv} (dspy, gepa) ...", flush=True)
