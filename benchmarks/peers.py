@@ -2,7 +2,7 @@
 
 - ``dspy_gepa`` and ``dspy_miprov2`` (``benchmarks/peers/run_peer.py``): DSPy's
   ``GEPA`` and ``MIPROv2`` in a venv of their own, ``benchmarks/peers/.venv``, made
-  on first use from ``benchmarks/peers/requirements.txt`` (``dspy==3.4.1``,
+  on first use from ``benchmarks/peers/requirements.txt`` (``dspy[optuna]==3.4.1``,
   ``gepa==0.1.4``): never in promptopt's environment. Both models are served by
   llama.cpp's OpenAI-compatible server (promptopt's launcher, one thread each).
 - ``gepa_library`` (``benchmarks/peers/gepa_library.py``): the ``gepa`` library's
