@@ -87,10 +87,6 @@ MARKED_REWRITE_STATS = ("calls", "replies", "noops", "invalid", "retries", "requ
 _RETRY_TEMPERATURE = 0.7
 SEED_RANGE = 2**31  # seeds of sampled requests are drawn below this
 _NOOP = "That version is the current {what}, or one that was tried already."
-# after a no-op: Qwen2.5-Coder-1.5B copied the 3-word "positive or negative" in every retry
-_CHANGE = (
-    " A new version must change it: add what the model needs to know, or drop what misleads it."
-)
 _NOTHING = "No new version was found between <START> and <END>."
 _ECHO = (
     "That version copies parts of this request (its examples or the program's shape): write "
@@ -226,9 +222,7 @@ class MarkedRewriter:
             found.append(value)
         if not found:
             self.stats["noops" if noop else "invalid"] += 1
-        if noop and problem == _NOTHING:
-            problem = _NOOP.format(what=what) + (_CHANGE if kind == "text" else "")
-        return found, problem
+        return found, _NOOP.format(what=what) if noop and problem == _NOTHING else problem
 
 
 def text_targets(
