@@ -14,7 +14,8 @@ runs this script once per peer and task. Nothing of promptopt is imported here.
 Both start from the same instruction as promptopt's runs. The task model is asked at
 temperature 0 through DSPy's default (chat) adapter. Writes one JSON object to
 ``--out``: best validation score, test accuracy, unparseable test outputs, task- and
-optimizer-model calls and tokens, wall time, the final instruction; or, for a crash,
+optimizer-model calls and tokens, wall time, the final instruction and how many
+demonstrations the program holds; or, for a crash,
 the error and its traceback (a crash is a result, never dropped).
 
     python run_peer.py --peer dspy_gepa --data DIR --input text --labels positive,negative
@@ -114,7 +115,8 @@ def optimize(args: argparse.Namespace, task_lm: dspy.LM, optimizer_lm: dspy.LM,
             num_threads=args.threads, seed=args.seed,
         )  # fmt: skip
         optimized = mipro.compile(student, trainset=train, valset=val)
-        return optimized, getattr(optimized, "score", None)
+        score = getattr(optimized, "score", None)  # a percentage (64.0 for 0.64)
+        return optimized, None if score is None else score / 100
     raise SystemExit(f"unknown peer {args.peer!r}")
 
 
@@ -153,6 +155,7 @@ def main() -> None:
         report["optimizer_calls"], report["optimizer_tokens"] = usage(optimizer_lm)
         report["best_val"] = best_val
         report["instruction"] = instruction_of(optimized)
+        report["demos"] = sum(len(p.demos) for p in optimized.predictors())  # few-shot examples
         report["test_acc"], report["unparseable"] = score(optimized, test, args.threads)
         report["error"] = None
     except Exception as exc:  # a crash is reported as a crash, with its error
