@@ -176,7 +176,8 @@ def print_tables(results: dict[str, dict[str, dict[str, Any]]], setting: Setting
             print(f"{peer:<14}{best:>9}{r['test_acc']:>7.3f}{r['unparseable']:>8}"
                   f"{r['task_calls']:>11}{r['optimizer_calls']:>10}{tokens:>9}"
                   f"{r['wall_s']:>8.0f}")  # fmt: skip
-            print(f"  instruction: {' '.join(str(r.get('instruction', '')).split())[:160]}")
+            demos = f" (+ {r['demos']} demonstrations)" if r.get("demos") else ""
+            print(f"  instruction: {' '.join(str(r.get('instruction', '')).split())[:160]}{demos}")
 
 
 def servers(stack: ExitStack, setting: Setting) -> tuple[str, str]:

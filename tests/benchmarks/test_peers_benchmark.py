@@ -43,6 +43,7 @@ def fake_runner(seen: list[dict]):
             "peer": args["--peer"], "best_val": 0.5, "test_acc": 0.25, "unparseable": 3,
             "task_calls": 700, "optimizer_calls": 12, "task_tokens": 10, "optimizer_tokens": 5,
             "wall_s": 9.0, "instruction": "Say it.", "error": None, "rows": rows,
+            "demos": 4 if args["--peer"] == "gepa_library" else 0,
         }))  # fmt: skip
         return subprocess.CompletedProcess(command, 0, "", "")
 
@@ -66,7 +67,8 @@ def test_each_peer_gets_the_task_the_cap_and_the_servers_and_a_crash_is_a_row(
     assert gepa["test_acc"] == 0.25 and gepa["rows"] == {"train": 50, "val": 20, "test": 30}
     assert mipro["test_acc"] is None and mipro["error"] == "no result: ValueError: parse"
     assert "dspy_miprov2 crashed: no result: ValueError: parse" in out
-    assert "instruction: Say it." in out
+    assert "instruction: Say it.\n" in out  # no demonstrations
+    assert "instruction: Say it. (+ 4 demonstrations)" in out
     library = seen[2]
     assert library["--max-calls"] == "99" and library["--max-reflections"] == "40"
     assert library["spec"]["program"]["system"] == peers.TASKS["sst2"].system
