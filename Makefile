@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TASK ?= tasks/reviews/task.yaml
 
-.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-local-throughput bench-latency bench-racing bench-vllm bench-peers clean
+.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-local-throughput bench-alignment bench-latency bench-racing bench-vllm bench-peers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -62,6 +62,10 @@ bench-local: install-qwen
 # The local backend on concurrent scoring requests against raw llama.cpp (needs promptopt[qwen]).
 bench-local-throughput: install-qwen
 	$(BIN)/python benchmarks/local_throughput.py
+
+# Why the local backend decodes one request at a time: a request's scores by its place in a batch.
+bench-alignment: install-qwen
+	$(BIN)/python benchmarks/batch_alignment.py
 
 bench-latency: install-dev
 	$(BIN)/python benchmarks/latency_bound.py

@@ -3,7 +3,8 @@
 - :func:`ceiling`: prompts decoded ``CEILING_SEQS`` sequences per ``llama_decode``
   on one context on every core, their common prefix decoded once and shared;
 - :func:`neighbour_shift`: what decoding requests together, not alone, does to
-  each one's label scores.
+  each one's label scores;
+- :func:`alignment_shift`: what a request's place in a batch does to its scores.
 
 Prompts are token lists (with their conversation's length where it matters),
 labels are token lists; llama.cpp's low-level API does the rest.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CEILING_SEQS", "ceiling", "common_prefix", "neighbour_shift"]
+__all__ = ["CEILING_SEQS", "alignment_shift", "ceiling", "common_prefix", "neighbour_shift"]
 
 CEILING_SEQS = 8
 
@@ -165,6 +166,37 @@ def neighbour_shift(
     shift = max(float(np.max(np.abs(a - b))) for a, b in zip(alone, together, strict=True))
     changed = sum(int(np.argmax(a) != np.argmax(b)) for a, b in zip(alone, together, strict=True))
     return shift, changed, len(group)
+
+
+def alignment_shift(path: Path, prompt: list[int], filler: list[int], threads: int,
+                    offsets: tuple[int, ...] = (0, 1, 4, 8, 16, 32, 48, 64, 128),
+                    ) -> tuple[float, dict[str, float]]:  # fmt: skip
+    """What a prompt's place in a batch does to its next-token log-probabilities.
+
+    The prompt is decoded alone, then beside filler sequences (``filler`` repeated),
+    starting at each offset in ``offsets`` with filler after it up to a whole number of
+    64-row blocks; and once at offset 64 with nothing after it (``64 partial``: its rows
+    in a block the batch does not fill). Returns the largest change of a log-probability
+    between alone and offset 0, and each placement's largest change from offset 0.
+    """
+    pad = (filler * (1 + 320 // max(len(filler), 1)))[:320]
+    with _Raw(path, n_ctx=1024, n_ubatch=512, n_seq=3, threads=threads) as raw:
+
+        def decode(before: int, after: int) -> np.ndarray:
+            raw.clear()
+            parts = [(pad[:before], 1), (prompt, 0), (pad[:after], 2)]
+            rows = [[raw.add(t, j, seq, j == len(tokens) - 1) for j, t in enumerate(tokens)]
+                    for tokens, seq in parts]  # fmt: skip
+            raw.decode()
+            return raw.logprobs(rows[1][-1])
+
+        def whole(offset: int) -> np.ndarray:
+            return decode(offset, -(offset + len(prompt)) % 64)
+
+        alone, base = decode(0, 0), whole(0)
+        shifts = {str(o): float(np.max(np.abs(whole(o) - base))) for o in offsets}
+        shifts["64 partial"] = float(np.max(np.abs(decode(64, 0) - base)))
+    return float(np.max(np.abs(alone - base))), shifts
 
 
 def common_prefix(group: list[list[int]]) -> int:
