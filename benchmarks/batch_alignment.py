@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     measured = {m: measure(m, args.threads) for m in args.models.split(",") if m}
     places = list(next(iter(measured.values()))[1]) if measured else []
-    print(f"{'model':<22}{'alone':>8}" + "".join(f"{'@' + o:>{max(len(o) + 2, 7)}}" for o in places))
+    print(
+        f"{'model':<22}{'alone':>8}" + "".join(f"{'@' + o:>{max(len(o) + 2, 7)}}" for o in places)
+    )
     for model, (alone, shifts) in measured.items():
         cells = "".join(f"{shifts[o]:>{max(len(o) + 2, 7)}.3f}" for o in places)
         print(f"{model:<22}{alone:>8.3f}{cells}")
