@@ -70,7 +70,7 @@ from promptopt.optimizers.replies import (
     parse_json_reply,
     placeholders,
 )
-from promptopt.optimizers.rewriters import mistakes, noop
+from promptopt.optimizers.rewriters import answers_rule, mistakes, noop
 from promptopt.optimizers.shown import clip_text, input_fields, show_value
 
 if TYPE_CHECKING:
@@ -408,7 +408,7 @@ class OptoPrime:
             about = descriptions.get(name, "")
             out.append(f"{name}: {rule}" + (f" ({about})" if about else ""))
         if state.choices:
-            out.append("The final output must be one of: " + ", ".join(state.choices))
+            out.append(answers_rule(state))
             out.append(mistakes(base.results))
         return "\n".join(o for o in out if o)
 
