@@ -68,7 +68,7 @@ CONFIGS: dict[str, Any] = {
     # and a rejected one costs 7 calls
     "gepa": {"name": "gepa",
              "config": {"iterations": 40, "minibatch": 3, "retries": 0,
-                        "max_tokens": 2 * REPLY_TOKENS}},  # its analysis, then the text
+                        "max_tokens": 2 * REPLY_TOKENS}},  # the new text alone (no analysis first)
 }  # fmt: skip
 # The composition: OPRO rewrites the instruction with about half the budget (4 versions),
 # then the exemplar search picks demonstrations for OPRO's winner (a random set and a
