@@ -32,13 +32,16 @@ per model: both cores busy), longest first.
 
 Prints one table per task and setting (seed and best on val and test, unparseable
 outputs of the best on test, task and optimizer calls, tokens, wall time; each peer
-or its crash; the majority class), and as its last line one JSON object:
+or its crash; the majority class; promptopt's best against each peer, row by row),
+and as its last line one JSON object:
 ``{"sst2": {best_test_acc, best_optimizer, seed_test_acc, calls, runs, peers, errors,
 ...}, "trec": {...}, "min_gain_over_seed": ..., "gain_over_seed": ..., "qwen": {"sst2":
 {...}, "trec": {...}, "min_gain_over_seed": ...}}``: the ``smollm2`` setting at the top
 level, the ``qwen`` setting under ``"qwen"``. ``peers`` holds each peer's test
 accuracy (null for a crash, whose error is in ``errors``); ``beats_peers`` says whether
 promptopt's best is at least every peer's plus 0.02 with no more task-model calls;
+``versus_peers`` pairs promptopt's best with each peer row by row on test (wins,
+losses, exact McNemar ``p``; null for a peer that reported no rows);
 ``min_gain_over_seed`` is the smallest test gain over the seed among the setting's
 rated optimizers (``smollm2``: mcts, spo, promst, opro; ``qwen``: those, optoprime and
 gepa), each on the task where it does best.
@@ -83,6 +86,9 @@ from quality_tasks import (  # noqa: E402
 
 from promptopt.api import aoptimize  # noqa: E402
 from promptopt.evaluate import evaluate  # noqa: E402
+from promptopt.stats import mcnemar_exact, p_text, paired_counts  # noqa: E402
+from promptopt.store import RunStore  # noqa: E402
+from promptopt.task.data import in_file_order  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -215,7 +221,19 @@ def run_one(args: argparse.Namespace, task: str, run: str, work: Path, backends:
         "wall_s": wall,
         "stopped": result.stopped,
         "best_prompt": result.best_prompt_path.read_text(encoding="utf-8"),
+        "test_scores": _test_scores(result.run_dir, result.best.id),
     }
+
+
+def _test_scores(run_dir: Path, candidate: str) -> list[float]:
+    """The candidate's score on each test row, in the test file's order (for a paired test
+    against each peer, which scores the same rows in that order)."""
+    store = RunStore.open(run_dir)
+    try:
+        rows = store.evaluations(candidate_id=candidate, split="test")
+    finally:
+        store.close()
+    return in_file_order({r["example_id"]: float(r["score"] or 0.0) for r in rows})
 
 
 # -- the whole benchmark ----------------------------------------------------------
@@ -337,6 +355,13 @@ def table(
             f"{r.get('optimizer_calls', 0):>10}{tokens:>9}{r.get('wall_s', 0):>8.0f}"
         )
     lines.append(f"{f'always {label!r} (no model)':<50}{'':>38}{share:>10.3f}")
+    best = max(runs, key=lambda r: r["scores"]["best_test"]) if runs else {}
+    for name, r in (peers or {}).items():
+        versus = None if r.get("error") else paired(best.get("test_scores"), r.get("test_scores"))
+        if versus is not None:
+            lines.append(f"  promptopt {best['run']} against peer {name} on test: "
+                         f"{versus['wins']} wins, {versus['losses']} losses, "
+                         f"{p_text(versus['p'])} (McNemar exact)")  # fmt: skip
     return lines
 
 
@@ -384,11 +409,23 @@ def _versus_peers(best: dict, runs: list[dict], peers: Mapping[str, dict]) -> di
         best["scores"]["best_test"] >= r["test_acc"] + MARGIN
         and best["task_calls"] <= int(r.get("task_calls") or 0) for r in ok
     )  # fmt: skip
+    out["versus_peers"] = {n: paired(best.get("test_scores"), r.get("test_scores")) for n, r in
+                           peers.items() if not r.get("error")}  # fmt: skip
     ours = next((r for r in runs if r["run"] == "gepa"), None)
     library = peers.get("gepa_library")
     if ours is not None and library and not library.get("error"):
         out["gepa_minus_library"] = round(ours["scores"]["best_test"] - library["test_acc"], 4)
     return out
+
+
+def paired(ours: list[float] | None, theirs: list[float] | None) -> dict[str, Any] | None:
+    """promptopt's best against a peer on the same test rows: the rows only ours got right
+    (wins), only theirs (losses), and the exact McNemar p-value; None when either side
+    did not report its rows or they differ in number."""
+    if not ours or not theirs or len(ours) != len(theirs):
+        return None
+    wins, losses, _ = paired_counts(theirs, ours)
+    return {"wins": wins, "losses": losses, "p": round(mcnemar_exact(wins, losses), 4)}
 
 
 def main(

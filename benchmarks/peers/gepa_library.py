@@ -21,8 +21,9 @@ evaluates, cached or not, so the backend calls it makes are at most that. The
 search also stops after ``--max-reflections`` reflection calls (the benchmark's
 cap on optimizer-model calls). Writes one JSON object to ``--out`` (the shape of
 ``run_peer.py``'s): best validation score, test accuracy, unparseable test outputs,
-task- and optimizer-model calls and tokens, wall time, the final instruction; or,
-for a crash, the error and its traceback.
+task- and optimizer-model calls and tokens, wall time, the final instruction and each
+test row's score (``test_scores``, in the order of the test file); or, for a crash,
+the error and its traceback.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 from promptopt.aio import LoopThread
 from promptopt.session import build_parts
 from promptopt.store import RunStore
+from promptopt.task.data import in_file_order
 from promptopt.task.loader import load_task
 
 _ERROR_CHARS = 600
@@ -139,6 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tested = loop.run(tester.evaluate(adapter.params(best), parts.splits.test, split="test",
                                           origin="eval"))  # fmt: skip
         report["test_acc"], report["unparseable"] = tested.score, tested.invalid
+        report["test_scores"] = in_file_order({r.example.id: r.score.value for r in tested.results})
         report["test_calls"] = parts.test_llm.stats.calls
         report["error"] = None
     except Exception as exc:  # a crash is reported as a crash, with its error

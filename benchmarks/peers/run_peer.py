@@ -14,8 +14,9 @@ runs this script once per peer and task. Nothing of promptopt is imported here.
 Both start from the same instruction as promptopt's runs. The task model is asked at
 temperature 0 through DSPy's default (chat) adapter. Writes one JSON object to
 ``--out``: best validation score, test accuracy, unparseable test outputs, task- and
-optimizer-model calls and tokens, wall time, the final instruction and how many
-demonstrations the program holds; or, for a crash,
+optimizer-model calls and tokens, wall time, the final instruction, how many
+demonstrations the program holds and each test row's score (``test_scores``, in the
+order of ``test.jsonl``); or, for a crash,
 the error and its traceback (a crash is a result, never dropped).
 
     python run_peer.py --peer dspy_gepa --data DIR --input text --labels positive,negative
@@ -82,8 +83,11 @@ def usage(lm: dspy.LM) -> tuple[int, int]:
     return len(lm.history), tokens
 
 
-def score(program: dspy.Module, examples: list[dspy.Example], threads: int) -> tuple[float, int]:
-    """Accuracy on ``examples`` and how many outputs could not be parsed (scored 0)."""
+def score(
+    program: dspy.Module, examples: list[dspy.Example], threads: int
+) -> tuple[float, int, list[float]]:
+    """Accuracy on ``examples``, how many outputs could not be parsed (scored 0), and each
+    example's score in order (for a paired test against promptopt's best)."""
 
     def one(example: dspy.Example) -> tuple[bool, bool]:
         try:
@@ -93,7 +97,8 @@ def score(program: dspy.Module, examples: list[dspy.Example], threads: int) -> t
 
     with ThreadPoolExecutor(threads) as pool:
         results = list(pool.map(one, examples))
-    return sum(ok for ok, _ in results) / max(len(results), 1), sum(bad for _, bad in results)
+    per_row = [float(ok) for ok, _ in results]
+    return sum(per_row) / max(len(per_row), 1), sum(bad for _, bad in results), per_row
 
 
 def optimize(args: argparse.Namespace, task_lm: dspy.LM, optimizer_lm: dspy.LM,
@@ -156,7 +161,9 @@ def main() -> None:
         report["best_val"] = best_val
         report["instruction"] = instruction_of(optimized)
         report["demos"] = sum(len(p.demos) for p in optimized.predictors())  # few-shot examples
-        report["test_acc"], report["unparseable"] = score(optimized, test, args.threads)
+        report["test_acc"], report["unparseable"], report["test_scores"] = score(
+            optimized, test, args.threads
+        )
         report["error"] = None
     except Exception as exc:  # a crash is reported as a crash, with its error
         # the first lines of the error (a parse error quotes the whole reply) and the

@@ -199,3 +199,10 @@ def load_splits(spec: TaskSpec) -> Splits:
 def _renamed(example: Example, split: str) -> Example:
     index = example.id.rpartition("-")[2]
     return Example(f"{split}-{index}", example.inputs, example.target)
+
+
+def in_file_order(scores: Mapping[str, float]) -> list[float]:
+    """Per-example ``scores`` of one split (keyed by example id) as a list in the order of
+    the split's file: the row index an id ends with. A peer that reads the same file
+    scores its rows in that order, so the two lists pair row by row."""
+    return [scores[i] for i in sorted(scores, key=lambda i: int(i.rpartition("-")[2]))]

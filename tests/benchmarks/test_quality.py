@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from promptopt.llm.fakes import FakeBackend
+from promptopt.stats import mcnemar_exact
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import quality  # noqa: E402
@@ -84,7 +85,8 @@ def fake_peers(seen: list[list[str]]):
             return subprocess.CompletedProcess(command, 1, "", "Traceback\nAdapterParseError: x")
         Path(args["--out"]).write_text(json.dumps({
             "peer": peer, "best_val": 0.6, "test_acc": 0.5, "unparseable": 0, "task_calls": 700,
-            "optimizer_calls": 9, "wall_s": 3.0, "instruction": "Label it.", "error": None}))  # fmt: skip
+            "optimizer_calls": 9, "wall_s": 3.0, "instruction": "Label it.", "error": None,
+            "test_scores": [1.0, 0.0] * 5}))  # fmt: skip
         return subprocess.CompletedProcess(command, 0, "", "")
 
     return run
@@ -114,6 +116,12 @@ def test_every_run_and_peer_in_both_settings_prints_tables_and_the_json_line(tmp
             assert part[task]["errors"] == {"dspy_miprov2": "no result: AdapterParseError: x"}
             best = part[task]["best_test_acc"]
             assert part[task]["beats_peers"] == (best >= 0.52)  # every peer spent 700 calls
+            # the peers got rows 0, 2, 4, ... right: the paired counts differ by the gain
+            for name in ("dspy_gepa", "gepa_library"):
+                versus = part[task]["versus_peers"][name]
+                assert versus["wins"] - versus["losses"] == round(10 * (best - 0.5))
+                assert versus["p"] == round(mcnemar_exact(versus["wins"], versus["losses"]), 4)
+            assert "dspy_miprov2" not in part[task]["versus_peers"]  # it crashed
             gepa = part[task]["runs"]["gepa"]["best_test"]
             assert part[task]["gepa_minus_library"] == round(gepa - 0.5, 4)
         assert isinstance(part["min_gain_over_seed"], float)
@@ -126,6 +134,7 @@ def test_every_run_and_peer_in_both_settings_prints_tables_and_the_json_line(tmp
     assert text.count("SST-2:") == 2 and "local:qwen2.5-coder-1.5b task model" in text
     assert "promptopt opro+exemplars" in text and "always 'positive' (no model)" in text
     assert "peer dspy_miprov2" in text and "crashed" in text and "BASELINES.md" not in text
+    assert text.count("against peer gepa_library on test:") == 4
 
 
 def test_the_qwen_setting_starts_sst2_from_the_labels_alone(tmp_path):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from promptopt.errors import DataError
 from promptopt.task import Example, Splits, TaskSpec, load_splits, read_rows
+from promptopt.task.data import in_file_order
 from promptopt.task.loader import load_task
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -182,3 +183,8 @@ def test_splits_property(
     texts = [e.inputs["text"] for part in (splits.train, splits.val, splits.test) for e in part]
     assert len(set(texts)) == sum(sizes)
     assert splits == load_splits(_spec(folder, path="d.jsonl", split=split))
+
+
+def test_in_file_order_sorts_by_the_row_index_an_id_ends_with() -> None:
+    scores = {"test-10": 0.0, "test-2": 1.0, "test-0": 0.5, "test-9": 1.0}
+    assert in_file_order(scores) == [0.5, 1.0, 1.0, 0.0]  # 0, 2, 9, 10: not as strings
