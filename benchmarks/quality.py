@@ -24,7 +24,8 @@ Each task's seed is scored once on val and test with a response cache; every run
 starts with a copy of that cache and no other, so its seed costs nothing and the
 calls it reports are its own backend calls (a best equal to the seed is free on
 test too). Runs go to ``--jobs`` worker processes (default 2, one llama.cpp thread
-per model: both cores busy), longest first.
+per model: both cores busy), longest first; each prints one line on stderr when it
+ends (its best test and validation scores, calls, wall time and run folder).
 
     python benchmarks/quality.py [--setting smollm2,qwen] [--task sst2,trec]
         [--optimizer opro,exemplars,...] [--peers dspy_gepa,dspy_miprov2,gepa_library|none]
@@ -63,7 +64,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Callable, Mapping  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
 from contextlib import ExitStack  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -222,6 +223,7 @@ def run_one(args: argparse.Namespace, task: str, run: str, work: Path, backends:
         "stopped": result.stopped,
         "best_prompt": result.best_prompt_path.read_text(encoding="utf-8"),
         "test_scores": _test_scores(result.run_dir, result.best.id),
+        "run_dir": str(result.run_dir),
     }
 
 
@@ -239,12 +241,32 @@ def _test_scores(run_dir: Path, candidate: str) -> list[float]:
 # -- the whole benchmark ----------------------------------------------------------
 
 
-def _in_pool(jobs: int, calls: list[tuple[Callable, tuple]]) -> list[Any]:
+def _in_pool(
+    jobs: int, calls: list[tuple[Callable, tuple]], done: Callable[[Any], None] | None = None
+) -> list[Any]:
+    """Each call's result, in the order of ``calls``; ``done`` sees each as it finishes."""
     if jobs <= 1:
-        return [fn(*a) for fn, a in calls]
+        results = []
+        for fn, a in calls:
+            results.append(fn(*a))
+            if done is not None:
+                done(results[-1])
+        return results
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(fn, *a) for fn, a in calls]
+        for future in as_completed(futures):
+            if done is not None:
+                done(future.result())
         return [f.result() for f in futures]
+
+
+def _finished(run: dict[str, Any]) -> None:
+    """One line on stderr as each run ends: a run of hours shows its progress, and what
+    finished is known even if the benchmark dies before its tables."""
+    s = run["scores"]
+    print(f"finished {run['task']} {run['run']}: best test {s['best_test']:.3f} (validation "
+          f"{s['best_val']:.3f}; seed {s['seed_test']:.3f}), {run['task_calls']} task calls, "
+          f"{run['wall_s']:.0f} s; run folder {run['run_dir']}", file=sys.stderr, flush=True)  # fmt: skip
 
 
 PeerRunner = peer_runs.Runner | None  # tests: a fake in place of the peers' processes
@@ -280,7 +302,9 @@ def run_setting(args: argparse.Namespace, work: Path, backends: Backends = None)
         ((t, r) for t in args.tasks for r in args.runs),
         key=lambda tr: (tr[1] == "exemplars", tr[0] != "trec"),  # longest first
     )
-    runs = _in_pool(args.jobs, [(run_one, (args, t, r, work, backends)) for t, r in order])
+    runs = _in_pool(
+        args.jobs, [(run_one, (args, t, r, work, backends)) for t, r in order], done=_finished
+    )
     for r in runs:
         if r["optimizer_calls"] > MAX_OPTIMIZER_CALLS or r["calls"] > args.max_calls:
             raise AssertionError(f"{r['task']} {r['run']}: over budget: {r}")

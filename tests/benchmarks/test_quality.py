@@ -102,8 +102,13 @@ def test_every_run_and_peer_in_both_settings_prints_tables_and_the_json_line(tmp
          "--workdir", str(tmp_path / "work")],
         backends=backends, peer_runner=fake_peers(seen),
     )  # fmt: skip
-    out = capsys.readouterr().out.strip().splitlines()
+    captured = capsys.readouterr()
+    out = captured.out.strip().splitlines()
     assert json.loads(out[-1]) == final
+    # a line on stderr as each run ends, before any table
+    ended = [line for line in captured.err.splitlines() if line.startswith("finished ")]
+    assert len(ended) == 2 * 2 * len(quality.RUNS)
+    assert any(line.startswith("finished trec opro+exemplars: best test ") for line in ended)
     for part, rated in ((final, quality.RATED), (final["qwen"], RATED_QWEN)):
         for task in ("sst2", "trec"):
             assert set(part[task]) >= {"best_test_acc", "best_optimizer", "seed_test_acc", "calls"}
@@ -157,3 +162,10 @@ def test_a_missing_data_folder_stops_before_any_model_loads(tmp_path):
     args = quality.parse_args(["--task", "trec", "--sst2-data", str(tmp_path / "nope"),
                                "--trec-data", str(trec)])  # fmt: skip
     assert args.tasks == ["trec"]
+
+
+def test_runs_in_worker_processes_come_back_in_order_and_each_is_announced() -> None:
+    seen: list[int] = []
+    calls = [(abs, (-3,)), (abs, (-1,)), (abs, (-2,))]
+    assert quality._in_pool(2, calls, done=seen.append) == [3, 1, 2]
+    assert sorted(seen) == [1, 2, 3]
