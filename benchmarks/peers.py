@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import saved_runs  # noqa: E402
 from quality_tasks import MAX_CALLS, MAX_OPTIMIZER_CALLS, SETTINGS, TASKS, Setting, Task  # noqa: E402
 
 from promptopt.llm import weights  # noqa: E402
@@ -135,11 +136,16 @@ def run_peers(
     tasks: Sequence[str], peers: Sequence[str], *, setting: Setting, python: Path,
     urls: tuple[str, str], max_calls: int, val: int, test: int, folder: Path, runner: Runner,
     sources: Mapping[str, Path], gepa_path: str = "",
-    seed_caches: Mapping[str, Path] | None = None,
+    seed_caches: Mapping[str, Path] | None = None, code: str | None = None,
+    fresh: bool = False,
 ) -> dict[str, dict[str, dict[str, Any]]]:  # fmt: skip
     """Every peer on every task of ``setting`` (``sources``: task -> its data folder);
     ``seed_caches`` (task -> a response cache holding the seed's answers) seeds the
-    ``gepa`` library's cache as promptopt's runs are."""
+    ``gepa`` library's cache as promptopt's runs are. With ``code`` (the code's
+    fingerprint, :func:`saved_runs.code_fingerprint`), each peer's result is saved in
+    ``folder`` and, unless ``fresh``, a result saved earlier under the same code, task,
+    rows and limits is reused instead of running the peer again (a crash is never
+    reused: it is run again)."""
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for name in tasks:
         task = setting.task(name)
@@ -147,14 +153,27 @@ def run_peers(
         task.write_data(sources[name], data, val=val, test=test)
         for peer in peers:
             out = folder / name / f"{peer}.json"
+            kept = folder / name / f"{peer}.saved.json"
+            key = {"code": code, "setting": setting.name, "task": name, "peer": peer,
+                   "max_calls": max_calls, "data": saved_runs.files_digest(
+                       data / f"{s}.jsonl" for s in ("train", "val", "test"))}  # fmt: skip
+            earlier = None if code is None or fresh else saved_runs.load(kept, key)
+            if earlier is not None:
+                print(f"{task.title} ({setting.name}): {peer} reused from {kept}", flush=True)
+                results.setdefault(name, {})[peer] = earlier
+                continue
             print(f"{task.title} ({setting.name}): {peer} ...", flush=True)
+            out.unlink(missing_ok=True)  # an earlier run's result is never read as this one's
             if peer == "gepa_library":
                 seed = (seed_caches or {}).get(name)
                 task_file = library_task(task, setting, data, folder / name, max_calls, seed)
                 command = library_command(task_file, gepa_path, max_calls, out)
             else:
                 command = peer_command(python, peer, task, data, urls, max_calls, out)
-            results.setdefault(name, {})[peer] = run_one(command, out, runner)
+            result = run_one(command, out, runner)
+            if code is not None and not result.get("error"):
+                saved_runs.save(kept, key, result)
+            results.setdefault(name, {})[peer] = result
     return results
 
 

@@ -27,9 +27,14 @@ test too). Runs go to ``--jobs`` worker processes (default 2, one llama.cpp thre
 per model: both cores busy), longest first; each prints one line on stderr when it
 ends (its best test and validation scores, calls, wall time and run folder).
 
+Each finished run and peer is saved in the work folder (``benchmarks/saved_runs.py``):
+run again with the same ``--workdir``, the benchmark reuses those made by the same code
+(every source file of ``promptopt/`` and ``benchmarks/``) for the same task file and
+rows, and runs the rest; a peer's crash is always run again. ``--fresh`` reuses nothing.
+
     python benchmarks/quality.py [--setting smollm2,qwen] [--task sst2,trec]
         [--optimizer opro,exemplars,...] [--peers dspy_gepa,dspy_miprov2,gepa_library|none]
-        [--max-calls 731] [--val N] [--test-rows N] [--jobs 2]
+        [--max-calls 731] [--val N] [--test-rows N] [--jobs 2] [--workdir DIR [--fresh]]
 
 Prints one table per task and setting (seed and best on val and test, unparseable
 outputs of the best on test, task and optimizer calls, tokens, wall time; each peer
@@ -71,6 +76,7 @@ from typing import Any  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers as peer_runs  # noqa: E402
+import saved_runs  # noqa: E402
 from quality_tasks import (  # noqa: E402
     MAX_CALLS,
     MAX_OPTIMIZER_CALLS,
@@ -122,7 +128,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--optimizer-model", default=OPTIMIZER_MODEL)
     parser.add_argument("--venv", type=Path, default=peer_runs.PEERS_DIR / ".venv",
                         help="the peers' venv (made on first use)")  # fmt: skip
-    parser.add_argument("--workdir", default=None, help="default: a new temporary folder")
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="default: a new temporary folder; a folder used before keeps its "
+        "finished runs, and those made by the same code are reused",
+    )
+    parser.add_argument("--fresh", action="store_true",
+                        help="run everything again, reusing no finished run of --workdir")  # fmt: skip
     args = parser.parse_args(argv)
     args.settings = _split(args.setting, tuple(SETTINGS), "setting")
     args.tasks = _split(args.task, tuple(TASKS), "task")
@@ -197,8 +210,12 @@ def score_seed(args: argparse.Namespace, task: str, work: Path, backends: Backen
     return out
 
 
-def run_one(args: argparse.Namespace, task: str, run: str, work: Path, backends: Backends = None):
-    """One optimization run from a copy of the seed cache; its figures as plain data."""
+def run_one(
+    args: argparse.Namespace, task: str, run: str, work: Path, backends: Backends = None,
+    key: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """One optimization run from a copy of the seed cache; its figures as plain data,
+    saved under ``key`` in the work folder when given (see :func:`_run_key`)."""
     cache = work / task / "cache" / run
     shutil.rmtree(cache, ignore_errors=True)
     shutil.copytree(work / task / "cache" / "seed", cache)
@@ -208,7 +225,7 @@ def run_one(args: argparse.Namespace, task: str, run: str, work: Path, backends:
     wall = time.perf_counter() - started
     usage = result.usage
     qwen = int(result.optimizer_usage.get("calls", 0)) + int(result.judge_usage.get("calls", 0))
-    return {
+    out = {
         "task": task,
         "run": run,
         "scores": dict(result.scores),
@@ -225,6 +242,22 @@ def run_one(args: argparse.Namespace, task: str, run: str, work: Path, backends:
         "test_scores": _test_scores(result.run_dir, result.best.id),
         "run_dir": str(result.run_dir),
     }
+    if key is not None:
+        saved_runs.save(_saved_path(work, task, run), key, out)
+    return out
+
+
+def _saved_path(work: Path, task: str, run: str) -> Path:
+    return work / task / "results" / f"{run}.json"
+
+
+def _run_key(args: argparse.Namespace, task: str, run: str, work: Path, code: str) -> dict:
+    """What a finished run must share with this one to be reused: the code, its task file
+    and the rows it reads."""
+    spec = _spec(args, task, run, work, work / task / "cache" / run)
+    data = work / task / "data"
+    return {"code": code, "spec": json.loads(json.dumps(spec, default=str)),
+            "data": saved_runs.files_digest(data / f"{s}.jsonl" for s in ("train", "val", "test"))}  # fmt: skip
 
 
 def _test_scores(run_dir: Path, candidate: str) -> list[float]:
@@ -260,11 +293,11 @@ def _in_pool(
         return [f.result() for f in futures]
 
 
-def _finished(run: dict[str, Any]) -> None:
-    """One line on stderr as each run ends: a run of hours shows its progress, and what
-    finished is known even if the benchmark dies before its tables."""
+def _finished(run: dict[str, Any], how: str = "finished") -> None:
+    """One line on stderr as each run ends (or is reused): a run of hours shows its
+    progress, and what finished is known even if the benchmark dies before its tables."""
     s = run["scores"]
-    print(f"finished {run['task']} {run['run']}: best test {s['best_test']:.3f} (validation "
+    print(f"{how} {run['task']} {run['run']}: best test {s['best_test']:.3f} (validation "
           f"{s['best_val']:.3f}; seed {s['seed_test']:.3f}), {run['task_calls']} task calls, "
           f"{run['wall_s']:.0f} s; run folder {run['run_dir']}", file=sys.stderr, flush=True)  # fmt: skip
 
@@ -302,9 +335,19 @@ def run_setting(args: argparse.Namespace, work: Path, backends: Backends = None)
         ((t, r) for t in args.tasks for r in args.runs),
         key=lambda tr: (tr[1] == "exemplars", tr[0] != "trec"),  # longest first
     )
-    runs = _in_pool(
-        args.jobs, [(run_one, (args, t, r, work, backends)) for t, r in order], done=_finished
-    )
+    code = saved_runs.code_fingerprint()
+    keys = {(t, r): _run_key(args, t, r, work, code) for t, r in order}
+    results = {}
+    for t, r in order:
+        earlier = None if args.fresh else saved_runs.load(_saved_path(work, t, r), keys[t, r])
+        if earlier is not None:
+            _finished(earlier, "reused")
+            results[t, r] = earlier
+    todo = [tr for tr in order if tr not in results]
+    done = _in_pool(args.jobs, [(run_one, (args, t, r, work, backends, keys[t, r]))
+                                for t, r in todo], done=_finished)  # fmt: skip
+    results |= dict(zip(todo, done, strict=True))
+    runs = [results[tr] for tr in order]
     for r in runs:
         if r["optimizer_calls"] > MAX_OPTIMIZER_CALLS or r["calls"] > args.max_calls:
             raise AssertionError(f"{r['task']} {r['run']}: over budget: {r}")
@@ -338,6 +381,7 @@ def _peers(
             sources={t: Path(getattr(args, f"{t}_data")) for t in args.tasks},
             gepa_path=gepa_path,
             seed_caches={t: work / t / "cache" / "seed" for t in args.tasks},
+            code=saved_runs.code_fingerprint(), fresh=args.fresh,
         )  # fmt: skip
     print(f"peers of the {args.setting} setting: {time.perf_counter() - started:.0f} s")
     return found

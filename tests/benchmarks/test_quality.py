@@ -20,6 +20,7 @@ from promptopt.stats import mcnemar_exact
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import quality  # noqa: E402
+import saved_runs  # noqa: E402
 from quality_tasks import RATED_QWEN  # noqa: E402
 
 WORDS = {"good": "positive", "bad": "negative", "Who": "human", "How many": "number"}
@@ -169,3 +170,50 @@ def test_runs_in_worker_processes_come_back_in_order_and_each_is_announced() -> 
     calls = [(abs, (-3,)), (abs, (-1,)), (abs, (-2,))]
     assert quality._in_pool(2, calls, done=seen.append) == [3, 1, 2]
     assert sorted(seen) == [1, 2, 3]
+
+
+def test_a_rerun_in_the_same_folder_reuses_what_finished_under_the_same_code(tmp_path, capsys):
+    sst2, trec = _data(tmp_path)
+    made = []  # one entry per backends() asked for: the seed's val or test, or a run
+    fresh = fake_backends()
+
+    def backends():
+        made.append(1)
+        return fresh()
+
+    seen: list[list[str]] = []
+    argv = ["--setting", "smollm2", "--task", "sst2", "--optimizer", "opro,exemplars",
+            "--peers", "gepa_library,dspy_miprov2", "--jobs", "1", "--val", "6",
+            "--test-rows", "10", "--max-calls", "120", "--sst2-data", str(sst2),
+            "--trec-data", str(trec), "--workdir", str(tmp_path / "work")]  # fmt: skip
+    first = quality.main(argv, backends=backends, peer_runner=fake_peers(seen))
+    assert len(made) == 2 + 2 and len(seen) == 2  # the seed's 2 splits, 2 runs; 2 peers
+    capsys.readouterr()
+
+    again = quality.main(argv, backends=backends, peer_runner=fake_peers(seen))
+    err = capsys.readouterr().err
+    assert len(made) == 4 + 2  # only the seed is scored again (from its cache)
+    assert [c[1].endswith("gepa_library.py") for c in seen[2:]] == [False]  # the crash reruns
+    assert {"reused sst2 opro", "reused sst2 exemplars"} <= {
+        " ".join(line.split(":")[0].split()[:3]) for line in err.splitlines()
+    }
+    for key in ("best_test_acc", "runs", "peers", "versus_peers"):
+        assert again["sst2"][key] == first["sst2"][key]
+
+    quality.main([*argv, "--fresh"], backends=backends, peer_runner=fake_peers(seen))
+    assert len(made) == 6 + 4 and len(seen) == 3 + 2  # everything again
+    quality.main([*argv, "--max-calls", "100"], backends=backends, peer_runner=fake_peers(seen))
+    assert len(made) == 10 + 4 and len(seen) == 5 + 2  # another budget: another run
+
+
+def test_the_code_fingerprint_follows_the_sources_and_not_the_docs(tmp_path) -> None:
+    for folder in ("promptopt", "benchmarks", "benchmarks/peers/.venv"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "promptopt" / "a.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "b.py").write_text("y = 2\n")
+    before = saved_runs.code_fingerprint(tmp_path)
+    (tmp_path / "README.md").write_text("docs\n")
+    (tmp_path / "benchmarks" / "peers" / ".venv" / "c.py").write_text("z = 3\n")
+    assert saved_runs.code_fingerprint(tmp_path) == before
+    (tmp_path / "promptopt" / "a.py").write_text("x = 2\n")
+    assert saved_runs.code_fingerprint(tmp_path) != before
