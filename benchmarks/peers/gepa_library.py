@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["error"] = None
     except Exception as exc:  # a crash is reported as a crash, with its error
         report |= {"error": f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS],
-                   "traceback": traceback.format_exc()[-_TRACE_CHARS:],
+                   "traceback": "".join(traceback.format_tb(exc.__traceback__))[-_TRACE_CHARS:],
                    "wall_s": round(time.perf_counter() - started, 1), "test_acc": None}  # fmt: skip
         _usage(report, parts)
     finally:

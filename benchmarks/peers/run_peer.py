@@ -167,9 +167,10 @@ def main() -> None:
         report["error"] = None
     except Exception as exc:  # a crash is reported as a crash, with its error
         # the first lines of the error (a parse error quotes the whole reply) and the
-        # traceback's last frames
+        # traceback's last frames without the error again (a parse error's message, quoting
+        # the whole reply, would fill the kept characters and hide where it was raised)
         report |= {"error": f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS],
-                   "traceback": traceback.format_exc()[-_TRACE_CHARS:],
+                   "traceback": "".join(traceback.format_tb(exc.__traceback__))[-_TRACE_CHARS:],
                    "wall_s": round(time.perf_counter() - started, 1), "test_acc": None}  # fmt: skip
         report["task_calls"], report["task_tokens"] = usage(task_lm)
         report["optimizer_calls"], report["optimizer_tokens"] = usage(optimizer_lm)
