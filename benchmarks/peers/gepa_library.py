@@ -32,9 +32,10 @@ import argparse
 import json
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
+
+from crash import frames
 
 from promptopt.aio import LoopThread
 from promptopt.session import build_parts
@@ -43,7 +44,6 @@ from promptopt.task.data import in_file_order
 from promptopt.task.loader import load_task
 
 _ERROR_CHARS = 600
-_TRACE_CHARS = 4000
 COMPONENT = "system"
 
 
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["error"] = None
     except Exception as exc:  # a crash is reported as a crash, with its error
         report |= {"error": f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS],
-                   "traceback": "".join(traceback.format_tb(exc.__traceback__))[-_TRACE_CHARS:],
+                   "traceback": frames(exc),
                    "wall_s": round(time.perf_counter() - started, 1), "test_acc": None}  # fmt: skip
         _usage(report, parts)
     finally:

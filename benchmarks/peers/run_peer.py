@@ -28,16 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import traceback
 import typing
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import dspy
+from crash import frames
 
 _ERROR_CHARS = 600
-_TRACE_CHARS = 4000
 
 
 def rows(path: Path, field: str) -> list[dspy.Example]:
@@ -166,11 +165,10 @@ def main() -> None:
         )
         report["error"] = None
     except Exception as exc:  # a crash is reported as a crash, with its error
-        # the first lines of the error (a parse error quotes the whole reply) and the
-        # traceback's last frames without the error again (a parse error's message, quoting
-        # the whole reply, would fill the kept characters and hide where it was raised)
+        # the first lines of the error (a parse error quotes the whole reply) and where it
+        # was raised
         report |= {"error": f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS],
-                   "traceback": "".join(traceback.format_tb(exc.__traceback__))[-_TRACE_CHARS:],
+                   "traceback": frames(exc),
                    "wall_s": round(time.perf_counter() - started, 1), "test_acc": None}  # fmt: skip
         report["task_calls"], report["task_tokens"] = usage(task_lm)
         report["optimizer_calls"], report["optimizer_tokens"] = usage(optimizer_lm)

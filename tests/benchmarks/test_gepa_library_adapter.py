@@ -21,6 +21,7 @@ from promptopt.task.loader import load_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "peers"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import crash  # noqa: E402
 import gepa_library  # noqa: E402
 from quality_tasks import TASKS  # noqa: E402
 
@@ -82,3 +83,16 @@ def test_the_adapter_scores_through_the_engine_and_shows_feedback(tmp_path) -> N
         loop.run(parts.aclose())
         loop.close()
         store.close()
+
+
+def test_a_crash_keeps_where_it_was_raised_and_not_the_long_message_again() -> None:
+    def inner() -> None:
+        raise ValueError("the reply: " + "x" * 10_000)
+
+    try:
+        inner()
+    except ValueError as exc:
+        where = crash.frames(exc)
+    lines = where.splitlines()
+    assert lines[-1].endswith(" in inner") and "test_gepa_library_adapter.py:" in lines[-1]
+    assert "xxx" not in where and len(lines) == 2
