@@ -82,6 +82,10 @@ _INSTALL_HINT = "pip install 'promptopt[local]'"
 _OMP_WAIT_POLICY = ("OMP_WAIT_POLICY", "passive")
 _MAX_GRAMMARS = 256
 _MAX_CONTEXTS = 8
+# llama-cpp-python silences a model's load by pointing fds 1 and 2 and sys.stdout/stderr at
+# /dev/null and back; two loads at once put back each other's /dev/null, and the process
+# prints nothing ever after (seen: a benchmark's whole output lost). One load at a time.
+_LOADING = threading.Lock()
 
 T = TypeVar("T")
 
@@ -106,10 +110,7 @@ def default_contexts() -> int:
 
 
 def default_threads(n_contexts: int | None = None) -> int:
-    """Threads per context: the cores this process may use, shared among the contexts.
-
-    With the default one context per core, that is 1 thread each.
-    """
+    """Threads per context: the usable cores shared among the contexts (default: 1 each)."""
     return max(1, _usable_cores() // (n_contexts or default_contexts()))
 
 
@@ -433,15 +434,11 @@ class LocalBackend:
         if not path.is_file():
             raise BadRequestError(f"local model file {str(path)!r} does not exist")
         try:
-            llama = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                n_batch=self.n_batch,
-                seed=self.seed,
-                verbose=self.verbose,
-            )
+            with _LOADING:
+                llama = llama_cpp.Llama(
+                    model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads, n_batch=self.n_batch, seed=self.seed,
+                    verbose=self.verbose)  # fmt: skip
         except (ValueError, RuntimeError) as exc:
             raise BadRequestError(f"llama.cpp could not load {str(path)!r}: {exc}") from exc
         with self._load_lock:

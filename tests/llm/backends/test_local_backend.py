@@ -116,8 +116,18 @@ class FakeLlama:
 
     instances: list[FakeLlama] = []
     delay_s = 0.005
+    load_s = 0.0  # how long a load takes (the real one swaps fds 1 and 2 meanwhile)
+    loading = 0  # loads in progress now, and the most at once
+    most_loading = 0
+    _counting = threading.Lock()
 
     def __init__(self, **kwargs: Any) -> None:
+        with FakeLlama._counting:
+            FakeLlama.loading += 1
+            FakeLlama.most_loading = max(FakeLlama.most_loading, FakeLlama.loading)
+        time.sleep(FakeLlama.load_s)
+        with FakeLlama._counting:
+            FakeLlama.loading -= 1
         self.kwargs = kwargs
         self.metadata = {"tokenizer.chat_template": "{{ messages }}"}
         self.calls: list[dict[str, Any]] = []
@@ -204,6 +214,7 @@ def fake_llama_cpp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
     monkeypatch.setitem(sys.modules, "llama_cpp.llama_chat_format", chat_format)
     FakeLlama.instances = []
     FakeLlama.delay_s = 0.005
+    FakeLlama.load_s, FakeLlama.loading, FakeLlama.most_loading = 0.0, 0, 0
     FakeGrammar.compiled = 0
     model = tmp_path / "fake.gguf"
     model.write_bytes(b"GGUF")
@@ -295,6 +306,19 @@ async def test_concurrent_calls_spread_over_the_contexts_each_on_its_own_thread(
     assert len(set.union(*threads)) == 3
     await backend.aclose()
     assert all(llama.closed for llama in llamas)
+
+
+async def test_models_load_one_at_a_time_across_contexts_and_backends(
+    fake_llama_cpp: Path,
+) -> None:
+    # llama-cpp-python's load swaps fds 1 and 2 for /dev/null and back: two loads at once
+    # would leave the process printing into /dev/null
+    FakeLlama.load_s = 0.05
+    backends = [LocalBackend(model_path=fake_llama_cpp, n_contexts=3) for _ in range(2)]
+    await asyncio.gather(*(b.agenerate(ask(f"r{i}", seed=i)) for b in backends for i in range(6)))
+    assert len(FakeLlama.instances) == 6 and FakeLlama.most_loading == 1
+    for backend in backends:
+        await backend.aclose()
 
 
 def test_contexts_and_threads_default_to_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
