@@ -256,7 +256,7 @@ def _run_key(args: argparse.Namespace, task: str, run: str, work: Path, code: st
     and the rows it reads."""
     spec = _spec(args, task, run, work, work / task / "cache" / run)
     data = work / task / "data"
-    return {"code": code, "spec": json.loads(json.dumps(spec, default=str)),
+    return {"code": code, "spec": spec,
             "data": saved_runs.files_digest(data / f"{s}.jsonl" for s in ("train", "val", "test"))}  # fmt: skip
 
 
