@@ -20,18 +20,23 @@ stops after 40 reflections, the cap of promptopt's runs on optimizer-model calls
 
     python benchmarks/peers.py [--setting smollm2|qwen] [--task sst2,trec]
         [--peer dspy_gepa,dspy_miprov2,gepa_library] [--max-calls 731]
-        [--val N] [--test-rows N] [--data ../shared/data]
+        [--val N] [--test-rows N] [--data ../shared/data] [--workdir DIR [--fresh]]
 
 Prints one table per task (best on validation, test accuracy, unparseable test
 outputs, task- and optimizer-model calls and tokens, wall time; a crash as a row with
 its error) and, last, one JSON line ``{task: {peer: {...}}}``; a crashed peer has
-``test_acc`` null and its ``error``.
+``test_acc`` null and its ``error``. A peer runs for up to an hour or more: its own
+output goes to ``<task>/<peer>.log`` in the work folder, and a line every ten minutes
+says how long it has run and what it last wrote. With ``--workdir`` the folder stays,
+and a peer's result saved there under the same code, task, rows and cap is reused
+(``--fresh`` runs it again; a crash is always run again).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -56,7 +61,9 @@ LIBRARY = PEERS_DIR / "gepa_library.py"
 DATA = HERE.parents[1] / "shared" / "data"
 DSPY = ("dspy_gepa", "dspy_miprov2")
 PEERS = (*DSPY, "gepa_library")
-Runner = Callable[[list[str]], subprocess.CompletedProcess[str]]
+PROGRESS_S = 600.0  # a running peer's progress line, this often
+# a peer's process: its command and the log file its output goes to
+Runner = Callable[[list[str], Path], subprocess.CompletedProcess[str]]
 
 
 def peers_python(venv: Path) -> Path:
@@ -121,10 +128,10 @@ def peer_command(
     ]  # fmt: skip
 
 
-def run_one(command: list[str], out: Path, runner: Runner) -> dict[str, Any]:
+def run_one(command: list[str], out: Path, runner: Runner, log: Path) -> dict[str, Any]:
     """One peer's result; a process that died without one is reported as a crash."""
     started = time.perf_counter()
-    proc = runner(command)
+    proc = runner(command, log)
     if out.exists():
         return dict(json.loads(out.read_text(encoding="utf-8")))
     tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
@@ -162,7 +169,8 @@ def run_peers(
                 print(f"{task.title} ({setting.name}): {peer} reused from {kept}", flush=True)
                 results.setdefault(name, {})[peer] = earlier
                 continue
-            print(f"{task.title} ({setting.name}): {peer} ...", flush=True)
+            log = folder / name / f"{peer}.log"
+            print(f"{task.title} ({setting.name}): {peer} ... (its output: {log})", flush=True)
             out.unlink(missing_ok=True)  # an earlier run's result is never read as this one's
             if peer == "gepa_library":
                 seed = (seed_caches or {}).get(name)
@@ -170,7 +178,7 @@ def run_peers(
                 command = library_command(task_file, gepa_path, max_calls, out)
             else:
                 command = peer_command(python, peer, task, data, urls, max_calls, out)
-            result = run_one(command, out, runner)
+            result = run_one(command, out, runner, log)
             if code is not None and not result.get("error"):
                 saved_runs.save(kept, key, result)
             results.setdefault(name, {})[peer] = result
@@ -212,8 +220,37 @@ def servers(stack: ExitStack, setting: Setting) -> tuple[str, str]:
     return small.base_url, big.base_url
 
 
-def subprocess_runner(command: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True)
+def subprocess_runner(
+    command: list[str], log: Path, *, every: float = PROGRESS_S
+) -> subprocess.CompletedProcess[str]:
+    """A peer's process, its output (DSPy's and ``gepa``'s own progress lines) written to
+    ``log`` as it comes; every ``every`` seconds, a line saying how long it has run and
+    the log's last line. The result's ``stderr`` is the log's tail (a crash's traceback)."""
+    started = time.monotonic()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log.open("w", encoding="utf-8") as sink:
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        while True:
+            try:
+                proc.wait(timeout=every)
+                break
+            except subprocess.TimeoutExpired:
+                minutes = (time.monotonic() - started) / 60
+                print(f"  ... running for {minutes:.0f} min; its last line: "
+                      f"{last_line(log)}", flush=True)  # fmt: skip
+    return subprocess.CompletedProcess(command, proc.returncode, "", log_tail(log))
+
+
+def log_tail(log: Path, chars: int = 8000) -> str:
+    """The end of a peer's log (a progress bar's redraws, ``\\r``, read as line ends)."""
+    with log.open("rb") as handle:
+        handle.seek(max(0, log.stat().st_size - chars))
+        return handle.read().decode("utf-8", "replace").replace("\r", "\n")
+
+
+def last_line(log: Path, width: int = 160) -> str:
+    lines = [line.strip() for line in log_tail(log).splitlines() if line.strip()]
+    return lines[-1][:width] if lines else "(nothing yet)"
 
 
 def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
@@ -226,6 +263,14 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
     parser.add_argument("--test-rows", type=int, default=None, help="default: the setting's")
     parser.add_argument("--venv", type=Path, default=PEERS_DIR / ".venv")
     parser.add_argument("--data", type=Path, default=DATA, help="../shared/data by default")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the peers' data, logs and results here, and reuse a result "
+        "saved there by the same code (default: a temporary folder)",
+    )
+    parser.add_argument("--fresh", action="store_true", help="run every peer again")
     args = parser.parse_args(argv)
     setting = SETTINGS[args.setting]
     tasks = [t for t in args.task.split(",") if t]
@@ -240,13 +285,17 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
             urls = servers(stack, setting) if set(peers) & set(DSPY) else ("", "")
         else:
             python, urls, gepa_path = Path(sys.executable), ("http://task", "http://opt"), "gepa"
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="peers-")))
+        if args.workdir is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="peers-")))
+        else:
+            folder = args.workdir.resolve()
         results = run_peers(tasks, peers, setting=setting, python=python, urls=urls,
                             max_calls=args.max_calls, val=args.val or setting.val,
                             test=args.test_rows or setting.test, folder=folder,
                             runner=runner or subprocess_runner,
-                            sources={t: args.data / t for t in tasks},
-                            gepa_path=gepa_path)  # fmt: skip
+                            sources={t: args.data / t for t in tasks}, gepa_path=gepa_path,
+                            code=saved_runs.code_fingerprint() if args.workdir else None,
+                            fresh=args.fresh)  # fmt: skip
     print_tables(results, setting)
     print(json.dumps(results))
     return 0

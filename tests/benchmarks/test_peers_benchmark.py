@@ -25,7 +25,8 @@ def _data(root: Path) -> Path:
 
 
 def fake_runner(seen: list[dict]):
-    def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    def run(command: list[str], log: Path) -> subprocess.CompletedProcess[str]:
+        assert log.parent.is_dir()
         args = dict(zip(command[2::2], command[3::2], strict=False))
         args["--peer"] = args.get("--peer", Path(command[1]).stem)
         seen.append(args)
@@ -87,3 +88,43 @@ def test_the_qwen_setting_gives_every_peer_its_plainer_seed(tmp_path, capsys) ->
     assert seen[1]["spec"]["models"]["task"] == "local:qwen2.5-coder-1.5b"
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert final["sst2"]["dspy_gepa"]["rows"] == {"train": 50, "val": 50, "test": 80}
+
+
+def test_a_saved_result_is_reused_from_the_workdir_and_a_crash_runs_again(tmp_path, capsys):
+    seen: list[dict] = []
+    argv = ["--task", "sst2", "--val", "20", "--test-rows", "30", "--data",
+            str(_data(tmp_path)), "--workdir", str(tmp_path / "work")]  # fmt: skip
+    peers.main(argv, runner=fake_runner(seen))
+    out = capsys.readouterr().out
+    log = tmp_path / "work" / "sst2" / "dspy_gepa.log"
+    assert f"SST-2 (smollm2): dspy_gepa ... (its output: {log})" in out
+    first = json.loads(out.strip().splitlines()[-1])
+    assert (tmp_path / "work" / "sst2" / "dspy_gepa.saved.json").exists()
+    peers.main(argv, runner=fake_runner(seen))
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # the crashed MIPROv2 is the only peer run again
+    assert [a["--peer"] for a in seen] == ["dspy_gepa", "dspy_miprov2", "gepa_library",
+                                          "dspy_miprov2"]  # fmt: skip
+    assert again == first
+    peers.main([*argv, "--fresh"], runner=fake_runner(seen))
+    assert len(seen) == 7
+
+
+def test_a_peer_process_writes_its_output_to_its_log_and_says_how_it_goes(tmp_path, capsys):
+    log = tmp_path / "peer.log"
+    child = (
+        "import sys, time\n"
+        "print('started', flush=True)\n"
+        "sys.stderr.write('Iteration 1: 40%\\rIteration 1: 90%\\n'); sys.stderr.flush()\n"
+        "time.sleep(1.5)\n"
+        "raise SystemExit('ValueError: parse')\n"
+    )
+    proc = peers.subprocess_runner([sys.executable, "-c", child], log, every=0.1)
+    assert proc.returncode == 1
+    text = log.read_bytes().decode()
+    assert text.startswith("started\nIteration 1: 40%\rIteration 1: 90%\n")  # both streams
+    assert proc.stderr.strip().splitlines()[-1] == "ValueError: parse"  # a crash's last line
+    progress = [line for line in capsys.readouterr().out.splitlines() if "running for" in line]
+    assert progress, "no progress line while the peer ran"
+    assert progress[-1].endswith("its last line: Iteration 1: 90%")
+    assert peers.last_line(log) == "ValueError: parse"

@@ -78,7 +78,7 @@ def fake_backends():
 def fake_peers(seen: list[list[str]]):
     """A peer runner: every peer scores 0.5 on test with 700 task calls, MIPROv2 crashes."""
 
-    def run(command: list[str]):
+    def run(command: list[str], log: Path):
         seen.append(command)
         args = dict(zip(command[2::2], command[3::2], strict=False))
         peer = args.get("--peer", "gepa_library")
