@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TASK ?= tasks/reviews/task.yaml
 
-.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-local-throughput bench-alignment bench-latency bench-racing bench-vllm bench-peers clean
+.PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-local-throughput bench-alignment bench-latency bench-racing bench-racing-replay bench-vllm bench-peers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -72,6 +72,9 @@ bench-latency: install-dev
 
 bench-racing: install-qwen
 	$(BIN)/python benchmarks/racing.py
+
+bench-racing-replay: install-dev
+	$(BIN)/python benchmarks/racing_replay.py $(RUNS)
 
 # The vllm backend against the raw vLLM engine, and tasks/reviews on it (a CUDA GPU and
 # vLLM >= 0.11 installed into the venv; --fake runs it on the shipped fake engine).
