@@ -312,7 +312,7 @@ class GEPA:
         kind = state.kinds.get(name, "text")
         request, examples = self._reflection(state, parent, before, name, kind, rng)
         asked = self.stats["calls"]
-        values = await self._rewriters[kind].versions(
+        values, key = await self._rewriters[kind].versions(
             llm, request, name=name, base=parent.candidate.params, count=1,
             taken=state.evaluated_ids(), fields=input_fields(state), rng=rng,
             quoted=quoted_lines(examples), kind=kind,
@@ -335,7 +335,7 @@ class GEPA:
             return None
         self.stats["accepted"] += 1
         self.stats["proposals"] += 1
-        return Proposal(params=params, parent_id=parent.candidate.id, meta=meta)
+        return Proposal(params=params, parent_id=parent.candidate.id, meta=meta, request_key=key)
 
     def _reflection(
         self, state: SearchState, parent: Evaluated, before: Evaluated, name: str, kind: str,

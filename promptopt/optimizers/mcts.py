@@ -70,6 +70,7 @@ from promptopt.optimizers.rewriters import (
     SEED_RANGE,
     MarkedRewriter,
     RewriteConfig,
+    Versions,
     quoted_lines,
     rules,
     show_example,
@@ -307,7 +308,7 @@ class MCTS:
             for i, batch in enumerate(batches)
         ]  # fmt: skip
         proposals: list[Proposal] = []
-        for param, action, values in await gather_all(*branches):
+        for param, action, (values, key) in await gather_all(*branches):
             for value in values:
                 params = {**node.params, param: value}
                 cid = candidate_id(params)
@@ -319,7 +320,7 @@ class MCTS:
                 proposals.append(Proposal(params=params, parent_id=node.candidate, meta={
                     "kind": "mcts", "parent_node": node.id, "param": param,
                     "depth": node.depth + 1,
-                }))  # fmt: skip
+                }, request_key=key))  # fmt: skip
         self.stats["proposals"] += len(proposals)
         if not proposals:
             node.terminal = True
@@ -335,8 +336,8 @@ class MCTS:
         results: Sequence[ExampleResult],
         taken: set[str],
         rng: random.Random,
-    ) -> tuple[str, str, list[str]]:
-        """One batch: the feedback call, then the rewrite call; ``(param, feedback, values)``."""
+    ) -> tuple[str, str, Versions]:
+        """One batch: the feedback call, then the rewrite call; ``(param, feedback, versions)``."""
         c = self.config
         failing = [r for r in results if r.failed]
         fill = {
@@ -351,7 +352,7 @@ class MCTS:
             feedback = (await llm.acomplete(self._request("feedback", fill, rng))).text.strip()
         except BadRequestError:  # the prompt does not fit the model
             self.stats["request_errors"] += 1
-            return param, "", []
+            return param, "", Versions([])
         fill |= {
             "feedback": feedback or "(none)",
             "trajectory": _trajectory(node, param, c.max_value_chars * 2),

@@ -171,7 +171,7 @@ class OPRO:
                 )
             )  # fmt: skip
         proposals = []
-        for values in await gather_all(*asks):
+        for values, key in await gather_all(*asks):
             for value in values:
                 params = {**base.candidate.params, name: value}
                 if candidate_id(params) in taken:  # two requests of this step agreed
@@ -180,7 +180,7 @@ class OPRO:
                 taken.add(candidate_id(params))
                 proposals.append(
                     Proposal(params=params, parent_id=base.candidate.id,
-                             meta={"kind": "opro", "param": name})
+                             meta={"kind": "opro", "param": name}, request_key=key)
                 )  # fmt: skip
         return proposals
 

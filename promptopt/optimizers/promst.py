@@ -56,12 +56,12 @@ from promptopt.optimizers.base import (
     gather_all,
 )
 from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
+from promptopt.optimizers.replies import reply_schema
 from promptopt.optimizers.rewriters import (
     JSON_REWRITE_STATS,
     JsonRewriter,
     inputs_text,
     mistakes,
-    reply_schema,
     text_param,
 )
 from promptopt.optimizers.score_predictor import ScorePredictor
@@ -236,9 +236,10 @@ class PROMST:
             count=wanted,
         )
         children = [
-            Proposal(params=params, parent_id=parent.candidate.id,
-                     meta={"kind": "promst", "depth": depth, "errors": list(buckets)})
-            for params, _ in answers
+            Proposal(params=answer.params, parent_id=parent.candidate.id,
+                     meta={"kind": "promst", "depth": depth, "errors": list(buckets)},
+                     request_key=answer.key)
+            for answer in answers
         ]  # fmt: skip
         if ranking and len(children) > self.config.n_children:
             children = self.rank(children, target)

@@ -17,6 +17,9 @@ such as ``<START>`` ... ``<END>``.
 a parameter's name; :func:`check_value` accepts a suggested value for one kind of
 parameter (``text``, ``exemplars``, ``code``) or raises ReplyParseError saying why not.
 
+:func:`read_rewrite` takes the new prompt out of a JSON reply (SPO's, PROMST's) and
+:func:`reply_schema` is the JSON schema such a reply is asked to follow.
+
 :func:`counted_reply` gets a reply in the first place: it sends one request and counts
 what came of it in the optimizer's stats.
 """
@@ -44,6 +47,8 @@ __all__ = [
     "match_name",
     "parse_json_reply",
     "placeholders",
+    "read_rewrite",
+    "reply_schema",
 ]
 
 _QUOTES = frozenset("\"'")
@@ -341,3 +346,35 @@ _CHECKS: dict[str, Callable[[Any, Any, str, Sequence[str]], tuple[Any, bool]]] =
     "exemplars": _exemplars,
     "code": _code,
 }
+
+
+def read_rewrite(reply: str, *, key: str, old: Any, name: str) -> str:
+    """The new value under ``key`` of a JSON reply; raises ReplyParseError saying why not.
+
+    An unchanged value is returned (see :func:`noop`); a value that drops one of
+    ``old``'s placeholders is refused.
+    """
+    data = parse_json_reply(reply)
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ReplyParseError(f'had no "{key}" with the new prompt as a text.')
+    if isinstance(old, str) and value.strip() == old.strip():
+        return old
+    try:
+        return check_value("text", value, old, name=name)
+    except ReplyParseError as exc:
+        raise ReplyParseError(f"was refused: {exc}.") from None
+
+
+def reply_schema(keys: Sequence[tuple[str, int]]) -> str:
+    """A JSON schema (as text) of an object with these string keys, each bounded in length."""
+    properties = {
+        key: {"type": "string", "minLength": 1, "maxLength": limit} for key, limit in keys
+    }
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": [key for key, _ in keys],
+        "additionalProperties": False,
+    }
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))

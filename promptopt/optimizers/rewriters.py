@@ -14,8 +14,8 @@ proposed) already. Two ways of asking, one per pair of optimizers:
   these optimizers share: which parameters may be rewritten, one example (inputs, output,
   expected answer, feedback) and the rules a new version must keep.
 - :class:`JsonRewriter` (SPO, PROMST) asks for one new prompt in a JSON reply
-  (:func:`read_rewrite` takes it out and checks it keeps the old one's ``{placeholders}``;
-  :func:`reply_schema` is the JSON schema of such a reply) until a reply is new: after an
+  (:func:`~promptopt.optimizers.replies.read_rewrite` takes it out and checks it keeps the
+  old one's ``{placeholders}``) until a reply is new: after an
   unreadable reply or a no-op (:func:`noop` says why) it changes the next request (the
   caller's builder gets the problem to show and a fresh seed) instead of repeating it;
   :meth:`JsonRewriter.ask_many` sends several such asks at once. :func:`text_param` picks the
@@ -28,14 +28,13 @@ Both count what happened in the optimizer's stats (:data:`MARKED_REWRITE_STATS`,
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from string import Template
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,8 +51,8 @@ from promptopt.optimizers.replies import (
     check_value,
     counted_reply,
     marked_texts,
-    parse_json_reply,
     placeholders,
+    read_rewrite,
 )
 from promptopt.optimizers.shown import clip_text, show_value
 
@@ -67,14 +66,14 @@ __all__ = [
     "SEED_RANGE",
     "JsonRewriter",
     "MarkedRewriter",
+    "Rewrite",
     "RewriteConfig",
+    "Versions",
     "answers_rule",
     "inputs_text",
     "mistakes",
     "noop",
     "quoted_lines",
-    "read_rewrite",
-    "reply_schema",
     "rules",
     "same_words",
     "show_example",
@@ -129,6 +128,23 @@ class RewriteConfig(BaseModel):
     )
 
 
+class Versions(NamedTuple):
+    """What :meth:`MarkedRewriter.versions` found: the new values, and the key (``LLM.key``) of
+    the request whose reply held them (a proposal's ``request_key``; None when none did)."""
+
+    values: list[str]
+    key: str | None = None
+
+
+class Rewrite(NamedTuple):
+    """What :class:`JsonRewriter` got: the new params, the reply, and the key (``LLM.key``) of
+    the request it answered (a proposal's ``request_key``)."""
+
+    params: dict[str, Any]
+    reply: str
+    key: str
+
+
 class MarkedRewriter:
     """Sends a rewrite request and returns the new versions in its reply (see the module doc)."""
 
@@ -152,9 +168,11 @@ class MarkedRewriter:
         rng: random.Random,
         quoted: Collection[str] = (),
         kind: str = "text",
-    ) -> list[str]:
+    ) -> Versions:
         """Up to ``count`` new values of parameter ``name`` (of ``kind``: ``text``, or
-        ``code``, the source of one function) of candidate ``base``.
+        ``code``, the source of one function) of candidate ``base``, with the key of the
+        request whose reply held them (the engine links each proposal to it: the preference
+        export's optimizer level).
 
         A value whose candidate id is in ``taken`` is a no-op; so is a text whose words
         are the current value's (punctuation, case and spacing aside), and a function
@@ -168,13 +186,13 @@ class MarkedRewriter:
                 self.stats["retries"] += 1
             response = await counted_reply(llm, request, self.stats)
             if response is None:  # the prompt does not fit the model: nothing to retry
-                return []
+                return Versions([])
             reply = response.text
             found, problem = self._read(
                 reply, name=name, base=base, taken=taken, fields=fields, quoted=quoted, kind=kind
             )
             if found:
-                return found[:count]
+                return Versions(found[:count], llm.key(request))
             note = self.retry.substitute(problem=problem, name=name).strip()
             request = dataclasses.replace(
                 request,
@@ -183,7 +201,7 @@ class MarkedRewriter:
                 temperature=max(request.temperature, _RETRY_TEMPERATURE),
                 seed=rng.randrange(SEED_RANGE),
             )  # fmt: skip
-        return []
+        return Versions([])
 
     def _read(
         self,
@@ -339,24 +357,6 @@ def text_param(state: SearchState, configured: str | None, *, optimizer: str) ->
     return texts[0]
 
 
-def read_rewrite(reply: str, *, key: str, old: Any, name: str) -> str:
-    """The new value under ``key`` of a JSON reply; raises ReplyParseError saying why not.
-
-    An unchanged value is returned (see :func:`noop`); a value that drops one of
-    ``old``'s placeholders is refused.
-    """
-    data = parse_json_reply(reply)
-    value = data.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ReplyParseError(f'had no "{key}" with the new prompt as a text.')
-    if isinstance(old, str) and value.strip() == old.strip():
-        return old
-    try:
-        return check_value("text", value, old, name=name)
-    except ReplyParseError as exc:
-        raise ReplyParseError(f"was refused: {exc}.") from None
-
-
 def noop(
     state: SearchState, params: Mapping[str, Any], *, base: Mapping[str, Any],
     proposed: Collection[str] = (), what: str = "prompt",
@@ -374,20 +374,6 @@ def noop(
 def inputs_text(inputs: Mapping[str, Any], limit: int) -> str:
     """An example's inputs, one ``field: value`` line each, values clipped to ``limit``."""
     return "\n".join(f"{name}: {clip_text(str(value), limit)}" for name, value in inputs.items())
-
-
-def reply_schema(keys: Sequence[tuple[str, int]]) -> str:
-    """A JSON schema (as text) of an object with these string keys, each bounded in length."""
-    properties = {
-        key: {"type": "string", "minLength": 1, "maxLength": limit} for key, limit in keys
-    }
-    schema = {
-        "type": "object",
-        "properties": properties,
-        "required": [key for key, _ in keys],
-        "additionalProperties": False,
-    }
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass
@@ -414,15 +400,15 @@ class JsonRewriter:
         llm: LLM,
         base: Mapping[str, Any],
         build: Callable[[str, int], LLMRequest],
-    ) -> tuple[dict[str, Any], str] | None:
-        """New params (``base`` with ``target`` rewritten) and the reply, or None after
-        ``1 + retries`` unusable replies (or a request the model refused)."""
+    ) -> Rewrite | None:
+        """New params (``base`` with ``target`` rewritten), the reply and its request's key,
+        or None after ``1 + retries`` unusable replies (or a request the model refused)."""
         answer, self.problem, used = await self._attempts(
             state, llm, base, build, seeds=range(self.seeds, self.seeds + 1 + self.retries)
         )
         self.seeds += used
         if answer is not None:
-            self.proposed.add(candidate_id(answer[0]))
+            self.proposed.add(candidate_id(answer.params))
         return answer
 
     async def ask_many(
@@ -433,7 +419,7 @@ class JsonRewriter:
         build: Callable[[str, int], LLMRequest],
         *,
         count: int,
-    ) -> list[tuple[dict[str, Any], str]]:
+    ) -> list[Rewrite]:
         """``count`` rewrites asked at once (none depends on another), each as :meth:`ask`;
         a rewrite equal to an earlier one of the same batch is a no-op, not proposed."""
         per = 1 + self.retries
@@ -448,7 +434,7 @@ class JsonRewriter:
             if answer is None:
                 self.problem = problem
                 continue
-            cid = candidate_id(answer[0])
+            cid = candidate_id(answer.params)
             if cid in self.proposed:
                 self.stats["noops"] += 1
                 continue
@@ -466,7 +452,7 @@ class JsonRewriter:
         build: Callable[[str, int], LLMRequest],
         *,
         seeds: range,
-    ) -> tuple[tuple[dict[str, Any], str] | None, str, int]:
+    ) -> tuple[Rewrite | None, str, int]:
         """The first usable answer (or None), the problem to show next, the seeds used."""
         problem = self.problem
         for used, seed in enumerate(seeds, 1):
@@ -489,5 +475,5 @@ class JsonRewriter:
                 self.stats["noops"] += 1
                 problem = why
                 continue
-            return (params, reply), "", used
+            return Rewrite(params, reply, llm.key(request)), "", used
         return None, problem, len(seeds)

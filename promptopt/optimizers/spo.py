@@ -44,12 +44,11 @@ from promptopt.optimizers.base import (
     config_of,
 )
 from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
-from promptopt.optimizers.replies import parse_json_reply
+from promptopt.optimizers.replies import parse_json_reply, reply_schema
 from promptopt.optimizers.rewriters import (
     JSON_REWRITE_STATS,
     JsonRewriter,
     inputs_text,
-    reply_schema,
     text_param,
 )
 from promptopt.optimizers.shown import clip_text
@@ -264,12 +263,13 @@ class SPO:
         )
         if answer is None:
             return None
-        params, reply = answer
         return Proposal(
-            params=params,
+            params=answer.params,
             parent_id=base.candidate.id,
-            meta={"kind": "spo", "round": self.stats["rounds"], "modification": _said(reply)},
-        )
+            meta={"kind": "spo", "round": self.stats["rounds"],
+                  "modification": _said(answer.reply)},
+            request_key=answer.key,
+        )  # fmt: skip
 
     def _requirements(self, state: SearchState) -> str:
         told = self.config.requirements.strip() or state.program_description.strip()

@@ -145,6 +145,19 @@ async def test_every_optimizer_runs_on_the_example_workflow(name, triage_task):
             assert {c["parent_id"] for c in proposed} <= {start} | {c["id"] for c in proposed}
         all_proposed = {c["id"] for c in store.candidates() if c["origin"] in stages}
         assert result.best.id in all_proposed  # the best is a proposal, not the seed
+        # each candidate read from an optimizer reply and scored on validation is linked to
+        # that reply (the preference export's optimizer level); exemplar sets come from none
+        replies = {c["key"]: c for c in store.llm_calls() if c["tag"] == "optimizer"}
+        links = {p["candidate_id"]: p["call_key"] for p in store.proposals()}
+        scored = {e["candidate_id"] for e in store.evaluations(split="val")}
+        params = {c["id"]: c["params"] for c in store.candidates()}
+        for c in store.candidates():
+            if c["origin"] in stages and c["origin"] != "exemplars" and c["id"] in scored:
+                assert links.get(c["id"]) in replies, f"{c['origin']}: {c['id']} has no reply"
+                new_text = c["params"]["instruction"]
+                if new_text != params[c["parent_id"]]["instruction"]:  # its reply rewrote it
+                    reply = replies[links[c["id"]]]["response"]["text"]
+                    assert json.dumps(new_text)[1:-1] in reply or new_text in reply
         rows = store.trace_rows()
         # probes of training batches (MCTS's error batches) leave traces too
         assert {"val", "test"} <= {r["split"] for r in rows} <= {"train", "val", "test"}

@@ -126,7 +126,7 @@ async def test_an_unchanged_function_is_a_noop_for_the_rewriter():
             scripted_llm(reply), request, name="rule.code", base=SEED, count=1, taken=set(),
             fields=["text"], rng=random.Random(0), kind="code",
         )  # fmt: skip
-        assert found == []
+        assert found.values == [] and found.key is None
     assert (stats["noops"], stats["invalid"]) == (2, 0)
 
 

@@ -3,11 +3,14 @@ how it treats replies that bring nothing new."""
 
 from __future__ import annotations
 
+import json
 import re
 
+import pytest
 from ladder_fixture import ladder_model, ladder_task
 
 from promptopt.api import aoptimize
+from promptopt.export import ExportOptions, export_preferences
 from promptopt.llm.fakes import FakeBackend
 from promptopt.store import RunStore
 
@@ -94,3 +97,20 @@ async def test_the_steps_end_before_one_the_budget_cannot_score(tmp_path):
     assert result.optimizer_stats["budget_stop"] == 1
     assert result.stopped == "optimizer finished"
     assert result.best.params == {"system": "Q1"}
+
+
+async def test_two_replies_to_one_request_become_an_optimizer_level_preference_pair(tmp_path):
+    """The engine links each proposal to the reply it was read from, so the export's
+    optimizer level pairs the two replies of one step (same meta-prompt, two seeds)."""
+    result, requests = await run_opro(tmp_path, {"steps": 1, "per_step": 2},
+                                      numbered(["Q1", "Q2"]))  # fmt: skip
+    assert requests[0].messages == requests[1].messages and requests[0].seed != requests[1].seed
+    out = tmp_path / "pairs.jsonl"
+    export_preferences(
+        [str(result.run_dir)], out, options=ExportOptions(level="optimizer", margin=0.3)
+    )
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [m["content"] for m in row["prompt"]] == [m.content for m in requests[0].messages]
+    assert row["chosen"][0]["content"] == "<START>Q1<END>"  # 0.7 on validation
+    assert row["rejected"][0]["content"] == "<START>Q2<END>"  # 0.3
+    assert row["metadata"]["margin"] == pytest.approx(0.4)

@@ -52,14 +52,18 @@ def test_marked_texts(reply, texts):
     assert marked_texts(reply) == texts
 
 
-async def ask(*replies, retries=1, taken=(), count=1, quoted=()):
+async def ask(*replies, retries=1, taken=(), count=1, quoted=(), keys=None):
+    """The new versions, the stats and the requests sent; ``keys`` (a list) gets the key of
+    the versions' request and the key of each request sent."""
     llm = scripted_llm(*replies)
     stats: dict[str, int] = {}
     rewriter = MarkedRewriter(stats=stats, retries=retries, retry=RETRY)
     found = await rewriter.versions(llm, REQUEST, name="user", base=BASE, count=count,
                                     taken=set(taken), fields=["text"], rng=random.Random(0),
                                     quoted=quoted)  # fmt: skip
-    return found, stats, llm.backend.requests
+    if keys is not None:
+        keys += [found.key, *map(llm.key, llm.backend.requests)]
+    return found.values, stats, llm.backend.requests
 
 
 async def test_a_new_version_comes_back_at_once():
@@ -70,8 +74,12 @@ async def test_a_new_version_comes_back_at_once():
 
 
 async def test_the_current_text_is_a_noop_and_the_retry_says_so():
-    found, stats, requests = await ask("<START>Review: {text}\nAnswer:<END>", "<START>{text}?<END>")
+    keys: list[str | None] = []
+    found, stats, requests = await ask("<START>Review: {text}\nAnswer:<END>", "<START>{text}?<END>",
+                                       keys=keys)  # fmt: skip
     assert found == ["{text}?"]
+    found_key, first, second = keys
+    assert found_key == second != first  # the retry's reply held the version
     assert (stats["noops"], stats["retries"]) == (1, 1)
     retry = requests[1]
     assert [m.role for m in retry.messages] == ["user", "assistant", "user"]
