@@ -11,7 +11,8 @@ Anything else raises :class:`~promptopt.errors.ReplyParseError` with a short
 reason that can be shown to the model when asking for a repair.
 
 :func:`marked_texts` reads replies that wrap plain texts (new prompts) in markers
-such as ``<START>`` ... ``<END>``.
+such as ``<START>`` ... ``<END>``; :func:`cut_off` says whether the last of them was still
+open when the reply ended.
 
 :func:`match_name` maps a name the model wrote (``#Instruction``, ``$route``) to
 a parameter's name; :func:`check_value` accepts a suggested value for one kind of
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "check_value",
     "counted_reply",
+    "cut_off",
     "marked_texts",
     "match_name",
     "parse_json_reply",
@@ -250,6 +252,17 @@ def marked_texts(text: str, *, start: str = "<START>", end: str = "<END>") -> li
         if body:
             found.append(body)
     return found
+
+
+def cut_off(text: str, *, start: str = "<START>", end: str = "<END>") -> bool:
+    """Whether ``text``'s last text is still open at its end: a ``start`` marker (or, with
+    none, the reply itself) with no closing marker after it, as :func:`marked_texts` reads
+    closing markers. Said of a reply that reached its ``max_tokens``, its last version was
+    cut off there."""
+    if end.startswith("<"):
+        for marker in (end, start):
+            text = text.replace("</" + marker.lstrip("<"), end)
+    return text.rfind(end) < text.rfind(start) if start in text else end not in text
 
 
 def _text(new: Any, old: Any, name: str, fields: Sequence[str]) -> tuple[Any, bool]:

@@ -22,7 +22,8 @@ proposed) already. Two ways of asking, one per pair of optimizers:
   parameter it rewrites (the configured one, else the program's first of kind ``text``).
 
 Both count what happened in the optimizer's stats (:data:`MARKED_REWRITE_STATS`,
-:data:`JSON_REWRITE_STATS`).
+:data:`JSON_REWRITE_STATS`); the marked one counts, too, a reply that reached its
+``max_tokens`` with its last version still open (``cut_off``: that version ends mid-sentence).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from promptopt.optimizers.base import (
 from promptopt.optimizers.replies import (
     check_value,
     counted_reply,
+    cut_off,
     marked_texts,
     placeholders,
     read_rewrite,
@@ -82,7 +84,8 @@ __all__ = [
 ]
 
 # what a MarkedRewriter counts about its model's replies (OptimizeResult.optimizer_stats)
-MARKED_REWRITE_STATS = ("calls", "replies", "noops", "invalid", "retries", "request_errors")
+MARKED_REWRITE_STATS = ("calls", "replies", "noops", "invalid", "retries", "request_errors",
+                        "cut_off")  # fmt: skip
 _RETRY_TEMPERATURE = 0.7
 SEED_RANGE = 2**31  # seeds of sampled requests are drawn below this
 _NOOP = "That version is the current {what}, or one that was tried already."
@@ -188,6 +191,8 @@ class MarkedRewriter:
             if response is None:  # the prompt does not fit the model: nothing to retry
                 return Versions([])
             reply = response.text
+            if response.usage.completion_tokens >= (request.max_tokens or 0) > 0 and cut_off(reply):
+                self.stats["cut_off"] += 1  # its last version ends where max_tokens did
             found, problem = self._read(
                 reply, name=name, base=base, taken=taken, fields=fields, quoted=quoted, kind=kind
             )

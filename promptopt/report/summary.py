@@ -23,7 +23,8 @@ __all__ = [
 
 
 # "noop": how MCTS and OPRO named the count in runs recorded before it became "noops"
-_STAT_NAMES = {"noops": "no-op replies", "noop": "no-op replies"}
+_STAT_NAMES = {"noops": "no-op replies", "noop": "no-op replies",
+               "cut_off": "replies cut off at max_tokens"}  # fmt: skip
 
 
 def print_plan(plan: Any, console: Console | None = None) -> None:

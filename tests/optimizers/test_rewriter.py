@@ -187,3 +187,24 @@ def test_mistakes_name_the_commonest_confusions_with_their_counts():
         "how to tell these answers apart."
     )
     assert "scored inputs" not in rules(state(), "Q", results)  # no choices: no confusions
+
+
+@pytest.mark.parametrize(
+    ("reply", "max_tokens", "cut"),
+    [
+        ("<START>Read {text} and then name its", 6, 1),  # 6 tokens (the fake's words), open
+        ("<START>Read {text} and then name its", 7, 0),  # under the limit: it ended there
+        ("<START>Read {text} first.<END> and then", 6, 0),  # the version was whole
+        ("Read {text} and then name its sentiment", 7, 1),  # no markers: the reply is the text
+    ],
+)
+async def test_a_reply_cut_off_at_max_tokens_is_counted(reply, max_tokens, cut):
+    llm = scripted_llm(reply)
+    stats: dict[str, int] = {}
+    rewriter = MarkedRewriter(stats=stats, retries=0, retry=RETRY)
+    request = LLMRequest(messages=(Message("user", "rewrite it"),), tag="optimizer",
+                         max_tokens=max_tokens)  # fmt: skip
+    found = await rewriter.versions(llm, request, name="user", base={"user": "{text}"}, count=1,
+                                    taken=set(), fields=["text"], rng=random.Random(0))  # fmt: skip
+    assert stats["cut_off"] == cut
+    assert len(found.values) == 1  # read and used all the same
