@@ -230,14 +230,19 @@ def subprocess_runner(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("w", encoding="utf-8") as sink:
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-        while True:
-            try:
-                proc.wait(timeout=every)
-                break
-            except subprocess.TimeoutExpired:
-                minutes = (time.monotonic() - started) / 60
-                print(f"  ... running for {minutes:.0f} min; its last line: "
-                      f"{last_line(log)}", flush=True)  # fmt: skip
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=every)
+                    break
+                except subprocess.TimeoutExpired:
+                    minutes = (time.monotonic() - started) / 60
+                    print(f"  ... running for {minutes:.0f} min; its last line: "
+                          f"{last_line(log)}", flush=True)  # fmt: skip
+        except BaseException:  # interrupted: the peer does not outlive its benchmark
+            proc.kill()
+            proc.wait()
+            raise
     return subprocess.CompletedProcess(command, proc.returncode, "", log_tail(log))
 
 

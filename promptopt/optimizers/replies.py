@@ -364,8 +364,8 @@ _CHECKS: dict[str, Callable[[Any, Any, str, Sequence[str]], tuple[Any, bool]]] =
 def read_rewrite(reply: str, *, key: str, old: Any, name: str) -> str:
     """The new value under ``key`` of a JSON reply; raises ReplyParseError saying why not.
 
-    An unchanged value is returned (see :func:`noop`); a value that drops one of
-    ``old``'s placeholders is refused.
+    An unchanged value is returned (the caller tells it as a no-op); a value that drops
+    one of ``old``'s placeholders is refused.
     """
     data = parse_json_reply(reply)
     value = data.get(key)

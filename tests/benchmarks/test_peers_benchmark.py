@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import peers  # noqa: E402
 
@@ -128,3 +130,22 @@ def test_a_peer_process_writes_its_output_to_its_log_and_says_how_it_goes(tmp_pa
     assert progress, "no progress line while the peer ran"
     assert progress[-1].endswith("its last line: Iteration 1: 90%")
     assert peers.last_line(log) == "ValueError: parse"
+
+
+def test_an_interrupted_benchmark_kills_its_peer(tmp_path, monkeypatch) -> None:
+    started: list[subprocess.Popen] = []
+    real = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(peers.subprocess, "Popen", popen)
+    monkeypatch.setattr(peers, "last_line", interrupt)  # the first progress line: ^C
+    child = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with pytest.raises(KeyboardInterrupt):
+        peers.subprocess_runner(child, tmp_path / "peer.log", every=0.05)
+    assert started[0].poll() is not None  # killed, not left running
