@@ -49,7 +49,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import saved_runs  # noqa: E402
-from quality_tasks import MAX_CALLS, MAX_OPTIMIZER_CALLS, SETTINGS, TASKS, Setting, Task  # noqa: E402
+from quality_tasks import (  # noqa: E402
+    MAX_CALLS,
+    MAX_OPTIMIZER_CALLS,
+    REFLECTION_TOKENS,
+    SETTINGS,
+    TASKS,
+    Setting,
+    Task,
+)
 
 from promptopt.llm import weights  # noqa: E402
 from promptopt.testing.llamacpp import LlamaCppServer  # noqa: E402
@@ -90,7 +98,8 @@ def library_command(task_file: Path, gepa_path: str, max_calls: int, out: Path) 
     """``gepa_library.py`` in promptopt's own python, ``gepa`` from the peers' venv."""
     return [sys.executable, str(LIBRARY), "--task-file", str(task_file), "--gepa-path",
             gepa_path, "--max-calls", str(max_calls), "--max-reflections",
-            str(MAX_OPTIMIZER_CALLS), "--out", str(out)]  # fmt: skip
+            str(MAX_OPTIMIZER_CALLS), "--max-tokens", str(REFLECTION_TOKENS),
+            "--out", str(out)]  # fmt: skip
 
 
 def library_task(
@@ -124,7 +133,7 @@ def peer_command(
         str(python), str(RUNNER), "--peer", peer, "--data", str(data), "--input", task.input,
         "--labels", ",".join(task.labels), "--instruction", task.system,
         "--task-url", urls[0], "--optimizer-url", urls[1], "--max-calls", str(max_calls),
-        "--out", str(out),
+        "--optimizer-tokens", str(REFLECTION_TOKENS), "--out", str(out),
     ]  # fmt: skip
 
 

@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import peers  # noqa: E402
+from quality_tasks import CONFIGS  # noqa: E402
 
 
 def _data(root: Path) -> Path:
@@ -63,6 +64,9 @@ def test_each_peer_gets_the_task_the_cap_and_the_servers_and_a_crash_is_a_row(
     assert [a["--peer"] for a in seen] == ["dspy_gepa", "dspy_miprov2", "gepa_library"]
     first = seen[0]
     assert first["--max-calls"] == "99" and first["--labels"] == "positive,negative"
+    # the peers' reflection model may write as much as promptopt's gepa reflections
+    gepa_tokens = CONFIGS["gepa"]["config"]["max_tokens"]
+    assert first["--optimizer-tokens"] == str(gepa_tokens) == seen[2]["--max-tokens"]
     assert first["--instruction"] == peers.TASKS["sst2"].system and first["--input"] == "text"
     out = capsys.readouterr().out
     final = json.loads(out.strip().splitlines()[-1])
