@@ -30,7 +30,6 @@ import sys
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from promptopt.racing import RaceRule
@@ -70,12 +69,6 @@ def stored(run: Path) -> list[Stored]:
 _DEMO_ROWS = 8  # the most rows an exemplar set can hold out of its own scoring
 
 
-def _results(scores: dict[str, float], ids: list[str]) -> list[Any]:
-    """The shape :meth:`RaceRule.verdict` reads (each row's example id and score)."""
-    return [SimpleNamespace(example=SimpleNamespace(id=i), score=SimpleNamespace(value=scores[i]))
-            for i in ids if i in scores]  # fmt: skip
-
-
 def replay(cands: list[Stored], rule: RaceRule, order: list[str]) -> tuple[list[int], int, int]:
     """One replay in one row order: the rows each raced candidate cost; how many dropped
     candidates were better on the whole split than the best their step kept (a loss racing
@@ -93,7 +86,8 @@ def replay(cands: list[Stored], rule: RaceRule, order: list[str]) -> tuple[list[
             leader = max([best, *alive], key=lambda c: _mean(c, seen))  # the best wins a tie
             for c in alive:
                 theirs = {i: leader.scores[i] for i in seen if i in leader.scores}
-                if c is not leader and rule.verdict(_results(c.scores, seen), theirs)[0]:
+                mine = {i: c.scores[i] for i in seen if i in c.scores}
+                if c is not leader and rule.verdict(mine, theirs)[0]:
                     dropped[c.id] = sum(i in c.scores for i in seen)
         before = best
         for c in mates:

@@ -74,18 +74,19 @@ class RaceRule:
         return [*ends, n] if n else []
 
     def verdict(
-        self, results: Sequence[ExampleResult], incumbent: Mapping[str, float]
+        self, scores: Mapping[str, float], incumbent: Mapping[str, float]
     ) -> tuple[bool, int, int, float]:
-        """(drop?, wins, losses, p) of a candidate's ``results`` against the incumbent's
-        per-example scores; p = P(at most ``wins`` of the differing rows) if both were equal."""
+        """(drop?, wins, losses, p) of a candidate's per-example ``scores`` (by example id)
+        against the incumbent's, on the rows both were scored on; p = P(at most ``wins`` of
+        the differing rows) if both were equal."""
         wins = losses = 0
-        for r in results:
-            theirs = incumbent.get(str(r.example.id))
+        for example, mine in scores.items():
+            theirs = incumbent.get(example)
             if theirs is None:
                 continue
-            if r.score.value > theirs:
+            if mine > theirs:
                 wins += 1
-            elif r.score.value < theirs:
+            elif mine < theirs:
                 losses += 1
         p = binomial_tail(wins, wins + losses)
         return p <= 1 - self.confidence, wins, losses, p
@@ -159,7 +160,7 @@ class Racing(Scoring):
                  for i, o in enumerate(outcome) if o is None}  # fmt: skip
         leader = max(rows, key=lambda i: _mean(rows[i].values()))  # the incumbent wins a tie
         for i in [i for i in rows if i not in (-1, leader)]:
-            drop, wins, losses, p = rule.verdict(got[i], rows[leader])
+            drop, wins, losses, p = rule.verdict(rows[i], rows[leader])
             if drop:
                 self.reporter.advance(len(self._race_order) - end)
                 scored = self._scored(proposals[i], tuple(got[i]), step, origin)

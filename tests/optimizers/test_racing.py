@@ -19,11 +19,10 @@ from ladder_fixture import label, ladder_model, ladder_task
 from pydantic import BaseModel
 
 from promptopt.llm.fakes import FakeBackend
-from promptopt.optimizers.base import ExampleResult, Proposal, SearchState
+from promptopt.optimizers.base import Proposal, SearchState
 from promptopt.racing import RaceRule, race_order
 from promptopt.store import RunStore
 from promptopt.task.data import Example
-from promptopt.task.metrics import Score
 
 LEVELS = {"P": 5, "W": 0, "B": 9, "E": 5}
 
@@ -117,9 +116,8 @@ async def test_a_free_proposal_is_never_raced(tmp_path):
     assert "dropped" not in step and optimizer.observed == ["W", "B", "E"]
 
 
-def rows(scores: list[float]) -> list[ExampleResult]:
-    return [ExampleResult(Example(str(i), {"text": str(i)}, "x"), "x", Score(v))
-            for i, v in enumerate(scores)]  # fmt: skip
+def rows(scores: list[float]) -> dict[str, float]:
+    return {str(i): v for i, v in enumerate(scores)}
 
 
 def test_the_sign_test_drops_only_what_is_worse_with_confidence():
