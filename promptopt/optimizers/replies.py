@@ -45,6 +45,7 @@ __all__ = [
     "check_value",
     "counted_reply",
     "cut_off",
+    "drop_repeats",
     "marked_texts",
     "match_name",
     "parse_json_reply",
@@ -263,6 +264,52 @@ def cut_off(text: str, *, start: str = "<START>", end: str = "<END>") -> bool:
         for marker in (end, start):
             text = text.replace("</" + marker.lstrip("<"), end)
     return text.rfind(end) < text.rfind(start) if start in text else end not in text
+
+
+_LIST_MARK = re.compile(r"^\s*(?:[-*\u2022]|\(?\d+[.)]|#+)\s*")
+_REPEAT_MIN = 12  # shorter lines ("Rules:", "Examples:") repeat in texts written on purpose
+
+
+def drop_repeats(text: str) -> str:
+    """``text`` without what a model wrote twice: sampled replies of small models can fall
+    into a loop, writing the same block of lines again until ``max_tokens``.
+
+    Lines are compared without list marks (a loop renumbers its rules), spacing or case.
+    A line of 12 characters or more that was written before goes; where one did, so does a
+    last line that begins a longer one written before (cut off mid-repeat). Shorter lines ("Rules:", "{text}")
+    are often written twice on purpose: they go only in the loop's tail, the lines after
+    the last one written once, where they were all written before too. Blank lines left in
+    a row are one. A text without repeated lines comes back unchanged.
+    """
+    lines = text.splitlines()
+    keys = [" ".join(_LIST_MARK.sub("", line).split()).casefold() for line in lines]
+    long_seen: list[str] = []
+    short_seen: set[str] = set()
+    repeat = [False] * len(lines)  # a long line written before: it goes wherever it is
+    echo = [False] * len(lines)  # blank, or a short line written before: it goes in the tail
+    for i, key in enumerate(keys):
+        if len(key) < _REPEAT_MIN:
+            echo[i] = not key or key in short_seen
+            short_seen.add(key)
+        elif key in long_seen:
+            repeat[i] = True
+        else:
+            long_seen.append(key)
+    if not any(repeat):
+        return text
+    if keys[-1] and any(s.startswith(keys[-1]) and s != keys[-1] for s in long_seen):
+        repeat[-1] = True  # the loop's last repeat, cut off by max_tokens
+    end = len(lines)
+    while end and (repeat[end - 1] or echo[end - 1]):
+        end -= 1
+    if not any(repeat[end:]):
+        end = len(lines)  # no loop at the end: the text's own last lines stay
+    kept: list[str] = []
+    for line, dropped in zip(lines[:end], repeat[:end], strict=True):
+        if dropped or (not line.strip() and (not kept or not kept[-1].strip())):
+            continue
+        kept.append(line)
+    return "\n".join(kept).strip()
 
 
 def _text(new: Any, old: Any, name: str, fields: Sequence[str]) -> tuple[Any, bool]:

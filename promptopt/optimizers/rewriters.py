@@ -23,7 +23,9 @@ proposed) already. Two ways of asking, one per pair of optimizers:
 
 Both count what happened in the optimizer's stats (:data:`MARKED_REWRITE_STATS`,
 :data:`JSON_REWRITE_STATS`); the marked one counts, too, a reply that reached its
-``max_tokens`` with its last version still open (``cut_off``: that version ends mid-sentence).
+``max_tokens`` with its last version still open (``cut_off``: that version ends mid-sentence),
+and a text version that repeated its own lines (``repeats_cut``: a sampled loop, read once,
+:func:`~promptopt.optimizers.replies.drop_repeats`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from promptopt.optimizers.replies import (
     check_value,
     counted_reply,
     cut_off,
+    drop_repeats,
     marked_texts,
     placeholders,
     read_rewrite,
@@ -85,7 +88,7 @@ __all__ = [
 
 # what a MarkedRewriter counts about its model's replies (OptimizeResult.optimizer_stats)
 MARKED_REWRITE_STATS = ("calls", "replies", "noops", "invalid", "retries", "request_errors",
-                        "cut_off")  # fmt: skip
+                        "cut_off", "repeats_cut")  # fmt: skip
 _RETRY_TEMPERATURE = 0.7
 SEED_RANGE = 2**31  # seeds of sampled requests are drawn below this
 _NOOP = "That version is the current {what}, or one that was tried already."
@@ -225,6 +228,9 @@ class MarkedRewriter:
         found: list[str] = []
         noop, problem = False, _NOTHING
         for text in marked_texts(reply):
+            if kind == "text" and (trimmed := drop_repeats(text)) != text:
+                self.stats["repeats_cut"] += 1  # a sampled loop: the text once is the version
+                text = trimmed
             if kind == "text" and isinstance(current, str) and same_words(text, current):
                 noop = True
                 continue

@@ -24,7 +24,8 @@ __all__ = [
 
 # "noop": how MCTS and OPRO named the count in runs recorded before it became "noops"
 _STAT_NAMES = {"noops": "no-op replies", "noop": "no-op replies",
-               "cut_off": "replies cut off at max_tokens"}  # fmt: skip
+               "cut_off": "replies cut off at max_tokens",
+               "repeats_cut": "versions read without their repeated lines"}  # fmt: skip
 
 
 def print_plan(plan: Any, console: Console | None = None) -> None:

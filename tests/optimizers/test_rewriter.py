@@ -17,7 +17,7 @@ from promptopt.optimizers.base import (
     SearchState,
     candidate_id,
 )
-from promptopt.optimizers.replies import marked_texts
+from promptopt.optimizers.replies import drop_repeats, marked_texts
 from promptopt.optimizers.rewriters import (
     MarkedRewriter,
     mistakes,
@@ -208,3 +208,51 @@ async def test_a_reply_cut_off_at_max_tokens_is_counted(reply, max_tokens, cut):
                                     taken=set(), fields=["text"], rng=random.Random(0))  # fmt: skip
     assert stats["cut_off"] == cut
     assert len(found.values) == 1  # read and used all the same
+
+
+_RULES = "If the review praises the film, answer positive.\nIf it mocks the film, answer negative."
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        # a loop renumbering its rules, cut off mid-repeat by max_tokens: the text once
+        (
+            "Classify {text}.\nRules:\n1. If the review praises the film, answer positive.\n"
+            "2. If it mocks the film, answer negative.\n\nRules:\n3. If the review praises the "
+            "film, answer positive.\n4. If it mocks the film, answer negative.\n\nRules:\n5. If "
+            "the review pr",
+            "Classify {text}.\nRules:\n1. If the review praises the film, answer "
+            "positive.\n2. If it mocks the film, answer negative.",
+        ),
+        # a repeat in the middle goes alone; the short lines and the text's own end stay
+        (
+            f"{_RULES}\n{{text}}\nIf it mocks the film, answer negative.\nAnswer:\nThen stop.",
+            f"{_RULES}\n{{text}}\nAnswer:\nThen stop.",
+        ),
+        # a short line new at the end is not a loop's: it stays
+        (f"{_RULES}\nIf it mocks the film, answer negative.\n{{text}}", f"{_RULES}\n{{text}}"),
+        # short lines written twice on purpose, and no long repeat: unchanged
+        ("Rules:\nBe brief.\nRules:\nBe brief.", "Rules:\nBe brief.\nRules:\nBe brief."),
+        # a last line that begins an earlier one, with no repeat before it, is the text's own
+        (f"{_RULES}\nIf the review", f"{_RULES}\nIf the review"),
+    ],
+)
+def test_repeated_lines_are_read_once(text, kept):
+    assert drop_repeats(text) == kept
+
+
+async def test_a_looping_version_is_read_without_its_repeats_and_counted():
+    loop = f"<START>Review: {{text}}\n{_RULES}\n{_RULES}\n{_RULES}\nIf the rev"
+    stats: dict[str, int] = {}
+    rewriter = MarkedRewriter(stats=stats, retries=0, retry=RETRY)
+    found = await rewriter.versions(scripted_llm(loop), REQUEST, name="user", base=BASE,
+                                    count=1, taken=set(), fields=["text"],
+                                    rng=random.Random(0))  # fmt: skip
+    assert found.values == [f"Review: {{text}}\n{_RULES}"]
+    assert stats["repeats_cut"] == 1
+    # a version without repeats is read as written, and not counted
+    plain = await rewriter.versions(scripted_llm(f"<START>Review: {{text}}\n{_RULES}"), REQUEST,
+                                    name="user", base=BASE, count=1, taken=set(),
+                                    fields=["text"], rng=random.Random(0))  # fmt: skip
+    assert plain.values == [f"Review: {{text}}\n{_RULES}"] and stats["repeats_cut"] == 1
