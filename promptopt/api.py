@@ -19,6 +19,7 @@ from typing import Any
 from promptopt import aio
 from promptopt.engine import SearchOutcome
 from promptopt.errors import ConfigError, StoreError, TaskFileError
+from promptopt.label_lists import label_notes, program_texts
 from promptopt.optimizers.base import Candidate
 from promptopt.planning import Plan, check_shares, estimate_plan
 from promptopt.preflight import check_together, named_models, preflight
@@ -260,25 +261,30 @@ def _result(
         optimizer_usage=parts.optimizer_llm.stats.snapshot(),
         judge_usage=parts.judge_llm.stats.snapshot(),
         task_usage=parts.task_llm.stats.snapshot(),
-        comparison=_comparison(parts, outcome),
+        comparison=_comparison(parts, outcome, store.meta().get("task")),
         stages=tuple(outcome.extra.get("stages") or ()),
     )
 
 
-def _comparison(parts: RunParts, outcome: SearchOutcome) -> Comparison | None:
-    """The best against the seed on test (None when the run scored no test split)."""
+def _comparison(parts: RunParts, outcome: SearchOutcome, task: Any) -> Comparison | None:
+    """The best against the seed on test (None when the run scored no test split); ``task``
+    as the store holds it, for the program's fixed texts."""
     seed_test, best_test = outcome.seed_test, outcome.best_test
     if seed_test is None or best_test is None:
         return None
     if outcome.best.candidate.id == outcome.seed.candidate.id:
         best_test = seed_test
+    choices = getattr(parts.program, "choices", ())
+    task = json.loads(task) if isinstance(task, str) else task
+    program = task.get("program") if isinstance(task, dict) else None
     return compare(
         {r.example.id: r.score.value for r in seed_test.results},
         {r.example.id: r.score.value for r in best_test.results},
         val_targets=[e.target for e in parts.splits.val],
         test_targets=[e.target for e in parts.splits.test],
         best_val=outcome.best.score,
-        choices=getattr(parts.program, "choices", ()),
+        choices=choices,
+        label_notes=label_notes(program_texts(program, outcome.best.candidate.params), choices),
     )
 
 

@@ -163,6 +163,7 @@ class Comparison:
     gain: float
     interval: tuple[float, float] | None
     val_to_test_drop: float | None
+    label_notes: tuple[str, ...] = ()
 
     @property
     def paired(self) -> int:
@@ -204,7 +205,8 @@ class Comparison:
 
     def verdicts(self) -> list[str]:
         """What the numbers say, in words: a best no better than the majority class, a gain
-        that is not significant at 0.05, and a large validation-to-test drop."""
+        that is not significant at 0.05, and a large validation-to-test drop; then the
+        ``label_notes`` the caller read in the best's texts (``promptopt.label_lists``)."""
         out = []
         if self.beats_majority is False and self.majority_test is not None:
             out.append(
@@ -227,7 +229,7 @@ class Comparison:
                 f"the best dropped {self.val_to_test_drop:.3f} from validation to test: "
                 "its validation score, chosen on a small split, overstates it"
             )
-        return out
+        return [*out, *self.label_notes]
 
 
 def compare(
@@ -239,6 +241,7 @@ def compare(
     best_val: float | None,
     choices: Sequence[str] = (),
     bootstrap_seed: int = 0,
+    label_notes: Sequence[str] = (),
 ) -> Comparison:
     """The :class:`Comparison` of per-example test scores keyed by example id.
 
@@ -267,6 +270,7 @@ def compare(
         gain=(sum(b) - sum(a)) / len(ids) if ids else 0.0,
         interval=bootstrap_gain_interval(a, b, seed=bootstrap_seed) if ids else None,
         val_to_test_drop=None if best_val is None or best_test is None else best_val - best_test,
+        label_notes=tuple(label_notes),
     )
 
 

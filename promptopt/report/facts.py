@@ -21,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from promptopt.label_lists import label_notes, program_texts
 from promptopt.stats import Comparison, compare
 from promptopt.store import RunStore
 
@@ -151,7 +152,13 @@ class RunFacts:
             examples=_example_diffs(rows, seed_id, best_id),
             costs=_costs(calls),
             test_rows=len(rows.get((best_id or "", "test"), [])),
-            comparison=_comparison(rows, seed_id, best_id, task),
+            comparison=_comparison(
+                rows,
+                seed_id,
+                best_id,
+                task,
+                next((c.params for c in candidates if c.id == best_id), {}),
+            ),
             stages=list((checkpoint[1].get("stages") if checkpoint else None) or []),
         )
 
@@ -177,6 +184,7 @@ def _comparison(
     seed_id: str | None,
     best_id: str | None,
     task: dict[str, Any],
+    best_params: dict[str, Any],
 ) -> Comparison | None:
     """The best against the seed on test, from their stored rows (None without both)."""
     seed = {r["example_id"]: r for r in rows.get((seed_id or "", "test"), [])}
@@ -186,13 +194,15 @@ def _comparison(
     val = {r["example_id"]: r["target"] for (_, split), rs in rows.items() if split == "val"
            for r in rs}  # fmt: skip
     program = task.get("program")
+    choices = tuple(program.get("choices") or ()) if isinstance(program, dict) else ()
     return compare(
         {k: r["score"] for k, r in seed.items() if r["score"] is not None},
         {k: r["score"] for k, r in best.items() if r["score"] is not None},
         val_targets=list(val.values()),  # every example some candidate was scored on
         test_targets=[r["target"] for r in {**seed, **best}.values()],
         best_val=_mean(rows.get((best_id or "", "val"), [])),
-        choices=tuple(program.get("choices") or ()) if isinstance(program, dict) else (),
+        choices=choices,
+        label_notes=label_notes(program_texts(program, best_params), choices),
     )
 
 

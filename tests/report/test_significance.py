@@ -184,3 +184,17 @@ def test_a_candidate_scored_on_part_of_validation_is_partial(tmp_path: Path) -> 
     assert c.best_val == 1.0 and c.val_to_test_drop == 0.0
     assert "3 candidates (1 partial: scored on part of validation)" in _printed(print_run, facts)
     assert page.count('<span class="note">partial</span>') == 1
+
+
+def test_every_summary_notes_a_label_list_that_is_not_the_choices(tmp_path: Path, capsys) -> None:
+    rows = [{"text": f"item {i} was {WORDS[label][i % 3]}", "label": label}
+            for i in range(48) for label in [("positive", "negative")[i % 2]]]  # fmt: skip
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = TASK.replace("Classify the sentiment.", "Say positive, negative or neutral.")
+    (tmp_path / "task.yaml").write_text(task.replace("max_calls: 200", "max_calls: 60"))
+    assert main(["optimize", str(tmp_path / "task.yaml"), "--output", str(tmp_path)]) == 0
+    note = ("note: the best's 'system' lists 'neutral' with the labels, though the choices are "
+            "positive, negative")  # fmt: skip
+    assert note in capsys.readouterr().out
+    assert main(["show", "latest", "--output", str(tmp_path)]) == 0
+    assert note in capsys.readouterr().out
