@@ -7,8 +7,8 @@ changes were seen in optimizers' winners: a label that is not one of the program
 TREC winner listed five of the six classes and never answered the sixth; label-free, it
 could not see what that cost). :func:`label_notes` says so in words for a run's summary.
 
-A list is single words joined by commas, ``or``, ``/`` or ``|`` that names at least two of
-the choices. A word between two choices is listed with them; one after the last choice
+A list is single words (quoted or not) joined by commas, ``or``, ``/`` or ``|`` that names
+at least two of the choices. A word between two choices is listed with them; one after the last choice
 (or before the first) is, only when ``or``, ``/`` or ``|`` joins it: after a bare comma it
 may be the sentence going on ("positive or negative, then stop"). A list that names at
 least three choices of four or more leaves out those the text never names (a text of
@@ -26,7 +26,8 @@ __all__ = ["label_notes", "listed_labels", "program_texts"]
 
 _ITEM = r"[A-Za-z][\w-]*"
 _SEP = r"\s*(?:,\s*or\s+|,\s*|\s+or\s+|/|\|)\s*"
-_LIST = re.compile(rf"(?<![\w-]){_ITEM}(?:{_SEP}{_ITEM})+(?![\w-])")
+_QUOTED = rf"[\"'`]?{_ITEM}[\"'`]?"  # labels are often quoted: "positive" or "negative"
+_LIST = re.compile(rf"(?<![\w-]){_QUOTED}(?:{_SEP}{_QUOTED})+(?![\w-])")
 _SEP_ONLY = re.compile(_SEP)
 _MIN_LEFT_OUT = 3  # a list naming 3 or more of 4 or more choices is the label list
 
@@ -37,7 +38,7 @@ def listed_labels(text: str, choices: Sequence[str]) -> list[tuple[list[str], li
     known = {c.casefold(): c for c in choices if re.fullmatch(_ITEM, c)}
     found = []
     for match in _LIST.finditer(text):
-        items = _SEP_ONLY.split(match.group(0))
+        items = [item.strip("\"'`") for item in _SEP_ONLY.split(match.group(0))]
         seps = _SEP_ONLY.findall(match.group(0))
         hits = [i for i, item in enumerate(items) if item.casefold() in known]
         if len({items[i].casefold() for i in hits}) < 2:

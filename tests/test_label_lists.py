@@ -21,6 +21,11 @@ TREC = ("abbreviation", "description", "entity", "human", "location", "number")
         ),
         ("Answer Positive, negative, or neutral.", SST2, [(["positive", "negative"], ["neutral"])]),
         ("positive/negative/mixed", SST2, [(["positive", "negative"], ["mixed"])]),
+        (
+            "Say \"positive\", `negative` or 'neutral'.",
+            SST2,
+            [(["positive", "negative"], ["neutral"])],
+        ),
         ("positive|mixed|negative", SST2, [(["positive", "negative"], ["mixed"])]),
         # after a bare comma the sentence may go on: not a label
         ("Answer positive or negative, then stop.", SST2, [(["positive", "negative"], [])]),
