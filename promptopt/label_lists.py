@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["label_notes", "listed_labels", "program_texts"]
+__all__ = ["dropped_choices", "label_notes", "listed_labels", "program_texts"]
 
 _ITEM = r"[A-Za-z][\w-]*"
 _SEP = r"\s*(?:,\s*or\s+|,\s*|\s+or\s+|/|\|)\s*"
@@ -52,6 +52,13 @@ def listed_labels(text: str, choices: Sequence[str]) -> list[tuple[list[str], li
         others = [w for w in items[start : stop + 1] if w.casefold() not in known]
         found.append((named, list(dict.fromkeys(others))))
     return found
+
+
+def dropped_choices(old: Any, new: Any, choices: Sequence[str]) -> list[str]:
+    """The ``choices`` that text ``old`` names (as words, in any case) and ``new`` never does."""
+    if not isinstance(old, str) or not isinstance(new, str):
+        return []
+    return [c for c in choices if _named(old, c) and not _named(new, c)]
 
 
 def _named(text: str, word: str) -> bool:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptopt.errors import OptimizerError, ReplyParseError, UnchangedValueError
+from promptopt.label_lists import dropped_choices
 from promptopt.llm.types import LLMRequest, Message
 from promptopt.optimizers.base import (
     PROMPT_SHAPE,
@@ -97,6 +98,8 @@ _ECHO = (
     "That version copies parts of this request (its examples or the program's shape): write "
     "only the {what} itself."
 )
+_DROPPED = ("wrote a prompt that no longer names {answers}, an answer the program must still give: "
+            "keep every answer the current prompt names.")  # fmt: skip
 _WHAT = {"text": "text", "code": "function"}  # what a value of each kind is called in a note
 _QUOTED_MIN = 12  # shorter lines of a request are too common to call a copy
 _WORDS = re.compile(r"[^\W_]+")
@@ -401,6 +404,7 @@ class JsonRewriter:
     target: str
     stats: dict[str, Any]
     retries: int = 1
+    keep_choices: bool = False  # refuse a value that no longer names a choice the base's named
     problem: str = ""
     proposed: set[str] = field(default_factory=set)
     seeds: int = 0  # seeds handed out so far
@@ -479,6 +483,11 @@ class JsonRewriter:
             except ReplyParseError as exc:
                 self.stats["unparseable"] += 1
                 problem = str(exc)
+                continue
+            lost = dropped_choices(base.get(self.target), value, state.choices)
+            if self.keep_choices and lost:
+                self.stats["dropped_choices"] = self.stats.get("dropped_choices", 0) + 1  # SPO
+                problem = _DROPPED.format(answers=", ".join(repr(c) for c in lost))
                 continue
             params = {**base, self.target: value}
             why = noop(state, params, base=base, proposed=self.proposed)

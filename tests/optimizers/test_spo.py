@@ -159,6 +159,28 @@ async def test_a_rewrite_already_tried_is_a_no_op_too():
     assert "already tried" in llm.backend.requests[1].messages[-1].content
 
 
+LISTED = _evaluated("Reply with one word: human, entity or number.", ["human", "entity", "number"])
+
+
+@pytest.mark.parametrize("keep", [True, False])
+async def test_a_rewrite_that_drops_an_answer_is_refused_unless_allowed(keep):
+    dropped = json.dumps({"prompt": "Reply with one word: human or entity."})
+    kept = json.dumps({"prompt": "Say human, entity or number, one word."})
+    replies = iter([dropped, kept])
+    llm = fake_llm(lambda request: next(replies))
+    state = _state(LISTED)
+    state.choices = ("human", "entity", "number", "location")
+    spo = SPO({"keep_choices": keep})
+    [proposal] = await spo.propose(state, llm=llm, rng=random.Random(0))
+    if keep:  # asked again, told which answer the rewrite lost
+        assert proposal.params == {"system": "Say human, entity or number, one word."}
+        assert "no longer names 'number'" in llm.backend.requests[1].messages[-1].content
+        assert spo.stats["dropped_choices"] == 1 and spo.stats["calls"] == 2
+    else:
+        assert proposal.params == {"system": "Reply with one word: human or entity."}
+        assert spo.stats["dropped_choices"] == 0 and spo.stats["calls"] == 1
+
+
 async def test_meta_prompts_show_shapes_not_sample_answers():
     llm = fake_llm(lambda request: json.dumps({"prompt": "Answer briefly."}))
     await SPO().propose(_state(INCUMBENT), llm=llm, rng=random.Random(0))
