@@ -15,9 +15,10 @@ proposed) already. Two ways of asking, one per pair of optimizers:
   expected answer, feedback) and the rules a new version must keep.
 - :class:`JsonRewriter` (SPO, PROMST) asks for one new prompt in a JSON reply
   (:func:`~promptopt.optimizers.replies.read_rewrite` takes it out and checks it keeps the
-  old one's ``{placeholders}``) until a reply is new: after an
-  unreadable reply or a no-op (:func:`noop` says why) it changes the next request (the
-  caller's builder gets the problem to show and a fresh seed) instead of repeating it;
+  old one's ``{placeholders}``) until a reply is new: after an unreadable reply, a no-op
+  (:func:`noop` says why) or, with ``keep_choices`` (SPO), a prompt that no longer names a
+  choice the old one named, it changes the next request (the caller's builder gets the
+  problem to show and a fresh seed) instead of repeating it;
   :meth:`JsonRewriter.ask_many` sends several such asks at once. :func:`text_param` picks the
   parameter it rewrites (the configured one, else the program's first of kind ``text``).
 
@@ -404,7 +405,7 @@ class JsonRewriter:
     target: str
     stats: dict[str, Any]
     retries: int = 1
-    keep_choices: bool = False  # refuse a value that no longer names a choice the base's named
+    keep_choices: bool = False
     problem: str = ""
     proposed: set[str] = field(default_factory=set)
     seeds: int = 0  # seeds handed out so far
