@@ -46,6 +46,7 @@ __all__ = [
     "counted_reply",
     "cut_off",
     "drop_repeats",
+    "unwrap",
     "marked_texts",
     "match_name",
     "parse_json_reply",
@@ -264,6 +265,17 @@ def cut_off(text: str, *, start: str = "<START>", end: str = "<END>") -> bool:
         for marker in (end, start):
             text = text.replace("</" + marker.lstrip("<"), end)
     return text.rfind(end) < text.rfind(start) if start in text else end not in text
+
+
+_WRAPPED = re.compile(r"\A\s*<(TEXT|CODE)>\s*(.*?)\s*(?:</\1>\s*)?\Z", re.DOTALL)
+
+
+def unwrap(text: str) -> str:
+    """``text`` without the ``<TEXT>`` or ``<CODE>`` tags around it, the tags the rewrite
+    requests put around the current value (a small model copies them into its version; the
+    closing tag may be cut off)."""
+    wrapped = _WRAPPED.match(text)
+    return wrapped.group(2) if wrapped else text
 
 
 _LIST_MARK = re.compile(r"^\s*(?:[-*\u2022]|\(?\d+[.)]|#+)\s*")

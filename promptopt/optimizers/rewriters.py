@@ -24,9 +24,8 @@ proposed) already. Two ways of asking, one per pair of optimizers:
 
 Both count what happened in the optimizer's stats (:data:`MARKED_REWRITE_STATS`,
 :data:`JSON_REWRITE_STATS`); the marked one counts, too, a reply that reached its
-``max_tokens`` with its last version still open (``cut_off``: that version ends mid-sentence),
-and a text version that repeated its own lines (``repeats_cut``: a sampled loop, read once,
-:func:`~promptopt.optimizers.replies.drop_repeats`).
+``max_tokens`` with its last version still open (``cut_off``: it ends mid-sentence), and a text
+version read without its repeated lines (``repeats_cut``: a sampled loop, ``drop_repeats``).
 """
 
 from __future__ import annotations
@@ -60,6 +59,7 @@ from promptopt.optimizers.replies import (
     marked_texts,
     placeholders,
     read_rewrite,
+    unwrap,
 )
 from promptopt.optimizers.shown import clip_text, show_value
 
@@ -231,7 +231,7 @@ class MarkedRewriter:
         what = _WHAT.get(kind, kind)
         found: list[str] = []
         noop, problem = False, _NOTHING
-        for text in marked_texts(reply):
+        for text in map(unwrap, marked_texts(reply)):
             if kind == "text" and (trimmed := drop_repeats(text)) != text:
                 self.stats["repeats_cut"] += 1  # a sampled loop: the text once is the version
                 text = trimmed

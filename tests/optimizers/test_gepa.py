@@ -212,3 +212,27 @@ async def test_a_parent_right_everywhere_is_skipped_without_an_iteration_then_th
     # the seed's 10, then the 10 training items: the fourth minibatch starts a new pass, and
     # its 2 items seen before are answered from the run at no call
     assert optimizer_model.requests == [] and result.usage["calls"] == 10 + 10
+
+
+_CONFUSION = re.compile(r"answered '\w+' where '\w+' was right \(\d+ of \d+ such inputs\)")
+
+
+async def test_a_version_copying_the_requests_feedback_or_its_tags_is_not_a_new_text(tmp_path):
+    # the first reply pastes the request's confusion count into the text: invalid, asked again;
+    # the second wraps B in the <TEXT> tags the request wraps the current text in: read as B
+    sent: list[str] = []
+
+    def answer(request):
+        sent.append(request.messages[-1].content)
+        if len(sent) == 1:
+            return f"<START>P. Note: it {_CONFUSION.search(sent[0]).group(0)}.<END>"
+        return "<START><TEXT>\nB\n</TEXT><END>"
+
+    result = await aoptimize(
+        ladder_task(tmp_path, optimizer="gepa", config={"iterations": 1, "merge": False}),
+        backends={"task": FakeBackend(ladder_model(LEVELS)), "optimizer": FakeBackend(answer)},
+    )
+    stats = result.optimizer_stats
+    assert (stats["invalid"], stats["retries"], stats["accepted"]) == (1, 1, 1)
+    assert "copies parts of this request" in sent[1]
+    assert result.best.params == {"system": "B"}
