@@ -7,11 +7,12 @@ changes were seen in optimizers' winners: a label that is not one of the program
 TREC winner listed five of the six classes and never answered the sixth; label-free, it
 could not see what that cost). :func:`label_notes` says so in words for a run's summary.
 
-A list is single words (quoted or not) joined by commas, ``or``, ``/`` or ``|`` that names
-at least two of the choices. A word between two choices is listed with them; one after the last choice
-(or before the first) is, only when ``or``, ``/`` or ``|`` joins it: after a bare comma it
-may be the sentence going on ("positive or negative, then stop"). A list that names at
-least three choices of four or more leaves out those the text never names (a text of
+A list is single words (quoted or not) joined by commas, ``or``, ``/`` or ``|``; one that
+names more than half of the choices is the label list ("like a human, place, entity, or
+number" describes a question with label words, and is not). A word between two choices is
+listed with them; one after the last choice (or before the first) is, only when ``or``,
+``/`` or ``|`` joins it: after a bare comma it may be the sentence going on ("positive or
+negative, then stop"). A label list leaves out the choices the text never names (a text of
 rules per label may list a few of them at a time). Choices of more than one word are never
 read in a list. This module imports nothing from the project.
 """
@@ -29,7 +30,6 @@ _SEP = r"\s*(?:,\s*or\s+|,\s*|\s+or\s+|/|\|)\s*"
 _QUOTED = rf"[\"'`]?{_ITEM}[\"'`]?"  # labels are often quoted: "positive" or "negative"
 _LIST = re.compile(rf"(?<![\w-]){_QUOTED}(?:{_SEP}{_QUOTED})+(?![\w-])")
 _SEP_ONLY = re.compile(_SEP)
-_MIN_LEFT_OUT = 3  # a list naming 3 or more of 4 or more choices is the label list
 
 
 def listed_labels(text: str, choices: Sequence[str]) -> list[tuple[list[str], list[str]]]:
@@ -90,9 +90,10 @@ def label_notes(params: Mapping[str, Any], choices: Sequence[str]) -> list[str]:
         outside: dict[str, None] = {}
         left_out: dict[str, None] = {}
         for named, others in listed_labels(value, choices):
+            if 2 * len(named) <= len(choices):
+                continue  # a few label words in prose, not the label list
             outside.update(dict.fromkeys(others))
-            if len(choices) > _MIN_LEFT_OUT and _MIN_LEFT_OUT <= len(named) < len(choices):
-                left_out.update(dict.fromkeys(c for c in choices if not _named(value, c)))
+            left_out.update(dict.fromkeys(c for c in choices if not _named(value, c)))
         every = ", ".join(choices)
         if outside:
             words = ", ".join(repr(w) for w in outside)

@@ -44,6 +44,16 @@ def test_a_word_listed_with_the_labels_that_is_not_a_choice_is_noted():
     assert notes == ["the best's 'system' lists 'neutral' with the labels, though the choices "
                      "are positive, negative"]  # fmt: skip
     assert label_notes({"system": "Reply with one word: positive or negative."}, SST2) == []
+    # label words in prose, half of the choices or fewer: not the label list
+    prose = "If the question describes something, like a human, place, entity, or number, say so."
+    assert label_notes({"system": prose}, TREC) == []
+    listed = "Answer abbreviation, description, entity, human, place or number."
+    assert label_notes({"system": listed}, TREC) == [
+        "the best's 'system' lists 'place' with the labels, though the choices are "
+        "abbreviation, description, entity, human, location, number",
+        "the best's 'system' lists the labels without 'location': its answers may lean away "
+        "from it",
+    ]
 
 
 def test_a_choice_left_out_of_the_label_list_and_never_named_is_noted():
