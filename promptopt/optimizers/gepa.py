@@ -54,7 +54,6 @@ for a text, ``code_system``, ``code_reflect`` and ``code_retry`` for a function,
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -76,7 +75,7 @@ from promptopt.optimizers.rewriters import (
     MarkedRewriter,
     RewriteConfig,
     answers_rule,
-    mistakes,
+    confusions,
     quoted_lines,
     rules,
     show_example,
@@ -92,9 +91,6 @@ if TYPE_CHECKING:
 __all__ = ["GEPA", "GEPAConfig", "frontier", "merge_params", "traced_view"]
 
 _KINDS = ("text", "code")  # the kinds of parameter GEPA rewrites
-# the parts of the confusions sentence the request shows (rewriters.mistakes): a version that
-# holds one copied the request's feedback, not a rule (Qwen did, on SST-2)
-_CONFUSION_PARTS = re.compile(r"; most often it |, (?=answered )|\. (?=Say )")
 
 
 class GEPAConfig(RewriteConfig):
@@ -320,8 +316,8 @@ class GEPA:
         values, key = await self._rewriters[kind].versions(
             llm, request, name=name, base=parent.candidate.params, count=1,
             taken=state.evaluated_ids(), fields=input_fields(state), rng=rng,
-            quoted=quoted_lines(examples, *_CONFUSION_PARTS.split(mistakes(parent.results))),
-            kind=kind,
+            # a version holding the confusion counts shown copied the request, not a rule
+            quoted=quoted_lines(examples, *confusions(parent.results)), kind=kind,
         )  # fmt: skip
         self._spent(self.stats["calls"] - asked)
         if not values:

@@ -46,13 +46,13 @@ __all__ = [
     "counted_reply",
     "cut_off",
     "drop_repeats",
-    "unwrap",
     "marked_texts",
     "match_name",
     "parse_json_reply",
     "placeholders",
     "read_rewrite",
     "reply_schema",
+    "unwrap",
 ]
 
 _QUOTES = frozenset("\"'")
@@ -288,10 +288,11 @@ def drop_repeats(text: str) -> str:
 
     Lines are compared without list marks (a loop renumbers its rules), spacing or case.
     A line of 12 characters or more that was written before goes; where one did, so does a
-    last line that begins a longer one written before (cut off mid-repeat). Shorter lines ("Rules:", "{text}")
-    are often written twice on purpose: they go only in the loop's tail, the lines after
-    the last one written once, where they were all written before too. Blank lines left in
-    a row are one. A text without repeated lines comes back unchanged.
+    last line that begins a longer one written before (cut off mid-repeat). Shorter lines
+    ("Rules:", "{text}") are often written twice on purpose: they go only in the loop's
+    tail, the lines after the last one written once, where they were all written before
+    too. Blank lines left in a row are one. A text without repeated lines comes back
+    unchanged.
     """
     lines = text.splitlines()
     keys = [" ".join(_LIST_MARK.sub("", line).split()).casefold() for line in lines]

@@ -16,9 +16,8 @@ proposed) already. Two ways of asking, one per pair of optimizers:
 - :class:`JsonRewriter` (SPO, PROMST) asks for one new prompt in a JSON reply
   (:func:`~promptopt.optimizers.replies.read_rewrite` takes it out and checks it keeps the
   old one's ``{placeholders}``) until a reply is new: after an unreadable reply, a no-op
-  (:func:`noop` says why) or, with ``keep_choices`` (SPO), a prompt that no longer names a
-  choice the old one named, it changes the next request (the caller's builder gets the
-  problem to show and a fresh seed) instead of repeating it;
+  (:func:`noop`) or, with ``keep_choices`` (SPO), a prompt without a choice the old one named,
+  it changes the next request (the problem shown, a fresh seed) instead of repeating it;
   :meth:`JsonRewriter.ask_many` sends several such asks at once. :func:`text_param` picks the
   parameter it rewrites (the configured one, else the program's first of kind ``text``).
 
@@ -77,6 +76,7 @@ __all__ = [
     "RewriteConfig",
     "Versions",
     "answers_rule",
+    "confusions",
     "inputs_text",
     "mistakes",
     "noop",
@@ -99,8 +99,7 @@ _ECHO = (
     "That version copies parts of this request (its examples or the program's shape): write "
     "only the {what} itself."
 )
-_DROPPED = ("wrote a prompt that no longer names {answers}, an answer the program must still give: "
-            "keep every answer the current prompt names.")  # fmt: skip
+_DROPPED = "wrote a prompt that no longer names {answers}: keep every answer the current one names."
 _WHAT = {"text": "text", "code": "function"}  # what a value of each kind is called in a note
 _QUOTED_MIN = 12  # shorter lines of a request are too common to call a copy
 _WORDS = re.compile(r"[^\W_]+")
@@ -320,28 +319,29 @@ def answers_rule(state: SearchState) -> str:
     return "The program's answer must be one of: " + ", ".join(state.choices) + "."
 
 
-def mistakes(results: Sequence[ExampleResult], *, top: int = 3) -> str:
-    """The commonest wrong answers among ``results`` as one sentence, or "" when none is
-    wrong: "On 50 scored inputs the current text got 21 wrong; most often it answered
-    'entity' where 'human' was right (12 of 14 such inputs), ... Say in the new text how to
-    tell these answers apart." A label the model confuses is what a better instruction
-    fixes (what each label means), and a small optimizer model reads this more reliably
-    than the same pattern spread over examples."""
+def _scored(results: Sequence[ExampleResult]) -> tuple[list[ExampleResult], list[ExampleResult]]:
     scored = [r for r in results if r.example.target is not None and r.error is None]
-    wrong = [r for r in scored if r.score.value < 1.0 and r.output is not None]
-    if not wrong:
-        return ""
+    return scored, [r for r in scored if r.score.value < 1.0 and r.output is not None]
+
+
+def confusions(results: Sequence[ExampleResult], *, top: int = 3) -> list[str]:
+    """The commonest wrong answers among ``results``, as :func:`mistakes` words them."""
+    scored, wrong = _scored(results)
     expected = Counter(str(r.example.target) for r in scored)
     pairs = Counter((str(r.output).strip(), str(r.example.target)) for r in wrong)
-    shown = [
-        f"answered {got!r} where {want!r} was right ({n} of {expected[want]} such inputs)"
-        for (got, want), n in pairs.most_common(top)
-    ]
-    return (
-        f"On {len(scored)} scored inputs the current text got {len(wrong)} wrong; most often it "
-        + ", ".join(shown)
-        + ". Say in the new text how to tell these answers apart."
-    )
+    return [f"answered {got!r} where {want!r} was right ({n} of {expected[want]} such inputs)"
+            for (got, want), n in pairs.most_common(top)]  # fmt: skip
+
+
+def mistakes(results: Sequence[ExampleResult], *, top: int = 3) -> str:
+    """:func:`confusions` in a sentence, or "": "On 50 scored inputs the current text got 21
+    wrong; most often it answered 'entity' where 'human' was right (12 of 14 such inputs),
+    ... Say in the new text how to tell these answers apart." A small optimizer model reads
+    the labels confused (what a better instruction fixes) better so than from examples."""
+    scored, wrong = _scored(results)
+    return (f"On {len(scored)} scored inputs the current text got {len(wrong)} wrong; most often "
+            f"it {', '.join(confusions(results, top=top))}. Say in the new text how to tell "
+            "these answers apart.") if wrong else ""  # fmt: skip
 
 
 def _shown(value: Any, limit: int) -> str:
