@@ -150,12 +150,14 @@ def run_one(command: list[str], out: Path, runner: Runner, log: Path) -> dict[st
 
 def run_peers(
     tasks: Sequence[str], peers: Sequence[str], *, setting: Setting, python: Path,
-    urls: tuple[str, str], max_calls: int, val: int, test: int, folder: Path, runner: Runner,
+    urls: tuple[str, str], max_calls: int, val: int | None, test: int, folder: Path,
+    runner: Runner,
     sources: Mapping[str, Path], gepa_path: str = "",
     seed_caches: Mapping[str, Path] | None = None, code: str | None = None,
     fresh: bool = False,
 ) -> dict[str, dict[str, dict[str, Any]]]:  # fmt: skip
-    """Every peer on every task of ``setting`` (``sources``: task -> its data folder);
+    """Every peer on every task of ``setting`` (``sources``: task -> its data folder;
+    ``val`` rows of validation, or the setting's for each task when None);
     ``seed_caches`` (task -> a response cache holding the seed's answers) seeds the
     ``gepa`` library's cache as promptopt's runs are. With ``code`` (the code's
     fingerprint, :func:`saved_runs.code_fingerprint`), each peer's result is saved in
@@ -166,7 +168,7 @@ def run_peers(
     for name in tasks:
         task = setting.task(name)
         data = folder / name / "data"
-        task.write_data(sources[name], data, val=val, test=test)
+        task.write_data(sources[name], data, val=val or setting.val_of(name), test=test)
         for peer in peers:
             out = folder / name / f"{peer}.json"
             kept = folder / name / f"{peer}.saved.json"
@@ -304,7 +306,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         else:
             folder = args.workdir.resolve()
         results = run_peers(tasks, peers, setting=setting, python=python, urls=urls,
-                            max_calls=args.max_calls, val=args.val or setting.val,
+                            max_calls=args.max_calls, val=args.val,
                             test=args.test_rows or setting.test, folder=folder,
                             runner=runner or subprocess_runner,
                             sources={t: args.data / t for t in tasks}, gepa_path=gepa_path,

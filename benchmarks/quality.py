@@ -146,11 +146,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def for_setting(args: argparse.Namespace, name: str) -> argparse.Namespace:
-    """``args`` for one setting: its task model and row counts where not given."""
+    """``args`` for one setting: its task model and test rows where not given (the
+    validation rows are per task: :func:`val_of`)."""
     setting = SETTINGS[name]
     return argparse.Namespace(**{
         **vars(args), "setting": name, "task_model": args.task_model or setting.task_model,
-        "val": args.val or setting.val, "test_rows": args.test_rows or setting.test})  # fmt: skip
+        "test_rows": args.test_rows or setting.test})  # fmt: skip
+
+
+def val_of(args: argparse.Namespace, task: str) -> int:
+    """The validation rows of ``task``: ``--val``, or the setting's for that task."""
+    return int(args.val or SETTINGS[args.setting].val_of(task))
 
 
 def task_of(args: argparse.Namespace, task: str) -> Task:
@@ -175,7 +181,7 @@ def check_data(args: argparse.Namespace) -> None:
 
 def _prepare(args: argparse.Namespace, task: str, work: Path) -> dict[str, Path]:
     data = Path(getattr(args, f"{task}_data")).resolve()
-    return task_of(args, task).write_data(data, work / task / "data", val=args.val,
+    return task_of(args, task).write_data(data, work / task / "data", val=val_of(args, task),
                                           test=args.test_rows)  # fmt: skip
 
 

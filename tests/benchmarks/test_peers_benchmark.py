@@ -20,7 +20,7 @@ from quality_tasks import CONFIGS  # noqa: E402
 
 
 def _data(root: Path) -> Path:
-    sst2 = [{"text": f"film {i}", "label": ("positive", "negative")[i % 2]} for i in range(80)]
+    sst2 = [{"text": f"film {i}", "label": ("positive", "negative")[i % 2]} for i in range(120)]
     (root / "sst2").mkdir(parents=True)
     for name in ("train.jsonl", "dev.jsonl", "test.jsonl"):
         (root / "sst2" / name).write_text("".join(json.dumps(r) + "\n" for r in sst2))
@@ -93,7 +93,7 @@ def test_the_qwen_setting_gives_every_peer_its_plainer_seed(tmp_path, capsys) ->
     assert seen[1]["spec"]["program"]["system"] == plain
     assert seen[1]["spec"]["models"]["task"] == "local:qwen2.5-coder-1.5b"
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert final["sst2"]["dspy_gepa"]["rows"] == {"train": 50, "val": 50, "test": 80}
+    assert final["sst2"]["dspy_gepa"]["rows"] == {"train": 50, "val": 100, "test": 120}
 
 
 def test_a_saved_result_is_reused_from_the_workdir_and_a_crash_runs_again(tmp_path, capsys):

@@ -145,13 +145,19 @@ def test_every_run_and_peer_in_both_settings_prints_tables_and_the_json_line(tmp
 
 def test_the_qwen_setting_starts_sst2_from_the_labels_alone(tmp_path):
     sst2, trec = _data(tmp_path)
-    args = quality.parse_args(["--setting", "qwen", "--peers", "none", "--sst2-data", str(sst2),
-                               "--trec-data", str(trec)])  # fmt: skip
+    argv = ["--setting", "qwen", "--peers", "none", "--sst2-data", str(sst2), "--trec-data",
+            str(trec)]  # fmt: skip
+    args = quality.parse_args(argv)
     qwen = quality.for_setting(args, "qwen")
-    assert (qwen.task_model, qwen.val, qwen.test_rows) == ("local:qwen2.5-coder-1.5b", 50, 200)
+    assert (qwen.task_model, qwen.test_rows) == ("local:qwen2.5-coder-1.5b", 200)
+    # SST-2's first 50 validation rows are too easy for Qwen to tell programs apart
+    assert (quality.val_of(qwen, "sst2"), quality.val_of(qwen, "trec")) == (100, 50)
     assert quality.task_of(qwen, "sst2").system == "positive or negative"
     assert quality.task_of(qwen, "trec").system == quality.TASKS["trec"].system
     small = quality.for_setting(args, "smollm2")
+    assert (quality.val_of(small, "sst2"), quality.val_of(small, "trec")) == (100, 100)
+    given = quality.for_setting(quality.parse_args([*argv, "--val", "30"]), "qwen")
+    assert (quality.val_of(given, "sst2"), quality.val_of(given, "trec")) == (30, 30)
     assert quality.task_of(small, "sst2").system == quality.TASKS["sst2"].system
     assert args.peer_list == []
 
