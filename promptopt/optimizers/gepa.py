@@ -313,11 +313,14 @@ class GEPA:
         kind = state.kinds.get(name, "text")
         request, examples = self._reflection(state, parent, before, name, kind, rng)
         asked = self.stats["calls"]
+        # a version holding the confusion counts or an input shown copied the request
+        quoted = quoted_lines(examples, *confusions(parent.results),
+                              inputs=[r.example.inputs for r in before.results],
+                              current=parent.candidate.params.get(name))  # fmt: skip
         values, key = await self._rewriters[kind].versions(
             llm, request, name=name, base=parent.candidate.params, count=1,
             taken=state.evaluated_ids(), fields=input_fields(state), rng=rng,
-            # a version holding the confusion counts shown copied the request, not a rule
-            quoted=quoted_lines(examples, *confusions(parent.results)), kind=kind,
+            quoted=quoted, kind=kind,
         )  # fmt: skip
         self._spent(self.stats["calls"] - asked)
         if not values:

@@ -345,7 +345,7 @@ class MCTS:
             "name": param,
             "current": str(node.params.get(param, "")),
             "situation": self._parts["errors" if failing else "no_errors"].template.strip(),
-            "examples": self._examples(failing or list(results)),
+            "examples": self._examples(shown := failing or list(results)),
         }
         self.stats["feedback_calls"] += 1
         try:
@@ -364,7 +364,8 @@ class MCTS:
         values = await self._rewriter.versions(
             llm, self._request("rewrite", fill, rng), name=param, base=node.params,
             count=c.num_new_prompts, taken=taken, fields=input_fields(state), rng=rng,
-            quoted=quoted_lines(fill["examples"]),
+            quoted=quoted_lines(fill["examples"], inputs=[r.example.inputs for r in shown],
+                                current=node.params.get(param)),
         )  # fmt: skip
         return param, feedback, values
 

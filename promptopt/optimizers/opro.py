@@ -148,7 +148,8 @@ class OPRO:
             examples=examples or "(none)",
             rules=rules(state, base.candidate.params.get(name), base.results),
         )
-        quoted = quoted_lines(examples)
+        quoted = quoted_lines(examples, inputs=[e.inputs for e in shown],
+                              current=base.candidate.params.get(name))  # fmt: skip
         messages = (
             Message("system", self._parts["system"].template.strip()),
             Message("user", user.strip()),

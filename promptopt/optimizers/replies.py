@@ -31,7 +31,7 @@ import ast
 import json
 import re
 import textwrap
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from promptopt.errors import BadRequestError, ReplyParseError, UnchangedValueError
@@ -46,13 +46,17 @@ __all__ = [
     "counted_reply",
     "cut_off",
     "drop_repeats",
+    "holds_quote",
+    "input_runs",
     "marked_texts",
     "match_name",
     "parse_json_reply",
     "placeholders",
     "read_rewrite",
     "reply_schema",
+    "same_words",
     "unwrap",
+    "words",
 ]
 
 _QUOTES = frozenset("\"'")
@@ -276,6 +280,49 @@ def unwrap(text: str) -> str:
     closing tag may be cut off)."""
     wrapped = _WRAPPED.match(text)
     return wrapped.group(2) if wrapped else text
+
+
+_WORDS = re.compile(r"[^\W_]+")
+_INPUT_MIN_WORDS = 3  # a shorter input is too common a phrase to call a copy of it
+_INPUT_RUN = 6  # a longer input is copied when a version holds this many of its words in a row
+
+
+def words(text: str) -> tuple[str, ...]:
+    """The words of ``text``, lowercase (punctuation and spacing aside)."""
+    return tuple(_WORDS.findall(text.lower()))
+
+
+def same_words(a: str, b: str) -> bool:
+    """Whether two texts have the same words in the same order (case and punctuation aside)."""
+    return words(a) == words(b)
+
+
+def input_runs(inputs: Iterable[Mapping[str, Any]], *, allowed: str = "") -> list[tuple[str, ...]]:
+    """The word runs that show a version copied an input shown (``inputs``: each example's
+    fields): a whole input of 3 to 6 words, or 6 words in a row of a longer one (an OPRO text
+    "describes a movie that is both daring and beautifully made", the first example). Runs
+    that ``allowed`` (the current value) holds are left out."""
+    runs: set[tuple[str, ...]] = set()
+    for fields in inputs:
+        for value in fields.values():
+            found = words(str(value))
+            if len(found) >= _INPUT_MIN_WORDS:
+                n = min(len(found), _INPUT_RUN)
+                runs.update(found[i : i + n] for i in range(len(found) - n + 1))
+    return sorted(run for run in runs if not holds_quote(allowed, [run]))
+
+
+def holds_quote(text: str, quoted: Collection[str | tuple[str, ...]]) -> bool:
+    """Whether ``text`` holds one of ``quoted``: a string as it is written, a tuple of words
+    as a run of the text's words (:func:`words`)."""
+    found = words(text) if any(isinstance(q, tuple) for q in quoted) else ()
+    for q in quoted:
+        if isinstance(q, str):
+            if q in text:
+                return True
+        elif any(found[i : i + len(q)] == q for i in range(len(found) - len(q) + 1)):
+            return True
+    return False
 
 
 _LIST_MARK = re.compile(r"^\s*(?:[-*\u2022]|\(?\d+[.)]|#+)\s*")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import re
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,9 +54,12 @@ from promptopt.optimizers.replies import (
     counted_reply,
     cut_off,
     drop_repeats,
+    holds_quote,
+    input_runs,
     marked_texts,
     placeholders,
     read_rewrite,
+    same_words,
     unwrap,
 )
 from promptopt.optimizers.shown import clip_text, show_value
@@ -102,19 +104,17 @@ _ECHO = (
 _DROPPED = "wrote a prompt that no longer names {answers}: keep every answer the current one names."
 _WHAT = {"text": "text", "code": "function"}  # what a value of each kind is called in a note
 _QUOTED_MIN = 12  # shorter lines of a request are too common to call a copy
-_WORDS = re.compile(r"[^\W_]+")
 
 
-def same_words(a: str, b: str) -> bool:
-    """Whether two texts have the same words in the same order (case and punctuation aside)."""
-    return _WORDS.findall(a.lower()) == _WORDS.findall(b.lower())
-
-
-def quoted_lines(*blocks: str) -> list[str]:
+def quoted_lines(
+    *blocks: str, inputs: Sequence[Mapping[str, Any]] = (), current: Any = None
+) -> list[str | tuple[str, ...]]:
     """What a new version must not hold: the program's shape, as the description names it,
-    and the lines of ``blocks`` (the examples a request shows) long enough to be a copy."""
+    the lines of ``blocks`` (the examples a request shows) long enough to be a copy, and
+    the word runs that copy one of the shown ``inputs`` and ``current`` lacks (input_runs)."""
     lines = {line.strip() for block in blocks for line in block.splitlines()}
-    return [PROMPT_SHAPE, *sorted(line for line in lines if len(line) >= _QUOTED_MIN)]
+    runs = input_runs(inputs, allowed=str(current or ""))
+    return [PROMPT_SHAPE, *sorted(line for line in lines if len(line) >= _QUOTED_MIN), *runs]
 
 
 class RewriteConfig(BaseModel):
@@ -175,7 +175,7 @@ class MarkedRewriter:
         taken: Collection[str],
         fields: Sequence[str],
         rng: random.Random,
-        quoted: Collection[str] = (),
+        quoted: Collection[str | tuple[str, ...]] = (),
         kind: str = "text",
     ) -> Versions:
         """Up to ``count`` new values of parameter ``name`` (of ``kind``: ``text``, or
@@ -187,8 +187,8 @@ class MarkedRewriter:
         are the current value's (punctuation, case and spacing aside), and a function
         that parses to the current one. A value holding one of the ``quoted`` texts
         (parts of the request that are not a prompt: the examples shown, the program's
-        shape) copied the request and is invalid. Returns an empty list when every
-        attempt came back without a new version.
+        shape) or word runs (a shown input, :func:`quoted_lines`) copied the request and
+        is invalid. Returns an empty list when every attempt came back without a new version.
         """
         for attempt in range(self.retries + 1):
             if attempt:
@@ -222,7 +222,7 @@ class MarkedRewriter:
         base: Mapping[str, Any],
         taken: Collection[str],
         fields: Sequence[str],
-        quoted: Collection[str],
+        quoted: Collection[str | tuple[str, ...]],
         kind: str,
     ) -> tuple[list[str], str]:
         """The new versions in ``reply``, or none and what to tell the model."""
@@ -237,7 +237,7 @@ class MarkedRewriter:
             if kind == "text" and isinstance(current, str) and same_words(text, current):
                 noop = True
                 continue
-            if any(q in text for q in quoted):
+            if holds_quote(text, quoted):
                 problem = _ECHO.format(what=what)
                 continue
             try:

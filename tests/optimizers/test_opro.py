@@ -114,3 +114,21 @@ async def test_two_replies_to_one_request_become_an_optimizer_level_preference_p
     assert row["chosen"][0]["content"] == "<START>Q1<END>"  # 0.7 on validation
     assert row["rejected"][0]["content"] == "<START>Q2<END>"  # 0.3
     assert row["metadata"]["margin"] == pytest.approx(0.4)
+
+
+async def test_a_version_quoting_an_input_shown_is_invalid_and_asked_again(tmp_path, monkeypatch):
+    # the ladder's inputs ("item 104") are two words: count a two-word input as a copy here
+    monkeypatch.setattr("promptopt.optimizers.replies._INPUT_MIN_WORDS", 2)
+
+    def answer(request):
+        if len(request.messages) > 2:  # asked again
+            return "<START>Q1<END>"
+        item = re.search(r"text: (item \d+)", request.messages[1].content).group(1)
+        return f"<START>A text like {item.upper()}.<END>"
+
+    config = {"steps": 1, "per_step": 1, "retries": 1, "exemplars": 2}
+    result, requests = await run_opro(tmp_path, config, answer)
+    assert len(requests) == 2
+    assert requests[1].messages[-1].content.startswith("That version copies parts of this request")
+    assert result.optimizer_stats["invalid"] == 1
+    assert result.best.params == {"system": "Q1"}

@@ -17,7 +17,7 @@ from promptopt.optimizers.base import (
     SearchState,
     candidate_id,
 )
-from promptopt.optimizers.replies import drop_repeats, marked_texts
+from promptopt.optimizers.replies import drop_repeats, holds_quote, input_runs, marked_texts
 from promptopt.optimizers.rewriters import (
     MarkedRewriter,
     mistakes,
@@ -105,6 +105,34 @@ async def test_a_version_that_copies_the_request_is_invalid_and_the_retry_says_s
     )
     assert found == ["Question: {text}\nAnswer with its type:"]
     assert (stats["invalid"], stats["noops"], stats["retries"]) == (1, 0, 1)
+    assert requests[1].messages[-1].content.startswith("That version copies parts of this request")
+
+
+def test_the_word_runs_of_the_inputs_shown_that_a_version_must_not_hold():
+    shown = [{"text": "daring and beautifully made ."}, {"text": "ok film"},
+             {"text": "a brisk , reverent , and subtly different sequel ."}]  # fmt: skip
+    runs = input_runs(shown)
+    # a short input whole (3-6 words), a longer one 6 words in a row; 2 words is too common
+    assert ("daring", "and", "beautifully", "made") in runs and ("ok", "film") not in runs
+    assert ("a", "brisk", "reverent", "and", "subtly", "different") in runs and len(runs) == 3
+    assert holds_quote("It is both DARING and beautifully-made.", runs)
+    assert not holds_quote("Daring films are positive; beautifully made ones too.", runs)
+    assert not holds_quote("a brisk, reverent sequel is positive", runs)
+    # the current value may keep what it already holds
+    assert input_runs(shown[:1], allowed="Like 'daring and beautifully made': positive") == []
+    quoted = quoted_lines("text: ok film", inputs=shown, current="positive or negative")
+    assert quoted[:2] == [PROMPT_SHAPE, "text: ok film"] and quoted[2:] == runs
+
+
+async def test_a_version_describing_an_input_shown_is_invalid_and_the_retry_says_so():
+    quoted = quoted_lines(inputs=[{"text": "daring and beautifully made ."}], current="{text}")
+    found, stats, requests = await ask(
+        "<START>This text describes a movie that is both daring and beautifully made. {text}<END>",
+        "<START>Say whether this review of a film is positive or negative: {text}<END>",
+        quoted=quoted,
+    )
+    assert found == ["Say whether this review of a film is positive or negative: {text}"]
+    assert (stats["invalid"], stats["retries"]) == (1, 1)
     assert requests[1].messages[-1].content.startswith("That version copies parts of this request")
 
 
