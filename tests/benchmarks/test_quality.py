@@ -223,3 +223,11 @@ def test_the_code_fingerprint_follows_the_sources_and_not_the_docs(tmp_path) -> 
     assert saved_runs.code_fingerprint(tmp_path) == before
     (tmp_path / "promptopt" / "a.py").write_text("x = 2\n")
     assert saved_runs.code_fingerprint(tmp_path) != before
+
+
+def test_a_best_exactly_the_margin_above_a_peer_beats_it_at_no_more_calls():
+    best = {"scores": {"best_test": 0.945}, "task_calls": 600}
+    for peer, beaten in (({"test_acc": 0.925, "task_calls": 600}, True),  # 0.925 + 0.02 in floats
+                         ({"test_acc": 0.93, "task_calls": 900}, False),
+                         ({"test_acc": 0.9, "task_calls": 599}, False)):  # fmt: skip
+        assert quality._versus_peers(best, [], {"p": peer})["beats_peers"] is beaten
