@@ -141,14 +141,17 @@ class OPRO:
             .strip()
             for e in shown
         )  # fmt: skip
+        history = self._history(state, name)
         user = self._parts["user"].substitute(
             description=state.program_description.strip() or "(not described)",
             name=name,
-            history=self._history(state, name),
+            history=history,
             examples=examples or "(none)",
             rules=rules(state, base.candidate.params.get(name), base.results),
         )
-        quoted = quoted_lines(examples, inputs=[e.inputs for e in shown],
+        # every line of the request but the versions it shows is a copy: Qwen2.5-Coder-1.5B
+        # once answered with the request's own "It uses a text named ..." paragraph
+        quoted = quoted_lines(user.replace(history, ""), inputs=[e.inputs for e in shown],
                               current=base.candidate.params.get(name))  # fmt: skip
         messages = (
             Message("system", self._parts["system"].template.strip()),

@@ -132,3 +132,18 @@ async def test_a_version_quoting_an_input_shown_is_invalid_and_asked_again(tmp_p
     assert requests[1].messages[-1].content.startswith("That version copies parts of this request")
     assert result.optimizer_stats["invalid"] == 1
     assert result.best.params == {"system": "Q1"}
+
+
+async def test_a_version_echoing_the_request_is_invalid_but_one_building_on_a_shown_version_is_not(
+    tmp_path,
+):
+    echo = "<START>Q1\nSome inputs of the task, each with the output the program should give:<END>"
+    built = "<START>Q1\nLonger version of Q1 with more words.<END>"
+    replies = iter([echo, "<START>Longer version of Q1 with more words.<END>", built])
+    config = {"steps": 2, "per_step": 1, "retries": 1}
+    result, requests = await run_opro(tmp_path, config, lambda request: next(replies))
+    assert len(requests) == 3
+    assert requests[1].messages[-1].content.startswith("That version copies parts of this request")
+    # step 2 shows step 1's version in its history: a child may keep its lines
+    assert "Longer version of Q1 with more words." in requests[2].messages[1].content
+    assert result.optimizer_stats["invalid"] == 1 and result.optimizer_stats["proposals"] == 2
