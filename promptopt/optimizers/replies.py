@@ -1,18 +1,18 @@
 """Reading what an optimizer model replied: its JSON object, and the values it suggests.
 
-Models wrap JSON in prose and code fences, use single quotes, leave trailing
-commas, write Python's ``True``/``None`` or JSON's ``true``/``null`` in the
-wrong dialect, and put raw newlines inside strings. :func:`parse_json_reply`
-finds each balanced ``{...}`` in the reply, in order (braces inside strings do
-not count), and returns the first one that reads as an object through, in turn,
-:func:`json.loads` (control characters allowed), the same without trailing
-commas, and :func:`ast.literal_eval` after JSON's literals become Python's.
-Anything else raises :class:`~promptopt.errors.ReplyParseError` with a short
-reason that can be shown to the model when asking for a repair.
+Models wrap JSON in prose and code fences, use single quotes, leave trailing commas, write
+Python's ``True``/``None`` or JSON's ``true``/``null`` in the wrong dialect, and put raw newlines
+inside strings. :func:`parse_json_reply` finds each balanced ``{...}`` in the reply, in order
+(braces inside strings do not count), and returns the first one that reads as an object through,
+in turn, :func:`json.loads` (control characters allowed), the same without trailing commas, and
+:func:`ast.literal_eval` after JSON's literals become Python's. Anything else raises
+:class:`~promptopt.errors.ReplyParseError` with a short reason that can be shown to the model
+when asking for a repair.
 
 :func:`marked_texts` reads replies that wrap plain texts (new prompts) in markers
 such as ``<START>`` ... ``<END>``; :func:`cut_off` says whether the last of them was still
-open when the reply ended.
+open when the reply ended; :func:`holds_quote` whether a version holds a line of its request
+or a run of a shown input's words (:func:`input_runs`): a copy, not a prompt.
 
 :func:`match_name` maps a name the model wrote (``#Instruction``, ``$route``) to
 a parameter's name; :func:`check_value` accepts a suggested value for one kind of
