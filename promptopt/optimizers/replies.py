@@ -283,8 +283,7 @@ def unwrap(text: str) -> str:
 
 
 _WORDS = re.compile(r"[^\W_]+")
-_INPUT_MIN_WORDS = 3  # a shorter input is too common a phrase to call a copy of it
-_INPUT_RUN = 6  # a longer input is copied when a version holds this many of its words in a row
+_INPUT_MIN_WORDS, _INPUT_RUN = 3, 6  # a shorter input is too common to copy; a longer one, in runs
 
 
 def words(text: str) -> tuple[str, ...]:
@@ -298,10 +297,9 @@ def same_words(a: str, b: str) -> bool:
 
 
 def input_runs(inputs: Iterable[Mapping[str, Any]], *, allowed: str = "") -> list[tuple[str, ...]]:
-    """The word runs that show a version copied an input shown (``inputs``: each example's
-    fields): a whole input of 3 to 6 words, or 6 words in a row of a longer one (an OPRO text
-    "describes a movie that is both daring and beautifully made", the first example). Runs
-    that ``allowed`` (the current value) holds are left out."""
+    """The word runs showing a version copied an input shown (``inputs``: examples' fields): a
+    whole input of 3 to 6 words, or 6 in a row of a longer one, less those ``allowed`` (the
+    current value) holds; an OPRO text "describes a movie that is both daring and beautifully made"."""
     runs: set[tuple[str, ...]] = set()
     for fields in inputs:
         for value in fields.values():
@@ -309,7 +307,9 @@ def input_runs(inputs: Iterable[Mapping[str, Any]], *, allowed: str = "") -> lis
             if len(found) >= _INPUT_MIN_WORDS:
                 n = min(len(found), _INPUT_RUN)
                 runs.update(found[i : i + n] for i in range(len(found) - n + 1))
-    return sorted(run for run in runs if not holds_quote(allowed, [run]))
+    kept = words(allowed)
+    held = {kept[i : i + n] for n in {len(r) for r in runs} for i in range(len(kept) - n + 1)}
+    return sorted(runs - held)
 
 
 def holds_quote(text: str, quoted: Collection[str | tuple[str, ...]]) -> bool:
