@@ -29,7 +29,11 @@ its error) and, last, one JSON line ``{task: {peer: {...}}}``; a crashed peer ha
 output goes to ``<task>/<peer>.log`` in the work folder, and a line every ten minutes
 says how long it has run and what it last wrote. With ``--workdir`` the folder stays,
 and a peer's result saved there under the same code, task, rows and cap is reused
-(``--fresh`` runs it again; a crash is always run again).
+(``--fresh`` runs it again; a crash is always run again). ``dspy_gepa`` keeps its
+state in ``<task>/dspy_gepa.state`` there (GEPA's ``log_dir``): started again after a
+kill, with the same peer scripts, command and data, it resumes where GEPA last saved
+(``resumed`` in its result counts the earlier processes), however the rest of the
+code changed; ``--fresh`` starts it over.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ DSPY = ("dspy_gepa", "dspy_miprov2")
 PEERS = (*DSPY, "gepa_library")
 PROGRESS_S = 600.0  # a running peer's progress line, this often
 # a peer's process: its command and the log file its output goes to
+_NOT_KEYED = ("--task-url", "--optimizer-url", "--out")
 Runner = Callable[[list[str], Path], subprocess.CompletedProcess[str]]
 
 
@@ -137,6 +142,25 @@ def peer_command(
     ]  # fmt: skip
 
 
+def keep_state(command: list[str], data: Path, state: Path, fresh: bool) -> list[str]:
+    """``command`` told to keep a resumable state in ``state``: the state left there by an
+    earlier run of the same peer scripts, command and data is kept (the run resumes from
+    it), any other is removed first, as with ``fresh``."""
+    runner_files = sorted(PEERS_DIR.glob("*.py")) + [PEERS_DIR / "requirements.txt"]
+    key = {"peer": saved_runs.files_digest(runner_files),
+           "data": saved_runs.files_digest(data / f"{s}.jsonl" for s in ("train", "val", "test")),
+           # its options (pairs after the python and script paths), but the servers'
+           # addresses, which change from run to run, and the result's path
+           "options": {flag: value for flag, value in zip(command[2::2], command[3::2],
+                       strict=False) if flag not in _NOT_KEYED}}  # fmt: skip
+    if fresh or saved_runs.load(state / "key.json", key) is None:
+        shutil.rmtree(state, ignore_errors=True)
+    saved_runs.save(state / "key.json", key, {})
+    if (state / "gepa_state.bin").exists():
+        print(f"  resuming from the state GEPA saved in {state}", flush=True)
+    return [*command, "--state", str(state)]
+
+
 def run_one(command: list[str], out: Path, runner: Runner, log: Path) -> dict[str, Any]:
     """One peer's result; a process that died without one is reported as a crash."""
     started = time.perf_counter()
@@ -189,6 +213,8 @@ def run_peers(
                 command = library_command(task_file, gepa_path, max_calls, out)
             else:
                 command = peer_command(python, peer, task, data, urls, max_calls, out)
+            if peer == "dspy_gepa":
+                command = keep_state(command, data, folder / name / f"{peer}.state", fresh)
             result = run_one(command, out, runner, log)
             if code is not None and not result.get("error"):
                 saved_runs.save(kept, key, result)

@@ -19,6 +19,14 @@ demonstrations the program holds and each test row's score (``test_scores``, in 
 order of ``test.jsonl``); or, for a crash,
 the error and its traceback (a crash is a result, never dropped).
 
+With ``--state DIR``, ``dspy.GEPA`` keeps its state in ``DIR`` (its ``log_dir``, saved
+after every iteration), and a run killed part-way resumes from there when started again
+with the same ``DIR``, as GEPA's users resume theirs. The calls, tokens and wall time of
+the earlier processes are written beside it (``usage.json``) each time GEPA saves its
+state, and added to this process's: the work of an iteration cut short is redone and
+counted once (an iteration that ends between GEPA's save and ours is not counted at
+all). ``resumed`` in the result says how many earlier processes there were.
+
     python run_peer.py --peer dspy_gepa --data DIR --input text --labels positive,negative
         --instruction "..." --task-url URL --optimizer-url URL --max-calls 731 --out FILE
 """
@@ -37,6 +45,7 @@ import dspy
 from crash import frames
 
 _ERROR_CHARS = 600
+USAGE = "usage.json"  # a resumable run's counts so far, beside GEPA's state
 
 
 def rows(path: Path, field: str) -> list[dspy.Example]:
@@ -71,6 +80,49 @@ def feedback_metric(
     return dspy.Prediction(
         score=0.0, feedback=f"Wrong: answered {got!r}, but the correct label is {gold.label!r}."
     )
+
+
+def carried(state: Path | None) -> dict[str, Any]:
+    """The counts of a resumed run's earlier processes (none when it starts afresh)."""
+    if state is None or not (state / "gepa_state.bin").exists():
+        return {}
+    try:
+        return dict(json.loads((state / USAGE).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return {}
+
+
+def keep_usage(
+    state: Path, earlier: dict[str, Any], task_lm: dspy.LM, optimizer_lm: dspy.LM, started: float
+) -> None:
+    """Write the run's counts beside GEPA's state each time GEPA saves it."""
+    from gepa.core.state import GEPAState
+
+    save = GEPAState.save
+
+    def save_and_count(self: Any, run_dir: str | None, **kwargs: Any) -> None:
+        save(self, run_dir, **kwargs)
+        if run_dir is not None:
+            partial = state / f"{USAGE}.partial"
+            partial.write_text(json.dumps(totals(earlier, task_lm, optimizer_lm, started)))
+            partial.replace(state / USAGE)
+
+    GEPAState.save = save_and_count  # type: ignore[method-assign]
+
+
+def totals(
+    earlier: dict[str, Any], task_lm: dspy.LM, optimizer_lm: dspy.LM, started: float
+) -> dict[str, Any]:
+    """Calls, tokens and wall time: this process's and the earlier ones' of a resumed run."""
+    task_calls, task_tokens = usage(task_lm)
+    optimizer_calls, optimizer_tokens = usage(optimizer_lm)
+    mine = {"task_calls": task_calls, "task_tokens": task_tokens,
+            "optimizer_calls": optimizer_calls, "optimizer_tokens": optimizer_tokens,
+            "wall_s": round(time.perf_counter() - started, 1)}  # fmt: skip
+    out = {k: round(v + earlier.get(k, 0), 1) if k == "wall_s" else v + int(earlier.get(k, 0))
+           for k, v in mine.items()}  # fmt: skip
+    out["resumed"] = int(earlier.get("resumed", -1)) + 1 if earlier else 0
+    return out
 
 
 def usage(lm: dspy.LM) -> tuple[int, int]:
@@ -108,6 +160,7 @@ def optimize(args: argparse.Namespace, task_lm: dspy.LM, optimizer_lm: dspy.LM,
         gepa = dspy.GEPA(
             metric=feedback_metric, max_metric_calls=args.max_calls, reflection_lm=optimizer_lm,
             num_threads=args.threads, track_stats=True, seed=args.seed,
+            log_dir=None if args.state is None else str(args.state),
         )  # fmt: skip
         optimized = gepa.compile(student, trainset=train, valset=val)
         results = getattr(optimized, "detailed_results", None)
@@ -139,6 +192,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--task-tokens", type=int, default=64)
     parser.add_argument("--optimizer-tokens", type=int, default=600)
+    parser.add_argument("--state", type=Path, default=None, help="dspy_gepa: resumable here")
     args = parser.parse_args()
     data = Path(args.data)
     task_lm = dspy.LM("openai/task", api_base=args.task_url, api_key="local", temperature=0.0,
@@ -152,11 +206,14 @@ def main() -> None:
     test = rows(data / "test.jsonl", args.input)
     started = time.perf_counter()
     report: dict[str, Any] = {"peer": args.peer, "max_calls": args.max_calls}
+    state = args.state if args.peer == "dspy_gepa" else None
+    earlier = carried(state)
+    if state is not None:
+        state.mkdir(parents=True, exist_ok=True)
+        keep_usage(state, earlier, task_lm, optimizer_lm, started)
     try:
         optimized, best_val = optimize(args, task_lm, optimizer_lm, train, val)
-        report["wall_s"] = round(time.perf_counter() - started, 1)
-        report["task_calls"], report["task_tokens"] = usage(task_lm)
-        report["optimizer_calls"], report["optimizer_tokens"] = usage(optimizer_lm)
+        report |= totals(earlier, task_lm, optimizer_lm, started)
         report["best_val"] = best_val
         report["instruction"] = instruction_of(optimized)
         report["demos"] = sum(len(p.demos) for p in optimized.predictors())  # few-shot examples
@@ -168,10 +225,8 @@ def main() -> None:
         # the first lines of the error (a parse error quotes the whole reply) and where it
         # was raised
         report |= {"error": f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS],
-                   "traceback": frames(exc),
-                   "wall_s": round(time.perf_counter() - started, 1), "test_acc": None}  # fmt: skip
-        report["task_calls"], report["task_tokens"] = usage(task_lm)
-        report["optimizer_calls"], report["optimizer_tokens"] = usage(optimizer_lm)
+                   "traceback": frames(exc), "test_acc": None}  # fmt: skip
+        report |= totals(earlier, task_lm, optimizer_lm, started)
     Path(args.out).write_text(json.dumps(report, indent=1), encoding="utf-8")
 
 

@@ -116,6 +116,47 @@ def test_a_saved_result_is_reused_from_the_workdir_and_a_crash_runs_again(tmp_pa
     assert len(seen) == 7
 
 
+def killed_gepa(seen: list[dict]):
+    """A runner whose dspy_gepa saves a state in its ``--state`` folder and dies."""
+
+    def run(command: list[str], log: Path) -> subprocess.CompletedProcess[str]:
+        args = dict(zip(command[2::2], command[3::2], strict=False))
+        seen.append(args)
+        state = Path(args["--state"])
+        (state / "gepa_state.bin").write_bytes(b"iteration %d" % len(seen))
+        return subprocess.CompletedProcess(command, -9, "", "Killed")
+
+    return run
+
+
+def test_a_killed_dspy_gepa_resumes_from_its_state_unless_its_data_or_fresh_say_otherwise(
+    tmp_path, capsys
+) -> None:
+    seen: list[dict] = []
+    work = tmp_path / "work"
+    argv = ["--task", "sst2", "--peer", "dspy_gepa", "--val", "20", "--test-rows", "30",
+            "--data", str(_data(tmp_path)), "--workdir", str(work)]  # fmt: skip
+    peers.main(argv, runner=killed_gepa(seen))
+    state = work / "sst2" / "dspy_gepa.state"
+    assert seen[0]["--state"] == str(state)
+    assert "resuming" not in capsys.readouterr().out
+    # started again with the same scripts, options and data (other server ports): resumes
+    peers.main(argv, runner=killed_gepa(seen))
+    assert f"resuming from the state GEPA saved in {state}" in capsys.readouterr().out
+    assert (state / "gepa_state.bin").read_bytes() == b"iteration 2"
+    # other validation rows: the state is not this run's and is removed before it starts
+    peers.main([*argv[:5], "21", *argv[6:]], runner=killed_gepa(seen))
+    assert "resuming" not in capsys.readouterr().out
+    peers.main([*argv[:5], "21", *argv[6:]], runner=killed_gepa(seen))
+    assert "resuming" in capsys.readouterr().out
+    peers.main([*argv[:5], "21", *argv[6:], "--fresh"], runner=killed_gepa(seen))
+    assert "resuming" not in capsys.readouterr().out
+    # a different cap is a different run too
+    peers.main([*argv, "--max-calls", "50"], runner=killed_gepa(seen))
+    assert "resuming" not in capsys.readouterr().out
+    assert [a["--max-calls"] for a in seen][-1] == "50"
+
+
 def test_a_peer_process_writes_its_output_to_its_log_and_says_how_it_goes(tmp_path, capsys):
     log = tmp_path / "peer.log"
     child = (
