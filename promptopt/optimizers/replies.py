@@ -11,8 +11,7 @@ when asking for a repair.
 
 :func:`marked_texts` reads replies that wrap plain texts (new prompts) in markers
 such as ``<START>`` ... ``<END>``; :func:`cut_off` says whether the last of them was still
-open when the reply ended; :func:`holds_quote` whether a version holds a line of its request
-or a run of a shown input's words (:func:`input_runs`): a copy, not a prompt.
+open when the reply ended (what a version copies is :mod:`~promptopt.optimizers.copies`'s).
 
 :func:`match_name` maps a name the model wrote (``#Instruction``, ``$route``) to
 a parameter's name; :func:`check_value` accepts a suggested value for one kind of
@@ -31,7 +30,7 @@ import ast
 import json
 import re
 import textwrap
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from promptopt.errors import BadRequestError, ReplyParseError, UnchangedValueError
@@ -45,18 +44,13 @@ __all__ = [
     "check_value",
     "counted_reply",
     "cut_off",
-    "drop_repeats",
-    "holds_quote",
-    "input_runs",
     "marked_texts",
     "match_name",
     "parse_json_reply",
     "placeholders",
     "read_rewrite",
     "reply_schema",
-    "same_words",
     "unwrap",
-    "words",
 ]
 
 _QUOTES = frozenset("\"'")
@@ -220,7 +214,8 @@ def match_name(key: str, names: Sequence[str]) -> str | None:
 def check_value(kind: str, new: Any, old: Any, *, name: str, fields: Sequence[str] = ()) -> Any:
     """``new`` as a valid value of parameter ``name`` of ``kind``, different from ``old``.
 
-    ``text`` must be a non-empty string keeping ``old``'s ``{placeholders}``; ``exemplars`` a list of ``{"inputs": {...},
+    ``text`` must be a non-empty string keeping ``old``'s ``{placeholders}`` and adding
+    none that no field in ``fields`` fills; ``exemplars`` a list of ``{"inputs": {...},
     "output": ...}`` objects (or a JSON string of one), whose inputs hold every field
     in ``fields``; ``code`` the source of exactly one function with the name and
     arguments of the function in ``old``. Raises ReplyParseError naming the problem.
@@ -282,96 +277,6 @@ def unwrap(text: str) -> str:
     return wrapped.group(2) if wrapped else text
 
 
-_WORDS = re.compile(r"[^\W_]+")
-_INPUT_MIN_WORDS, _INPUT_RUN = 3, 6  # a shorter input is too common to copy; a longer one, in runs
-
-
-def words(text: str) -> tuple[str, ...]:
-    """The words of ``text``, lowercase (punctuation and spacing aside)."""
-    return tuple(_WORDS.findall(text.lower()))
-
-
-def same_words(a: str, b: str) -> bool:
-    """Whether two texts have the same words in the same order (case and punctuation aside)."""
-    return words(a) == words(b)
-
-
-def input_runs(inputs: Iterable[Mapping[str, Any]], *, allowed: str = "") -> list[tuple[str, ...]]:
-    """The word runs showing a version copied an input shown (``inputs``: examples' fields): a
-    whole input of 3 to 6 words, or 6 in a row of a longer one, less those ``allowed`` (the
-    current value) holds; an OPRO text "describes a movie that is both daring and beautifully made"."""
-    runs: set[tuple[str, ...]] = set()
-    for fields in inputs:
-        for value in fields.values():
-            found = words(str(value))
-            if len(found) >= _INPUT_MIN_WORDS:
-                n = min(len(found), _INPUT_RUN)
-                runs.update(found[i : i + n] for i in range(len(found) - n + 1))
-    kept = words(allowed)
-    held = {kept[i : i + n] for n in {len(r) for r in runs} for i in range(len(kept) - n + 1)}
-    return sorted(runs - held)
-
-
-def holds_quote(text: str, quoted: Collection[str | tuple[str, ...]]) -> bool:
-    """Whether ``text`` holds one of ``quoted``: a string as it is written, a tuple of words
-    as a run of the text's words (:func:`words`)."""
-    found = words(text) if any(isinstance(q, tuple) for q in quoted) else ()
-    for q in quoted:
-        if isinstance(q, str):
-            if q in text:
-                return True
-        elif any(found[i : i + len(q)] == q for i in range(len(found) - len(q) + 1)):
-            return True
-    return False
-
-
-_LIST_MARK = re.compile(r"^\s*(?:[-*\u2022]|\(?\d+[.)]|#+)\s*")
-_REPEAT_MIN = 12  # shorter lines ("Rules:", "Examples:") repeat in texts written on purpose
-
-
-def drop_repeats(text: str) -> str:
-    """``text`` without what a model wrote twice: sampled replies of small models can fall
-    into a loop, writing the same block of lines again until ``max_tokens``.
-
-    Lines are compared without list marks (a loop renumbers its rules), spacing or case.
-    A line of 12 characters or more that was written before goes; where one did, so does a
-    last line that begins a longer one written before (cut off mid-repeat). Shorter lines
-    ("Rules:", "{text}") are often written twice on purpose: they go only in the loop's
-    tail, the lines after the last one written once, where they were all written before
-    too. Blank lines left in a row are one. A text without repeated lines comes back
-    unchanged.
-    """
-    lines = text.splitlines()
-    keys = [" ".join(_LIST_MARK.sub("", line).split()).casefold() for line in lines]
-    long_seen: list[str] = []
-    short_seen: set[str] = set()
-    repeat = [False] * len(lines)  # a long line written before: it goes wherever it is
-    echo = [False] * len(lines)  # blank, or a short line written before: it goes in the tail
-    for i, key in enumerate(keys):
-        if len(key) < _REPEAT_MIN:
-            echo[i] = not key or key in short_seen
-            short_seen.add(key)
-        elif key in long_seen:
-            repeat[i] = True
-        else:
-            long_seen.append(key)
-    if not any(repeat):
-        return text
-    if keys[-1] and any(s.startswith(keys[-1]) and s != keys[-1] for s in long_seen):
-        repeat[-1] = True  # the loop's last repeat, cut off by max_tokens
-    end = len(lines)
-    while end and (repeat[end - 1] or echo[end - 1]):
-        end -= 1
-    if not any(repeat[end:]):
-        end = len(lines)  # no loop at the end: the text's own last lines stay
-    kept: list[str] = []
-    for line, dropped in zip(lines[:end], repeat[:end], strict=True):
-        if dropped or (not line.strip() and (not kept or not kept[-1].strip())):
-            continue
-        kept.append(line)
-    return "\n".join(kept).strip()
-
-
 def _text(new: Any, old: Any, name: str, fields: Sequence[str]) -> tuple[Any, bool]:
     if not isinstance(new, str) or not new.strip():
         raise ReplyParseError(f"{name!r} must be a non-empty text")
@@ -380,6 +285,15 @@ def _text(new: Any, old: Any, name: str, fields: Sequence[str]) -> tuple[Any, bo
     if lost:
         kept = ", ".join("{" + p + "}" for p in placeholders(old))
         raise ReplyParseError(f"{name!r} must keep the placeholders {kept}")
+    # promst's Qwen once appended "(expected classification: {expected_class})" to a system
+    # text: a placeholder no input fills is left as it is written, or breaks a template
+    unknown = [p for p in placeholders(value) if p not in fields and p not in placeholders(old)]
+    if unknown:
+        allowed = ", ".join("{" + p + "}" for p in fields) or "none"
+        raise ReplyParseError(
+            f"{name!r} uses {', '.join('{' + p + '}' for p in unknown)}, which no input fills "
+            f"(the inputs: {allowed}); write it without"
+        )
     return value, isinstance(old, str) and value == old.strip()
 
 
@@ -468,11 +382,11 @@ _CHECKS: dict[str, Callable[[Any, Any, str, Sequence[str]], tuple[Any, bool]]] =
 }
 
 
-def read_rewrite(reply: str, *, key: str, old: Any, name: str) -> str:
+def read_rewrite(reply: str, *, key: str, old: Any, name: str, fields: Sequence[str] = ()) -> str:
     """The new value under ``key`` of a JSON reply; raises ReplyParseError saying why not.
 
     An unchanged value is returned (the caller tells it as a no-op); a value that drops
-    one of ``old``'s placeholders is refused.
+    one of ``old``'s placeholders, or adds one that no field in ``fields`` fills, is refused.
     """
     data = parse_json_reply(reply)
     value = data.get(key)
@@ -481,7 +395,7 @@ def read_rewrite(reply: str, *, key: str, old: Any, name: str) -> str:
     if isinstance(old, str) and value.strip() == old.strip():
         return old
     try:
-        return check_value("text", value, old, name=name)
+        return check_value("text", value, old, name=name, fields=fields)
     except ReplyParseError as exc:
         raise ReplyParseError(f"was refused: {exc}.") from None
 

@@ -49,20 +49,17 @@ from promptopt.optimizers.base import (
     candidate_id,
     gather_all,
 )
+from promptopt.optimizers.copies import drop_repeats, holds_quote, input_runs, same_words
 from promptopt.optimizers.replies import (
     check_value,
     counted_reply,
     cut_off,
-    drop_repeats,
-    holds_quote,
-    input_runs,
     marked_texts,
     placeholders,
     read_rewrite,
-    same_words,
     unwrap,
 )
-from promptopt.optimizers.shown import clip_text, show_value
+from promptopt.optimizers.shown import clip_text, input_fields, show_value
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM
@@ -478,9 +475,8 @@ class JsonRewriter:
                 return None, problem, used
             reply = response.text
             try:
-                value = read_rewrite(
-                    reply, key="prompt", old=base.get(self.target), name=self.target
-                )
+                value = read_rewrite(reply, key="prompt", old=base.get(self.target),
+                                     name=self.target, fields=input_fields(state))  # fmt: skip
             except ReplyParseError as exc:
                 self.stats["unparseable"] += 1
                 problem = str(exc)

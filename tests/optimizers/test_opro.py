@@ -118,7 +118,7 @@ async def test_two_replies_to_one_request_become_an_optimizer_level_preference_p
 
 async def test_a_version_quoting_an_input_shown_is_invalid_and_asked_again(tmp_path, monkeypatch):
     # the ladder's inputs ("item 104") are two words: count a two-word input as a copy here
-    monkeypatch.setattr("promptopt.optimizers.replies._INPUT_MIN_WORDS", 2)
+    monkeypatch.setattr("promptopt.optimizers.copies._INPUT_MIN_WORDS", 2)
 
     def answer(request):
         if len(request.messages) > 2:  # asked again

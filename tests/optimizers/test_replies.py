@@ -7,7 +7,13 @@ import json
 import pytest
 
 from promptopt.errors import OptimizerError, ReplyParseError
-from promptopt.optimizers.replies import check_value, match_name, parse_json_reply, placeholders
+from promptopt.optimizers.replies import (
+    check_value,
+    match_name,
+    parse_json_reply,
+    placeholders,
+    read_rewrite,
+)
 
 GOOD = {"reasoning": "r", "answer": "a", "suggestion": {"instruction": "Be brief."}}
 
@@ -161,6 +167,24 @@ def test_text_keeps_the_template_placeholders():
     )
     with pytest.raises(ReplyParseError, match=r"keep the placeholders \{text\}"):
         check_value("text", "Sentiment of the review:", old, name="user")
+
+
+def test_text_adds_no_placeholder_that_no_input_fills():
+    system = "positive or negative"
+    promst = system + " (expected classification: {expected_class})"
+    with pytest.raises(ReplyParseError, match=r"uses \{expected_class\}, which no input fills "
+                       r"\(the inputs: \{text\}\)"):  # fmt: skip
+        check_value("text", promst, system, name="system", fields=["text"])
+    # an input field may be named, a placeholder the old text had may stay, braces that are
+    # no placeholder are text, and a user template may take another input
+    assert check_value("text", "Label {text}.", system, name="system", fields=["text"])
+    assert check_value("text", "{a} then {b}", "{a} or {b}", name="user", fields=["text"])
+    assert check_value("text", 'Answer {"label": ...} or {{x}}.', system, name="system")
+    assert check_value("text", "{q} in {ctx}", "{q}", name="user", fields=["q", "ctx"])
+    with pytest.raises(ReplyParseError, match=r"\{ctx\}, which no input fills \(the inputs: none"):
+        read_rewrite('{"prompt": "{q} in {ctx}"}', key="prompt", old="{q}", name="user")
+    assert read_rewrite('{"prompt": "{q} in {ctx}"}', key="prompt", old="{q}", name="user",
+                        fields=["q", "ctx"]) == "{q} in {ctx}"  # fmt: skip
 
 
 def test_code_values():

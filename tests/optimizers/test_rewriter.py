@@ -17,7 +17,8 @@ from promptopt.optimizers.base import (
     SearchState,
     candidate_id,
 )
-from promptopt.optimizers.replies import drop_repeats, holds_quote, input_runs, marked_texts
+from promptopt.optimizers.copies import drop_repeats, holds_quote, input_runs
+from promptopt.optimizers.replies import marked_texts
 from promptopt.optimizers.rewriters import (
     MarkedRewriter,
     mistakes,
