@@ -106,6 +106,8 @@ def test_every_run_and_peer_in_both_settings_prints_tables_and_the_json_line(tmp
     captured = capsys.readouterr()
     out = captured.out.strip().splitlines()
     assert json.loads(out[-1]) == final
+    verdicts = [line for line in out if "beats every peer" in line or "no run of" in line]
+    assert len(verdicts) == 4  # one under each table with peers
     # a line on stderr as each run ends, before any table
     ended = [line for line in captured.err.splitlines() if line.startswith("finished ")]
     assert len(ended) == 2 * 2 * len(quality.RUNS)
@@ -122,6 +124,10 @@ def test_every_run_and_peer_in_both_settings_prints_tables_and_the_json_line(tmp
             assert part[task]["errors"] == {"dspy_miprov2": "no result: AdapterParseError: x"}
             best = part[task]["best_test_acc"]
             assert part[task]["beats_peers"] == (best >= 0.52)  # every peer spent 700 calls
+            winner = part[task]["beats_peers_with"]
+            assert (
+                winner is None if best < 0.52 else part[task]["runs"][winner]["best_test"] == best
+            )
             # the peers got rows 0, 2, 4, ... right: the paired counts differ by the gain
             for name in ("dspy_gepa", "gepa_library"):
                 versus = part[task]["versus_peers"][name]
@@ -231,3 +237,19 @@ def test_a_best_exactly_the_margin_above_a_peer_beats_it_at_no_more_calls():
                          ({"test_acc": 0.93, "task_calls": 900}, False),
                          ({"test_acc": 0.9, "task_calls": 599}, False)):  # fmt: skip
         assert quality._versus_peers(best, [], {"p": peer})["beats_peers"] is beaten
+
+
+def test_a_cheaper_run_beats_the_peers_when_the_best_on_test_cost_more_than_one():
+    # TREC in the qwen setting: gepa's 0.815 took 583 calls, MIPROv2 566; the composition
+    # got 0.780 with 254
+    gepa = {"run": "gepa", "scores": {"best_test": 0.815}, "task_calls": 583}
+    composition = {"run": "opro+exemplars", "scores": {"best_test": 0.78}, "task_calls": 254}
+    near = {"run": "opro", "scores": {"best_test": 0.73}, "task_calls": 214}
+    peers = {"dspy_miprov2": {"test_acc": 0.72, "task_calls": 566},
+             "gepa_library": {"test_acc": 0.71, "task_calls": 708}}  # fmt: skip
+    out = quality._versus_peers(gepa, [gepa, near, composition], peers)
+    assert (out["beats_peers"], out["beats_peers_with"]) == (True, "opro+exemplars")
+    # one run has to beat them all: one cheaper than each but short of one by the margin,
+    # another by the margin but dearer, is no win
+    out = quality._versus_peers(gepa, [gepa, near], peers)
+    assert (out["beats_peers"], out["beats_peers_with"]) == (False, None)
