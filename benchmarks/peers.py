@@ -242,6 +242,9 @@ def print_tables(results: dict[str, dict[str, dict[str, Any]]], setting: Setting
                   f"{r['wall_s']:>8.0f}")  # fmt: skip
             demos = f" (+ {r['demos']} demonstrations)" if r.get("demos") else ""
             print(f"  instruction: {' '.join(str(r.get('instruction', '')).split())[:160]}{demos}")
+            if r.get("resumed"):
+                print(f"  resumed from its saved state {r['resumed']} time(s): its calls, tokens "
+                      "and wall time are those of every process together")  # fmt: skip
 
 
 def servers(stack: ExitStack, setting: Setting) -> tuple[str, str]:

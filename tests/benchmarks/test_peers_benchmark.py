@@ -48,6 +48,7 @@ def fake_runner(seen: list[dict]):
             "task_calls": 700, "optimizer_calls": 12, "task_tokens": 10, "optimizer_tokens": 5,
             "wall_s": 9.0, "instruction": "Say it.", "error": None, "rows": rows,
             "demos": 4 if args["--peer"] == "gepa_library" else 0,
+            "resumed": 2 if args["--peer"] == "dspy_gepa" else 0,
         }))  # fmt: skip
         return subprocess.CompletedProcess(command, 0, "", "")
 
@@ -76,6 +77,7 @@ def test_each_peer_gets_the_task_the_cap_and_the_servers_and_a_crash_is_a_row(
     assert "dspy_miprov2 crashed: no result: ValueError: parse" in out
     assert "instruction: Say it.\n" in out  # no demonstrations
     assert "instruction: Say it. (+ 4 demonstrations)" in out
+    assert out.count("resumed from its saved state 2 time(s)") == 1  # dspy_gepa's row only
     library = seen[2]
     assert library["--max-calls"] == "99" and library["--max-reflections"] == "40"
     assert library["spec"]["program"]["system"] == peers.TASKS["sst2"].system
