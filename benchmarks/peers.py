@@ -142,10 +142,13 @@ def peer_command(
     ]  # fmt: skip
 
 
-def keep_state(command: list[str], data: Path, state: Path, fresh: bool) -> list[str]:
+def keep_state(
+    command: list[str], data: Path, state: Path, fresh: bool, log: Path
+) -> list[str]:  # fmt: skip
     """``command`` told to keep a resumable state in ``state``: the state left there by an
     earlier run of the same peer scripts, command and data is kept (the run resumes from
-    it), any other is removed first, as with ``fresh``."""
+    it, and the earlier process's ``log`` is kept as ``<log>.1``, ``.2``, ...), any other is
+    removed first, as with ``fresh``."""
     runner_files = sorted(PEERS_DIR.glob("*.py")) + [PEERS_DIR / "requirements.txt"]
     key = {"peer": saved_runs.files_digest(runner_files),
            "data": saved_runs.files_digest(data / f"{s}.jsonl" for s in ("train", "val", "test")),
@@ -158,6 +161,9 @@ def keep_state(command: list[str], data: Path, state: Path, fresh: bool) -> list
     saved_runs.save(state / "key.json", key, {})
     if (state / "gepa_state.bin").exists():
         print(f"  resuming from the state GEPA saved in {state}", flush=True)
+        if log.exists():
+            earlier = 1 + sum(1 for _ in log.parent.glob(f"{log.name}.*"))
+            log.rename(log.with_name(f"{log.name}.{earlier}"))
     return [*command, "--state", str(state)]
 
 
@@ -214,7 +220,8 @@ def run_peers(
             else:
                 command = peer_command(python, peer, task, data, urls, max_calls, out)
             if peer == "dspy_gepa":
-                command = keep_state(command, data, folder / name / f"{peer}.state", fresh)
+                state = folder / name / f"{peer}.state"
+                command = keep_state(command, data, state, fresh, log)
             result = run_one(command, out, runner, log)
             if code is not None and not result.get("error"):
                 saved_runs.save(kept, key, result)

@@ -126,6 +126,7 @@ def killed_gepa(seen: list[dict]):
         seen.append(args)
         state = Path(args["--state"])
         (state / "gepa_state.bin").write_bytes(b"iteration %d" % len(seen))
+        log.write_text(f"process {len(seen)}\n")
         return subprocess.CompletedProcess(command, -9, "", "Killed")
 
     return run
@@ -146,6 +147,9 @@ def test_a_killed_dspy_gepa_resumes_from_its_state_unless_its_data_or_fresh_say_
     peers.main(argv, runner=killed_gepa(seen))
     assert f"resuming from the state GEPA saved in {state}" in capsys.readouterr().out
     assert (state / "gepa_state.bin").read_bytes() == b"iteration 2"
+    log = work / "sst2" / "dspy_gepa.log"  # the first process's log is kept beside the second's
+    assert (log.read_text(), (work / "sst2" / "dspy_gepa.log.1").read_text()) == (
+        "process 2\n", "process 1\n")  # fmt: skip
     # other validation rows: the state is not this run's and is removed before it starts
     peers.main([*argv[:5], "21", *argv[6:]], runner=killed_gepa(seen))
     assert "resuming" not in capsys.readouterr().out
