@@ -6,7 +6,9 @@ examples (with the injected ``rng``), and shows the optimizer model the joint
 subgraph of each example's trace (:func:`~promptopt.graph.backward.joint_subgraph`):
 the code once, then per example its inputs, intermediate values, output and
 feedback. A result without a trace (a prompt program, an old result) is shown as a
-synthetic one-line program of the candidate's parameters. The model replies with
+synthetic one-line program of the candidate's parameters; for a prompt program its
+#Documentation says what the model reads (``system`` as its instructions, before every
+input), as a traced LLM call's docstring would. The model replies with
 JSON ``{"reasoning", "answer", "suggestion": {name: new value}}``; the reply is
 read tolerantly (:mod:`promptopt.optimizers.replies`), each suggested value is
 checked for its parameter's kind, and one repair call names the exact problem
@@ -53,7 +55,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptopt.errors import ReplyParseError, UnchangedValueError
 from promptopt.llm.types import LLMRequest, Message
-from promptopt.optimizers.base import Evaluated, ExampleResult, Proposal, SearchState, config_of
+from promptopt.optimizers.base import (
+    PROMPT_SHAPE,
+    Evaluated,
+    ExampleResult,
+    Proposal,
+    SearchState,
+    config_of,
+)
 from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
 from promptopt.optimizers.optoprime_views import (
     View,
@@ -79,6 +88,13 @@ if TYPE_CHECKING:
 __all__ = ["OptoPrime", "OptoPrimeConfig"]
 
 _RESAMPLE_TEMPERATURE = 0.7
+# a prompt program's one-line synthetic view: what its call does with each variable
+_PROMPT_DOC = (
+    "a language model reads `system` as its instructions (the system message), then each of "
+    "`exemplars` as a solved example (the inputs as a user turn, the output as its reply), "
+    "then the inputs in the user template, and replies with the output. `system` is read "
+    "before every input: it tells the model how to decide, for any input."
+)
 _REPLY_KEYS = frozenset({"reasoning", "answer", "suggestion"})
 _STATS = ("calls", "replies", "unparseable", "repair_calls", "repaired", "rejected", "accepted",
           "noops", "resampled", "request_errors", "failed_steps", "proposals",
@@ -343,6 +359,11 @@ class OptoPrime:
             code += [line for line in view.code if line not in code]
             docs.update((k, v) for k, v in view.documentation.items() if k not in docs)
             descriptions.update((k, v) for k, v in view.descriptions.items() if v)
+        if PROMPT_SHAPE in state.program_description and not any(v.traced for v in views):
+            # the docstring a traced LLM call would carry: without it Qwen2.5-Coder-1.5B read
+            # `system` as notes on "the program" ("The program should analyze the overall
+            # tone ..."), 9 of 12 replies on SST-2, none better than the seed
+            docs.setdefault("program", _PROMPT_DOC)
         examples = "".join(
             parts["example"].substitute(
                 number=number,

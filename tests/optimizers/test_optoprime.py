@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 from typing import Any
@@ -14,7 +15,13 @@ from promptopt.errors import BadRequestError
 from promptopt.graph import node, op_of, param, trace
 from promptopt.graph.backward import backward
 from promptopt.llm.fakes import scripted_llm
-from promptopt.optimizers.base import Candidate, Evaluated, ExampleResult, SearchState
+from promptopt.optimizers.base import (
+    PROMPT_SHAPE,
+    Candidate,
+    Evaluated,
+    ExampleResult,
+    SearchState,
+)
 from promptopt.optimizers.meta_prompts import template_parts
 from promptopt.optimizers.optoprime import OptoPrime, OptoPrimeConfig
 from promptopt.optimizers.registry import get
@@ -161,6 +168,20 @@ def test_synthetic_view_without_traces():
     )
     assert 'question = "What is the capital of France?"' in user
     assert 'output = "Paris!"' in user and "wrong" in user
+
+
+def test_a_prompt_programs_synthetic_view_documents_what_the_model_reads():
+    state = dataclasses.replace(
+        _state(traced=False),
+        program_description=f"Classify the review. ({PROMPT_SHAPE})",
+    )
+    user = OptoPrime().build_request(state, state.best.results[:1], base=state.best)
+    documentation = user.messages[1].content.split("#Documentation\n")[1].split("\n\n")[0]
+    assert documentation.startswith("program: a language model reads `system` as its instructions")
+    # a workflow's synthetic view has no documentation to give
+    plain = _state(traced=False)
+    user = OptoPrime().build_request(plain, plain.best.results[:1], base=plain.best)
+    assert "#Documentation\n(none)\n" in user.messages[1].content
 
 
 def test_long_values_are_clipped_to_fit():
