@@ -81,7 +81,7 @@ from promptopt.optimizers.rewriters import (
     show_example,
     text_targets,
 )
-from promptopt.optimizers.shown import input_fields
+from promptopt.optimizers.shown import input_fields, role_of
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM
@@ -365,6 +365,7 @@ class GEPA:
         user = reflect.substitute(
             description=state.program_description.strip() or "(not described)",
             name=name,
+            role=role_of(state, name),
             current=shown,
             count=len(before.results),
             examples=examples,

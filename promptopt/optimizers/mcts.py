@@ -76,7 +76,7 @@ from promptopt.optimizers.rewriters import (
     show_example,
     text_targets,
 )
-from promptopt.optimizers.shown import clip_text, input_fields
+from promptopt.optimizers.shown import clip_text, input_fields, role_of
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM
@@ -343,6 +343,7 @@ class MCTS:
         fill = {
             "description": state.program_description.strip() or "(not described)",
             "name": param,
+            "role": role_of(state, param),
             "current": str(node.params.get(param, "")),
             "situation": self._parts["errors" if failing else "no_errors"].template.strip(),
             "examples": self._examples(shown := failing or list(results)),

@@ -50,7 +50,7 @@ from promptopt.optimizers.rewriters import (
     show_example,
     text_targets,
 )
-from promptopt.optimizers.shown import clip_text, input_fields
+from promptopt.optimizers.shown import clip_text, input_fields, role_of
 
 if TYPE_CHECKING:
     from promptopt.llm.client import LLM
@@ -145,6 +145,7 @@ class OPRO:
         user = self._parts["user"].substitute(
             description=state.program_description.strip() or "(not described)",
             name=name,
+            role=role_of(state, name),
             history=history,
             examples=examples or "(none)",
             rules=rules(state, base.candidate.params.get(name), base.results),

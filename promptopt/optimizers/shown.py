@@ -12,10 +12,18 @@ import json
 import re
 from typing import Any
 
-from promptopt.optimizers.base import SearchState
+from promptopt.optimizers.base import PROMPT_SHAPE, SearchState
 from promptopt.text import MORE_CHARS, clip
 
-__all__ = ["clip_text", "input_fields", "show_value"]
+__all__ = ["clip_text", "input_fields", "role_of", "show_value"]
+
+# what a prompt program's texts are to its model, said where a request names one: told only
+# 'a text named "system"', Qwen2.5-Coder-1.5B read the seed "positive or negative" as a
+# review to rewrite (MCTS on SST-2: every version a copy) or a question about the text
+_PROMPT_ROLES = {
+    "system": "the system message: the instructions the language model reads before every input",
+    "user": "the user message: each input is written into it where its field is named",
+}
 
 _ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
 
@@ -40,3 +48,10 @@ def show_value(value: Any, limit: int) -> str:
         return shown + MORE_CHARS.format(more=len(value) - limit)
     text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr)
     return clip_text(text, limit)
+
+
+def role_of(state: SearchState, name: str) -> str:
+    """`` (what it is)`` for a prompt program's ``system`` and ``user`` texts, to follow their
+    name in an optimizer's request; empty for any other parameter."""
+    role = _PROMPT_ROLES.get(name) if PROMPT_SHAPE in state.program_description else None
+    return f" ({role})" if role else ""

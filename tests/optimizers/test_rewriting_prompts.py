@@ -1,5 +1,6 @@
 """Snapshots of what MCTS and OPRO send their optimizer model, so a change to a meta-prompt
-shows in review (rerun with UPDATE_SNAPSHOTS=1 when the change is meant)."""
+shows in review (rerun with UPDATE_SNAPSHOTS=1 when the change is meant), and how MCTS, OPRO
+and GEPA name the text they rewrite."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from ladder_fixture import ladder_model, ladder_task, rewriting_model
 
 from promptopt.api import aoptimize
 from promptopt.llm.fakes import FakeBackend
+from promptopt.optimizers.base import PROMPT_SHAPE
+from promptopt.optimizers.shown import role_of
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 CONFIGS = {
@@ -54,3 +57,26 @@ async def test_meta_prompt_snapshot(name, tmp_path):
         pytest.fail(f"the {name} meta-prompt changed (UPDATE_SNAPSHOTS=1 if meant):\n{diff}")
     # shapes, never a sample answer the model could copy
     assert "<START>" in text and "e.g." not in text.lower() and "example of a reply" not in text
+
+
+@pytest.mark.parametrize("name", [*sorted(CONFIGS), "gepa"])
+async def test_a_prompt_programs_system_text_is_named_with_what_it_is(name, tmp_path):
+    optimizer_model = FakeBackend(rewriting_model("a"))
+    config = CONFIGS.get(name, {"iterations": 1, "minibatch": 2})
+    await aoptimize(
+        ladder_task(tmp_path, optimizer=name, config=config),
+        backends={"task": FakeBackend(ladder_model({"P": 5})), "optimizer": optimizer_model},
+    )
+    asked = [m.content for r in optimizer_model.requests for m in r.messages if m.role == "user"]
+    role = "the system message: the instructions the language model reads before every input"
+    assert asked and all(f'a text named "system" ({role})' in text for text in asked)
+
+
+def test_a_workflow_parameter_has_no_prompt_role():
+    class State:
+        program_description = "Route tickets (the Python workflow 'app:route')"
+
+    assert role_of(State(), "system") == ""  # type: ignore[arg-type]
+    State.program_description = f"Classify. ({PROMPT_SHAPE})"
+    assert role_of(State(), "user").startswith(" (the user message")  # type: ignore[arg-type]
+    assert role_of(State(), "instruction") == ""  # type: ignore[arg-type]
