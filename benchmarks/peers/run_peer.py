@@ -25,7 +25,9 @@ with the same ``DIR``, as GEPA's users resume theirs. The calls, tokens and wall
 the earlier processes are written beside it (``usage.json``) each time GEPA saves its
 state, and added to this process's: the work of an iteration cut short is redone and
 counted once (an iteration that ends between GEPA's save and ours is not counted at
-all). ``resumed`` in the result says how many earlier processes there were.
+all), and the seed's scoring that a resumed GEPA repeats before it loads its state is
+left out (``redone_task_calls``). ``resumed`` in the result says how many earlier
+processes there were.
 
     python run_peer.py --peer dspy_gepa --data DIR --input text --labels positive,negative
         --instruction "..." --task-url URL --optimizer-url URL --max-calls 731 --out FILE
@@ -92,46 +94,55 @@ def carried(state: Path | None) -> dict[str, Any]:
         return {}
 
 
-def keep_usage(
-    state: Path, earlier: dict[str, Any], task_lm: dspy.LM, optimizer_lm: dspy.LM, started: float
-) -> None:
-    """Write the run's counts beside GEPA's state each time GEPA saves it."""
-    from gepa.core.state import GEPAState
+class Counts:
+    """A run's calls, tokens and wall time: this process's and, when it resumes, its earlier
+    processes' (``earlier``). A resumed GEPA scores its seed on validation again before it
+    loads its state, then throws those scores away: the calls made before the load are left
+    out of the totals (the seed's first scoring is counted already) and reported as
+    ``redone_task_calls``."""
 
-    save = GEPAState.save
+    def __init__(self, earlier: dict[str, Any], lms: dict[str, dspy.LM], started: float) -> None:
+        self.earlier, self.lms, self.started = earlier, lms, started
+        self.skip = dict.fromkeys(lms, 0)  # history entries made before GEPA loaded its state
 
-    def save_and_count(self: Any, run_dir: str | None, **kwargs: Any) -> None:
-        save(self, run_dir, **kwargs)
-        if run_dir is not None:
-            partial = state / f"{USAGE}.partial"
-            partial.write_text(json.dumps(totals(earlier, task_lm, optimizer_lm, started)))
-            partial.replace(state / USAGE)
+    def totals(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, lm in self.lms.items():
+            calls, tokens = usage(lm, start=self.skip[name])
+            out[f"{name}_calls"] = calls + int(self.earlier.get(f"{name}_calls", 0))
+            out[f"{name}_tokens"] = tokens + int(self.earlier.get(f"{name}_tokens", 0))
+        out["wall_s"] = round(time.perf_counter() - self.started + self.earlier.get("wall_s", 0), 1)
+        out["resumed"] = int(self.earlier.get("resumed", -1)) + 1 if self.earlier else 0
+        out["redone_task_calls"] = self.skip["task"] + int(self.earlier.get("redone_task_calls", 0))
+        return out
 
-    GEPAState.save = save_and_count  # type: ignore[method-assign]
+    def keep(self, state: Path) -> None:
+        """Write the totals beside GEPA's state each time GEPA saves it, and start counting
+        afresh where GEPA loads it."""
+        from gepa.core.state import GEPAState
+
+        save, load = GEPAState.save, GEPAState.load
+
+        def save_and_count(self_: Any, run_dir: str | None, **kwargs: Any) -> None:
+            save(self_, run_dir, **kwargs)
+            if run_dir is not None:
+                partial = state / f"{USAGE}.partial"
+                partial.write_text(json.dumps(self.totals()))
+                partial.replace(state / USAGE)
+
+        def load_and_mark(run_dir: str) -> Any:
+            self.skip = {name: len(lm.history) for name, lm in self.lms.items()}
+            return load(run_dir)
+
+        GEPAState.save = save_and_count  # type: ignore[method-assign]
+        GEPAState.load = staticmethod(load_and_mark)  # type: ignore[method-assign]
 
 
-def totals(
-    earlier: dict[str, Any], task_lm: dspy.LM, optimizer_lm: dspy.LM, started: float
-) -> dict[str, Any]:
-    """Calls, tokens and wall time: this process's and the earlier ones' of a resumed run."""
-    task_calls, task_tokens = usage(task_lm)
-    optimizer_calls, optimizer_tokens = usage(optimizer_lm)
-    mine = {"task_calls": task_calls, "task_tokens": task_tokens,
-            "optimizer_calls": optimizer_calls, "optimizer_tokens": optimizer_tokens,
-            "wall_s": round(time.perf_counter() - started, 1)}  # fmt: skip
-    out = {k: round(v + earlier.get(k, 0), 1) if k == "wall_s" else v + int(earlier.get(k, 0))
-           for k, v in mine.items()}  # fmt: skip
-    out["resumed"] = int(earlier.get("resumed", -1)) + 1 if earlier else 0
-    return out
-
-
-def usage(lm: dspy.LM) -> tuple[int, int]:
-    """Calls and tokens in an LM's history."""
-    tokens = 0
-    for entry in lm.history:
-        found = entry.get("usage") or {}
-        tokens += int(found.get("total_tokens") or 0)
-    return len(lm.history), tokens
+def usage(lm: dspy.LM, start: int = 0) -> tuple[int, int]:
+    """Calls and tokens in an LM's history, from entry ``start`` on."""
+    entries = lm.history[start:]
+    tokens = sum(int((entry.get("usage") or {}).get("total_tokens") or 0) for entry in entries)
+    return len(entries), tokens
 
 
 def score(
@@ -207,13 +218,13 @@ def main() -> None:
     started = time.perf_counter()
     report: dict[str, Any] = {"peer": args.peer, "max_calls": args.max_calls}
     state = args.state if args.peer == "dspy_gepa" else None
-    earlier = carried(state)
+    counts = Counts(carried(state), {"task": task_lm, "optimizer": optimizer_lm}, started)
     if state is not None:
         state.mkdir(parents=True, exist_ok=True)
-        keep_usage(state, earlier, task_lm, optimizer_lm, started)
+        counts.keep(state)
     try:
         optimized, best_val = optimize(args, task_lm, optimizer_lm, train, val)
-        report |= totals(earlier, task_lm, optimizer_lm, started)
+        report |= counts.totals()
         report["best_val"] = best_val
         report["instruction"] = instruction_of(optimized)
         report["demos"] = sum(len(p.demos) for p in optimized.predictors())  # few-shot examples
@@ -226,7 +237,7 @@ def main() -> None:
         # was raised
         report |= {"error": f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS],
                    "traceback": frames(exc), "test_acc": None}  # fmt: skip
-        report |= totals(earlier, task_lm, optimizer_lm, started)
+        report |= counts.totals()
     Path(args.out).write_text(json.dumps(report, indent=1), encoding="utf-8")
 
 
