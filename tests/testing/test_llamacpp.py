@@ -88,3 +88,40 @@ def test_ready_server_gets_a_free_port_and_is_stopped() -> None:
 
 def test_free_port_is_bindable() -> None:
     assert 0 < free_port() < 65536
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_server_ends_with_the_process_that_started_it_even_one_killed_outright() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "from promptopt.testing.llamacpp import tied\n"
+         "child = subprocess.Popen(tied([sys.executable, '-c', 'import time; time.sleep(120)']))\n"
+         "print(child.pid, flush=True)\n"
+         "time.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert parent.stdout is not None
+    server = int(parent.stdout.readline())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until it runs the server's command (exec'd)
+        with open(f"/proc/{server}/cmdline", "rb") as handle:
+            if b"time.sleep(120)" in handle.read():
+                break
+        time.sleep(0.05)
+    assert _running(server)
+    parent.kill()  # SIGKILL: no cleanup of its own runs
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _running(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(server)
