@@ -46,7 +46,7 @@ def current_text(request: LLMRequest) -> str:
 
 
 def is_feedback(request: LLMRequest) -> bool:
-    return "Do not write the new text yet" in " ".join(request.messages[-1].content.split())
+    return "Do not write the new version yet" in " ".join(request.messages[-1].content.split())
 
 
 def rewriting_model(suffixes: str = "ab") -> Callable[[LLMRequest], str]:
