@@ -144,7 +144,7 @@ def opro_requests(folder: Path, count: int) -> list[LLMRequest]:
     )  # fmt: skip
     user = parts["user"].substitute(
         description="Answers a question-type classification with one label.",
-        name="system", history=history, examples=shown, rules="",
+        name="system", role="", history=history, examples=shown, rules="",
     )  # fmt: skip
     return [
         optimizer_request(parts["system"], user, temperature=1.0, max_tokens=GEN_TOKENS, seed=i)
