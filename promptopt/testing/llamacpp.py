@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -198,5 +199,11 @@ os.execvp(sys.argv[2], sys.argv[2:])
 
 def tied(command: list[str]) -> list[str]:
     """``command`` started so that it ends with the process that starts it, even one that is
-    killed outright (Linux; elsewhere ``command`` as it is, with a start-up of its own)."""
+    killed outright (Linux; elsewhere ``command`` as it is, with a start-up of its own).
+
+    Linux sends the signal when the *thread* that started the child ends, so only a child
+    started from the main thread (which ends with the process) is tied; from any other
+    thread ``command`` comes back as it is, or the server would stop with that thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return command
     return [sys.executable, "-c", _TIED, str(os.getpid()), *command]

@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from promptopt.errors import BackendUnavailableError, LLMError
-from promptopt.testing.llamacpp import LlamaCppServer, free_port, smollm2_gguf_path
+from promptopt.testing.llamacpp import LlamaCppServer, free_port, smollm2_gguf_path, tied
 
 
 class StandIn(LlamaCppServer):
@@ -125,3 +126,13 @@ def test_a_server_ends_with_the_process_that_started_it_even_one_killed_outright
     while _running(server) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(server)
+
+
+def test_a_server_started_from_another_thread_is_not_tied_to_that_thread() -> None:
+    command = [sys.executable, "-c", "pass"]
+    assert tied(command)[-3:] == command and tied(command)[:2] == [sys.executable, "-c"]
+    found: list[list[str]] = []
+    worker = threading.Thread(target=lambda: found.append(tied(command)))
+    worker.start()
+    worker.join()
+    assert found == [command]  # Linux would end it with the thread
