@@ -281,13 +281,14 @@ def _text(new: Any, old: Any, name: str, fields: Sequence[str]) -> tuple[Any, bo
     if not isinstance(new, str) or not new.strip():
         raise ReplyParseError(f"{name!r} must be a non-empty text")
     value = new.strip()
-    lost = [p for p in placeholders(old) if "{" + p + "}" not in value]
+    had = placeholders(old)
+    lost = [p for p in had if "{" + p + "}" not in value]
     if lost:
-        kept = ", ".join("{" + p + "}" for p in placeholders(old))
+        kept = ", ".join("{" + p + "}" for p in had)
         raise ReplyParseError(f"{name!r} must keep the placeholders {kept}")
     # promst's Qwen once appended "(expected classification: {expected_class})" to a system
     # text: a placeholder no input fills is left as it is written, or breaks a template
-    unknown = [p for p in placeholders(value) if p not in fields and p not in placeholders(old)]
+    unknown = [p for p in placeholders(value) if p not in fields and p not in had]
     if unknown:
         allowed = ", ".join("{" + p + "}" for p in fields) or "none"
         raise ReplyParseError(
