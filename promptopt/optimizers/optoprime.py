@@ -6,10 +6,12 @@ examples (with the injected ``rng``), and shows the optimizer model the joint
 subgraph of each example's trace (:func:`~promptopt.graph.backward.joint_subgraph`):
 the code once, then per example its inputs, intermediate values, output and
 feedback. A result without a trace (a prompt program, an old result) is shown as a
-synthetic one-line program of the candidate's parameters; for a prompt program its
-#Documentation says what the model reads (``system`` as its instructions, before every
-input), as a traced LLM call's docstring would. The model replies with
-JSON ``{"reasoning", "answer", "suggestion": {name: new value}}``; the reply is
+synthetic one-line program of the candidate's parameters; for a prompt program that
+line calls ``language_model`` and its #Documentation says what the model reads
+(``system`` as its instructions, before every input), as a traced LLM call's docstring
+would, and the line on its commonest mistakes names the text to change. The model
+replies with JSON ``{"reasoning", "answer", "suggestion": {name: new value}}``, keys
+in that order in its schema (the reasoning first); the reply is
 read tolerantly (:mod:`promptopt.optimizers.replies`), each suggested value is
 checked for its parameter's kind, and one repair call names the exact problem
 when nothing usable came back. A step whose repair fails too is spent, and the
@@ -90,7 +92,7 @@ __all__ = ["OptoPrime", "OptoPrimeConfig"]
 _RESAMPLE_TEMPERATURE = 0.7
 # a prompt program's one-line synthetic view: what its call does with each variable
 _PROMPT_DOC = (
-    "a language model reads `system` as its instructions (the system message), then each of "
+    "it reads `system` as its instructions (the system message), then each of "
     "`exemplars` as a solved example (the inputs as a user turn, the output as its reply), "
     "then the inputs in the user template, and replies with the output. `system` is read "
     "before every input: it tells the model how to decide, for any input."
@@ -190,7 +192,8 @@ class OptoPrime:
         self, state: SearchState, results: Sequence[ExampleResult], *, base: Evaluated
     ) -> LLMRequest:
         """The optimizer-model request for ``results`` of candidate ``base``."""
-        views = [view_of(r, base.candidate.params, state.trainable) for r in results]
+        callee = "language_model" if PROMPT_SHAPE in state.program_description else "program"
+        views = [view_of(r, base.candidate.params, state.trainable, callee=callee) for r in results]
         request = None
         for count in range(len(views), 0, -1) if views else (0,):
             for scale in (1.0, 0.5, 0.25):
@@ -363,7 +366,7 @@ class OptoPrime:
             # the docstring a traced LLM call would carry: without it Qwen2.5-Coder-1.5B read
             # `system` as notes on "the program" ("The program should analyze the overall
             # tone ..."), 9 of 12 replies on SST-2, none better than the seed
-            docs.setdefault("program", _PROMPT_DOC)
+            docs.setdefault("language_model", _PROMPT_DOC)
         examples = "".join(
             parts["example"].substitute(
                 number=number,
@@ -430,7 +433,15 @@ class OptoPrime:
             out.append(f"{name}: {rule}" + (f" ({about})" if about else ""))
         if state.choices:
             out.append(answers_rule(state))
-            out.append(mistakes(base.results))
+            # "the current text" read as the input `text` of SST-2: "The current text does not
+            # contain any words that indicate a negative sentiment", and the seed back
+            texts = [
+                n
+                for n in state.trainable
+                if kind_of(state, n, base.candidate.params.get(n)) == "text"
+            ]
+            where = f"the new `{texts[0]}`" if len(texts) == 1 else "the new values"
+            out.append(mistakes(base.results, who="the program", where=where))
         return "\n".join(o for o in out if o)
 
     def _history(self, state: SearchState, limit: int) -> str:

@@ -59,7 +59,15 @@ def kind_of(state: SearchState, name: str, value: Any) -> str:
     return "text"
 
 
-def view_of(result: ExampleResult, params: Mapping[str, Any], trainable: Sequence[str]) -> View:
+def view_of(
+    result: ExampleResult,
+    params: Mapping[str, Any],
+    trainable: Sequence[str],
+    *,
+    callee: str = "program",
+) -> View:
+    """One example's view: its traced joint subgraph, else a synthetic line calling ``callee``
+    (``language_model`` for a prompt program, whose one step is the model's call)."""
     feedback = result.score.feedback or result.error or f"score {result.score.value:g}"
     run = getattr(result, "trace", None)
     if run is not None:
@@ -82,7 +90,7 @@ def view_of(result: ExampleResult, params: Mapping[str, Any], trainable: Sequenc
     inputs = {str(k): v for k, v in result.example.inputs.items()}
     args = ", ".join(f"{n}={n}" for n in (*inputs, *(t for t in trainable if t in params)))
     return View(
-        code=(f"output = program({args})",),
+        code=(f"output = {callee}({args})",),
         documentation={},
         inputs=inputs,
         others={},
@@ -137,6 +145,9 @@ def reply_schema(state: SearchState, base: Evaluated, *, code_chars: int) -> str
         name: shapes.get(kind_of(state, name, base.candidate.params.get(name)), text)
         for name in state.trainable
     }
+    # keys in the order the model should write them (llama.cpp's grammar keeps it): the
+    # reasoning before the suggestion it leads to. Sorted, "answer" came first and Qwen2.5-
+    # Coder-1.5B spent it on a guess at the whole fix, the reasoning cut off after it.
     schema = {
         "type": "object",
         "properties": {
@@ -151,4 +162,4 @@ def reply_schema(state: SearchState, base: Evaluated, *, code_chars: int) -> str
         "required": ["reasoning", "answer", "suggestion"],
         "additionalProperties": False,
     }
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    return json.dumps(schema, separators=(",", ":"))

@@ -330,14 +330,15 @@ def confusions(results: Sequence[ExampleResult], *, top: int = 3) -> list[str]:
             for (got, want), n in pairs.most_common(top)]  # fmt: skip
 
 
-def mistakes(results: Sequence[ExampleResult], *, top: int = 3) -> str:
+def mistakes(results: Sequence[ExampleResult], *, top: int = 3, who: str = "the current text",
+             where: str = "the new text") -> str:  # fmt: skip
     """:func:`confusions` in a sentence, or "": "On 50 scored inputs the current text got 21
     wrong; most often it answered 'entity' where 'human' was right (12 of 14 such inputs),
     ... Say in the new text how to tell these answers apart." A small optimizer model reads
-    the labels confused (what a better instruction fixes) better so than from examples."""
+    the labels confused better so than from examples. ``who`` and ``where`` can name them."""
     scored, wrong = _scored(results)
-    return (f"On {len(scored)} scored inputs the current text got {len(wrong)} wrong; most often "
-            f"it {', '.join(confusions(results, top=top))}. Say in the new text how to tell "
+    return (f"On {len(scored)} scored inputs {who} got {len(wrong)} wrong; most often "
+            f"it {', '.join(confusions(results, top=top))}. Say in {where} how to tell "
             "these answers apart.") if wrong else ""  # fmt: skip
 
 

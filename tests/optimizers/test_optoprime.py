@@ -176,12 +176,27 @@ def test_a_prompt_programs_synthetic_view_documents_what_the_model_reads():
         program_description=f"Classify the review. ({PROMPT_SHAPE})",
     )
     user = OptoPrime().build_request(state, state.best.results[:1], base=state.best)
-    documentation = user.messages[1].content.split("#Documentation\n")[1].split("\n\n")[0]
-    assert documentation.startswith("program: a language model reads `system` as its instructions")
+    content = user.messages[1].content
+    # its one step is the model's call, named so: as `program(...)`, a small optimizer model
+    # reasoned about code that "should analyze the tone", not about the instructions
+    assert "output = language_model(question=question, instruction=instruction" in content
+    documentation = content.split("#Documentation\n")[1].split("\n\n")[0]
+    assert documentation.startswith("language_model: it reads `system` as its instructions")
     # a workflow's synthetic view has no documentation to give
     plain = _state(traced=False)
     user = OptoPrime().build_request(plain, plain.best.results[:1], base=plain.best)
     assert "#Documentation\n(none)\n" in user.messages[1].content
+
+
+def test_the_mistakes_line_names_the_program_and_the_text_to_change():
+    # "the current text" of other optimizers' prompts: on SST-2 (input field `text`) a small
+    # model read it as the review and wrote the seed back
+    state = dataclasses.replace(_state(traced=False), choices=("paris", "rome", "tokyo"))
+    user = OptoPrime().build_request(state, state.best.results[:1], base=state.best)
+    constraints = user.messages[1].content.split("#Constraints\n")[1]
+    assert f"inputs the program got {len(QUESTIONS)} wrong" in constraints
+    assert "Say in the new `instruction` how to tell these answers apart." in constraints
+    assert "current text" not in constraints
 
 
 def test_long_values_are_clipped_to_fit():

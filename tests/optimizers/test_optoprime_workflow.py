@@ -57,6 +57,8 @@ async def test_scripted_optoprime_fixes_the_instruction_then_the_code(triage_tas
     for part in ("#Code", "classify", "route.code", "#Feedback", "expected"):
         assert part in first
     schema = json.loads(optimizer_model.requests[0].json_schema)
+    # in the order to write them: a constrained model reasons before it suggests
+    assert list(schema["properties"]) == ["reasoning", "answer", "suggestion"]
     assert set(schema["properties"]["suggestion"]["properties"]) == {
         "instruction", "exemplars", "route.code",
     }  # fmt: skip
