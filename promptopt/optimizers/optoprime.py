@@ -328,6 +328,7 @@ class OptoPrime:
                     params.get(name),
                     name=name,
                     fields=input_fields(state),
+                    choices=state.choices,
                 )
             except UnchangedValueError as exc:
                 found[name] = params.get(name)  # no change: a no-op unless others change

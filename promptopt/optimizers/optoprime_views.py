@@ -131,7 +131,12 @@ def reply_schema(state: SearchState, base: Evaluated, *, code_chars: int) -> str
                 "required": fields,
                 "additionalProperties": False,
             },
-            "output": {"type": "string", "minLength": 1, "maxLength": 200},
+            # an exemplar's answer is one the model may give: "neutral" on SST-2 was not
+            "output": (
+                {"type": "string", "enum": list(state.choices)}
+                if state.choices
+                else {"type": "string", "minLength": 1, "maxLength": 200}
+            ),
         },
         "required": ["inputs", "output"],
         "additionalProperties": False,

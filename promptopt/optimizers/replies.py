@@ -211,22 +211,45 @@ def match_name(key: str, names: Sequence[str]) -> str | None:
     return short[0] if len(short) == 1 and not exact else None
 
 
-def check_value(kind: str, new: Any, old: Any, *, name: str, fields: Sequence[str] = ()) -> Any:
+def check_value(
+    kind: str, new: Any, old: Any, *, name: str, fields: Sequence[str] = (),
+    choices: Sequence[str] = (),
+) -> Any:  # fmt: skip
     """``new`` as a valid value of parameter ``name`` of ``kind``, different from ``old``.
 
     ``text`` must be a non-empty string keeping ``old``'s ``{placeholders}`` and adding
     none that no field in ``fields`` fills; ``exemplars`` a list of ``{"inputs": {...},
     "output": ...}`` objects (or a JSON string of one), whose inputs hold every field
-    in ``fields``; ``code`` the source of exactly one function with the name and
-    arguments of the function in ``old``. Raises ReplyParseError naming the problem.
+    in ``fields`` and whose outputs are among ``choices`` if given (written as there);
+    ``code`` the source of exactly one function with the name and arguments of the
+    function in ``old``. Raises ReplyParseError naming the problem.
     """
     checker = _CHECKS.get(kind)
     if checker is None:
         raise ReplyParseError(f"{name!r} has kind {kind!r}, which cannot be edited")
     value, same = checker(new, old, name, fields)
+    if kind == "exemplars" and choices:
+        value = _among(value, choices, name)
+        same = value == _plain_exemplars(old)
     if same:
         raise UnchangedValueError(f"{name!r} is unchanged")
     return value
+
+
+def _among(items: list[dict], choices: Sequence[str], name: str) -> list[dict]:
+    """``items`` with each output spelled as its choice; an output that is none of them is
+    refused: the model cannot answer it (seen: "neutral" in an SST-2 exemplar)."""
+    spelled = {c.strip().casefold(): c for c in choices}
+    out = []
+    for at, item in enumerate(items):
+        choice = spelled.get(item["output"].strip().casefold())
+        if choice is None:
+            raise ReplyParseError(
+                f"{name!r} item {at} has the output {item['output']!r}, which is not one of "
+                f"the answers ({', '.join(choices)})"
+            )
+        out.append({**item, "output": choice})
+    return out
 
 
 def marked_texts(text: str, *, start: str = "<START>", end: str = "<END>") -> list[str]:
@@ -322,12 +345,15 @@ def _exemplars(new: Any, old: Any, name: str, fields: Sequence[str]) -> tuple[An
         if not kept:
             raise ReplyParseError(f"{name!r} item {at} has no inputs")
         items.append({"inputs": kept, "output": str(item["output"])})
-    previous = [
+    return items, items == _plain_exemplars(old)
+
+
+def _plain_exemplars(value: Any) -> list[dict]:
+    return [
         {"inputs": dict(e.get("inputs", {})), "output": str(e.get("output"))}
-        for e in old or ()
+        for e in value or ()
         if isinstance(e, dict)
     ]
-    return items, items == previous
 
 
 def _code(new: Any, old: Any, name: str, fields: Sequence[str]) -> tuple[Any, bool]:

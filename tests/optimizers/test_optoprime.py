@@ -199,6 +199,19 @@ def test_the_mistakes_line_names_the_program_and_the_text_to_change():
     assert "current text" not in constraints
 
 
+def test_the_schema_holds_an_exemplars_output_to_the_choices():
+    state = dataclasses.replace(
+        _state(traced=False),
+        trainable=("instruction", "exemplars"),
+        kinds={"instruction": "text", "exemplars": "exemplars"},
+        choices=("paris", "rome"),
+    )
+    request = OptoPrime().build_request(state, state.best.results[:1], base=state.best)
+    schema = json.loads(request.json_schema)
+    exemplar = schema["properties"]["suggestion"]["properties"]["exemplars"]["items"]
+    assert exemplar["properties"]["output"] == {"type": "string", "enum": ["paris", "rome"]}
+
+
 def test_long_values_are_clipped_to_fit():
     state = _state(traced=False)
     long = Example("long", {"question": "why? " * 2000}, "x")

@@ -245,6 +245,25 @@ def test_exemplar_rejections(new, reason):
         check_value("exemplars", new, old, name="ex", fields=["message"])
 
 
+def test_exemplar_outputs_are_among_the_choices():
+    # an answer the program cannot give teaches it nothing: OptoPrime on SST-2 wrote "neutral"
+    choices = ("positive", "negative")
+    item = {"inputs": {"text": "dull"}, "output": "Negative "}
+    got = check_value("exemplars", [item], [], name="ex", fields=["text"], choices=choices)
+    assert got == [{"inputs": {"text": "dull"}, "output": "negative"}]
+    neutral = {"inputs": {"text": "so-so"}, "output": "neutral"}
+    with pytest.raises(
+        ReplyParseError, match=r"item 1 has the output 'neutral'.*positive, negative"
+    ):
+        check_value("exemplars", [item, neutral], [], name="ex", fields=["text"], choices=choices)
+    # spelled as a choice, the same exemplars as before are no change
+    old = [{"inputs": {"text": "dull"}, "output": "negative"}]
+    with pytest.raises(ReplyParseError, match="unchanged"):
+        check_value("exemplars", [item], old, name="ex", fields=["text"], choices=choices)
+    # without choices any output is kept as written
+    assert check_value("exemplars", [neutral], [], name="ex")[0]["output"] == "neutral"
+
+
 def test_unknown_kind():
     with pytest.raises(ReplyParseError, match="cannot be edited"):
         check_value("calibration", {}, {}, name="calibration")
