@@ -4,6 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TASK ?= tasks/reviews/task.yaml
 
+# llama.cpp built for a CPU with AMX segfaulted in its AMX matmul on one of our machines
+# (promptopt/llm/backends/_amx.py): build llama-cpp-python without it (the compiler's
+# __AMX_INT8__ undefined), which keeps the CPU repack of the weights. A CMAKE_ARGS of yours wins.
+export CMAKE_ARGS ?= -DCMAKE_C_FLAGS=-U__AMX_INT8__ -DCMAKE_CXX_FLAGS=-U__AMX_INT8__
+
 .PHONY: install install-dev install-qwen demo test test-qwen check lint format bench-throughput bench-quality bench-trace bench-export bench-local bench-local-throughput bench-alignment bench-latency bench-racing bench-racing-replay bench-vllm bench-peers clean
 
 $(BIN)/python:

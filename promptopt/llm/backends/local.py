@@ -41,6 +41,7 @@ model name ending in ``.gguf``) points at any other chat GGUF instead.
   up to a multiple of 256, as llama.cpp does internally.
 * A failed load (missing or corrupt model file) is remembered: later requests
   fail with the same error at once instead of joining or loading gigabytes again.
+* An AMX build of llama.cpp loads models without extra buffers: see :mod:`._amx`.
 * ``OMP_WAIT_POLICY=passive`` is put in the environment before llama.cpp is first
   imported, unless the user set it: llama.cpp's OpenMP threads then sleep at
   barriers instead of spinning (see ``benchmarks/local_models.py``).
@@ -67,6 +68,7 @@ from promptopt.errors import (
     PromptoptError,
 )
 from promptopt.llm import weights
+from promptopt.llm.backends._amx import avoid_amx
 from promptopt.llm.backends._chat import Prompt, chat_formatter, render
 from promptopt.llm.backends._grammar import choices_grammar, grammar_safe, max_tokens_for
 from promptopt.llm.backends._pool import ContextPool
@@ -152,6 +154,7 @@ def _import_llama_cpp() -> Any:
         raise BackendUnavailableError(
             f"the 'local' backend needs 'llama-cpp-python', which is not installed: {_INSTALL_HINT}"
         ) from exc
+    avoid_amx(llama_cpp)  # an AMX build's matmul segfaulted here (see _amx)
     return llama_cpp
 
 
