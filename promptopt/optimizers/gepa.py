@@ -361,7 +361,7 @@ class GEPA:
             shown, said = str(current or "").rstrip(), answers_rule(state)
         else:
             system, reflect = self._parts["system"], self._parts["reflect"]
-            shown, said = str(current or ""), rules(state, current, parent.results)
+            shown, said = str(current or ""), rules(state, current, parent.results, name=name)
         user = reflect.substitute(
             description=state.program_description.strip() or "(not described)",
             name=name,

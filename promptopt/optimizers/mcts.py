@@ -360,7 +360,7 @@ class MCTS:
             "count": "one new version"
             if c.num_new_prompts == 1
             else f"{c.num_new_prompts} new versions",
-            "rules": rules(state, node.params.get(param), results),
+            "rules": rules(state, node.params.get(param), results, name=param),
         }
         values = await self._rewriter.versions(
             llm, self._request("rewrite", fill, rng), name=param, base=node.params,

@@ -148,7 +148,7 @@ class OPRO:
             role=role_of(state, name),
             history=history,
             examples=examples or "(none)",
-            rules=rules(state, base.candidate.params.get(name), base.results),
+            rules=rules(state, base.candidate.params.get(name), base.results, name=name),
         )
         # every line of the request but the versions it shows is a copy: Qwen2.5-Coder-1.5B
         # once answered with the request's own "It uses a text named ..." paragraph

@@ -223,7 +223,8 @@ class PROMST:
         ranking = self.config.predictor and self.predictor.pairs >= self.config.predictor_min_pairs
         wanted = self.config.n_children + (self.config.surplus if ranking else 0)
         trajectory = self._trajectory(parent, target, by_id)
-        confused = mistakes(parent.results) if state.choices else ""
+        confused = (mistakes(parent.results, who="the prompt", where="the new prompt")
+                    if state.choices else "")  # fmt: skip
         assert self._rewriter is not None
         depth = self._depth.get(parent.candidate.id, 0) + 1
         answers = await self._rewriter.ask_many(  # the children do not depend on each other

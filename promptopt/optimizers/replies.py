@@ -428,7 +428,9 @@ def read_rewrite(reply: str, *, key: str, old: Any, name: str, fields: Sequence[
 
 
 def reply_schema(keys: Sequence[tuple[str, int]]) -> str:
-    """A JSON schema (as text) of an object with these string keys, each bounded in length."""
+    """A JSON schema (as text) of an object with these string keys, each bounded in length,
+    in the order given: a grammar-constrained backend (llama.cpp) writes the keys in the
+    schema's order, so the reasoning asked for first is written before the prompt it leads to."""
     properties = {
         key: {"type": "string", "minLength": 1, "maxLength": limit} for key, limit in keys
     }
@@ -438,4 +440,4 @@ def reply_schema(keys: Sequence[tuple[str, int]]) -> str:
         "required": [key for key, _ in keys],
         "additionalProperties": False,
     }
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    return json.dumps(schema, separators=(",", ":"))

@@ -292,10 +292,13 @@ def show_example(example: Example, *, limit: int, result: ExampleResult | None =
     return "\n".join(lines)
 
 
-def rules(state: SearchState, current: Any, results: Sequence[ExampleResult] = ()) -> str:
+def rules(
+    state: SearchState, current: Any, results: Sequence[ExampleResult] = (), *, name: str
+) -> str:
     """What any new version must keep: the placeholders, and the allowed answers; for a
     program with ``choices``, also the commonest mistakes among ``results`` (the current
-    text's scored examples; see :func:`mistakes`)."""
+    text's scored examples; see :func:`mistakes`), naming the text ``name``: "the current
+    text" read as the input where an input field is called ``text`` (SST-2's)."""
     out = []
     kept = placeholders(current)
     if kept:
@@ -305,7 +308,8 @@ def rules(state: SearchState, current: Any, results: Sequence[ExampleResult] = (
             + " exactly as written."
         )
     if state.choices:
-        out += [answers_rule(state), mistakes(results)]
+        out += [answers_rule(state),
+                mistakes(results, who=f'the text "{name}"', where=f'the new "{name}"')]  # fmt: skip
     return " ".join(o for o in out if o)
 
 
@@ -330,12 +334,12 @@ def confusions(results: Sequence[ExampleResult], *, top: int = 3) -> list[str]:
             for (got, want), n in pairs.most_common(top)]  # fmt: skip
 
 
-def mistakes(results: Sequence[ExampleResult], *, top: int = 3, who: str = "the current text",
-             where: str = "the new text") -> str:  # fmt: skip
-    """:func:`confusions` in a sentence, or "": "On 50 scored inputs the current text got 21
-    wrong; most often it answered 'entity' where 'human' was right (12 of 14 such inputs),
-    ... Say in the new text how to tell these answers apart." A small optimizer model reads
-    the labels confused better so than from examples. ``who`` and ``where`` can name them."""
+def mistakes(results: Sequence[ExampleResult], *, who: str, where: str, top: int = 3) -> str:
+    """:func:`confusions` in a sentence, or "": "On 50 scored inputs {who} got 21 wrong; most
+    often it answered 'entity' where 'human' was right (12 of 14 such inputs), ... Say in
+    {where} how to tell these answers apart." A small optimizer model reads the labels
+    confused better so than from examples. ``who`` and ``where`` name the text by its name,
+    never "the current text", which a model read as the input on SST-2 (field ``text``)."""
     scored, wrong = _scored(results)
     return (f"On {len(scored)} scored inputs {who} got {len(wrong)} wrong; most often "
             f"it {', '.join(confusions(results, top=top))}. Say in {where} how to tell "

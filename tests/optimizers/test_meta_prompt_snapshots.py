@@ -42,7 +42,7 @@ def test_promst_summary_and_write_requests():
 def test_promst_shows_the_confusions_after_the_error_summaries():
     parent = promst_evaluated("Say yes.", ["format", "loop", 0.0, 1.0, "format"])
     errors = [("format", 1, "It never says which words are allowed.")]
-    confused = "On 3 scored inputs the current text got 2 wrong."
+    confused = "On 3 scored inputs the prompt got 2 wrong."
     write = _render(PROMST().write_request("system", parent, errors, "1. Say yes.",
                                            confused=confused))  # fmt: skip
-    assert "allowed.\n\nOn 3 scored inputs the current text got 2 wrong.\n\n#Trajectory" in write
+    assert "allowed.\n\nOn 3 scored inputs the prompt got 2 wrong.\n\n#Trajectory" in write

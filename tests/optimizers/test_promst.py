@@ -268,3 +268,15 @@ async def test_rules_from_the_task_file_tag_failures_and_shape_the_summaries(tmp
         "expected 'no', got 'I would say no'; chatty: Answer with one word: yes or no." in feedback
     )
     assert result.optimizer_stats["noops"] == 0 and result.optimizer_stats["summaries"] == 2
+
+
+async def test_the_write_schema_asks_for_the_reasoning_before_the_prompt():
+    # a grammar-constrained backend writes keys in the schema's order: sorted, the prompt came
+    # first and the reasoning after it, so nothing reasoned before the prompt was written
+    seed = _evaluated("Say yes.", [1.0, 0.0, 0.0, 0.0, 0.0])
+    llm = fake_llm(Writer())
+    await PROMST({"n_children": 1, "predictor": False}).propose(
+        _state(seed), llm=llm, rng=random.Random(0)
+    )
+    [write] = [r for r in llm.backend.requests if not _is_summary(r)]
+    assert list(json.loads(write.json_schema)["properties"]) == ["reasoning", "prompt"]

@@ -13,6 +13,7 @@ from promptopt.optimizers.replies import (
     parse_json_reply,
     placeholders,
     read_rewrite,
+    reply_schema,
 )
 
 GOOD = {"reasoning": "r", "answer": "a", "suggestion": {"instruction": "Be brief."}}
@@ -267,3 +268,10 @@ def test_exemplar_outputs_are_among_the_choices():
 def test_unknown_kind():
     with pytest.raises(ReplyParseError, match="cannot be edited"):
         check_value("calibration", {}, {}, name="calibration")
+
+
+def test_a_reply_schema_lists_its_keys_in_the_order_given():
+    schema = json.loads(reply_schema((("reasoning", 500), ("prompt", 80))))
+    assert list(schema["properties"]) == ["reasoning", "prompt"]
+    assert schema["required"] == ["reasoning", "prompt"]
+    assert schema["properties"]["prompt"]["maxLength"] == 80

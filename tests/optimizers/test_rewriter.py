@@ -181,7 +181,7 @@ def test_text_targets():
 
 
 def test_rules_and_examples_show_shapes_not_answers():
-    assert rules(state(choices=("yes", "no")), "Q: {text} {x}") == (
+    assert rules(state(choices=("yes", "no")), "Q: {text} {x}", name="system") == (
         "Keep the placeholders {text}, {x} exactly as written. "
         "The program's answer must be one of: yes, no."
     )
@@ -205,17 +205,19 @@ def test_mistakes_name_the_commonest_confusions_with_their_counts():
         result(7, "number", "number"),
         ExampleResult(Example("8", {"q": "q8"}, "human"), None, Score(0.0, valid=False), "boom"),
     ]
-    assert mistakes(results, top=2) == (
-        "On 8 scored inputs the current text got 6 wrong; most often it answered 'entity' where "
+    assert mistakes(results, who="the prompt", where="the new prompt", top=2) == (
+        "On 8 scored inputs the prompt got 6 wrong; most often it answered 'entity' where "
         "'human' was right (3 of 4 such inputs), answered 'entity' where 'description' was "
-        "right (2 of 2 such inputs). Say in the new text how to tell these answers apart."
+        "right (2 of 2 such inputs). Say in the new prompt how to tell these answers apart."
     )
-    assert mistakes([result(0, "human", "human")]) == ""
-    assert rules(state(choices=("human", "entity")), "Q", results[:1]).endswith(
-        "answered 'entity' where 'human' was right (1 of 1 such inputs). Say in the new text "
-        "how to tell these answers apart."
+    assert mistakes([result(0, "human", "human")], who="it", where="it") == ""
+    # the rewriters name the text: "the current text" read as the input where a field is `text`
+    assert rules(state(choices=("human", "entity")), "Q", results[:1], name="system") == (
+        "The program's answer must be one of: human, entity. On 1 scored inputs the text "
+        "\"system\" got 1 wrong; most often it answered 'entity' where 'human' was right (1 of 1 "
+        'such inputs). Say in the new "system" how to tell these answers apart.'
     )
-    assert "scored inputs" not in rules(state(), "Q", results)  # no choices: no confusions
+    assert "scored inputs" not in rules(state(), "Q", results, name="system")  # no choices
 
 
 @pytest.mark.parametrize(
