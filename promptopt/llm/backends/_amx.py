@@ -15,11 +15,13 @@ without AMX (``-U__AMX_INT8__``), which keeps the repack.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 __all__ = ["amx_build", "avoid_amx"]
 
 _PATCHED = "_promptopt_extra_bufts_off"
+logger = logging.getLogger(__name__)
 
 
 def amx_build(llama_cpp: Any) -> bool:
@@ -51,4 +53,10 @@ def avoid_amx(llama_cpp: Any) -> bool:
 
     low.llama_model_default_params = without_extra_buffers
     setattr(low, _PATCHED, True)
+    logger.warning(
+        "llama.cpp was built with AMX, whose matmul can crash the process: models load "
+        "without its extra buffers (slower); rebuild llama-cpp-python with "
+        "CMAKE_ARGS='-DCMAKE_C_FLAGS=-U__AMX_INT8__ -DCMAKE_CXX_FLAGS=-U__AMX_INT8__' to keep "
+        "the weights' repack"
+    )
     return True

@@ -26,11 +26,14 @@ AMX = b"CPU : AVX2 = 1 | AVX512 = 1 | AVX512_VNNI = 1 | AMX_INT8 = 1 | REPACK = 
 PLAIN = b"CPU : AVX2 = 1 | AVX512 = 1 | AVX512_VNNI = 1 | REPACK = 1 | "
 
 
-def test_an_amx_build_loads_without_extra_buffers_once_patched():
+def test_an_amx_build_loads_without_extra_buffers_once_patched(caplog):
     module = fake_llama_cpp(AMX)
     assert amx_build(module)
     assert module.llama_cpp.llama_model_default_params().use_extra_bufts  # before
-    assert avoid_amx(module) and avoid_amx(module)  # a second call patches nothing more
+    with caplog.at_level("WARNING"):
+        assert avoid_amx(module) and avoid_amx(module)  # a second call patches nothing more
+    # said once, with the rebuild that keeps the repack
+    assert [r.message.count("-U__AMX_INT8__") for r in caplog.records] == [2]
     assert module.llama_cpp.llama_model_default_params().use_extra_bufts is False
     # wrapped once: the patched default calls the original, not itself
     assert module.llama_cpp.llama_model_default_params.__closure__[0].cell_contents is Params
