@@ -60,6 +60,7 @@ from promptopt.optimizers.replies import reply_schema
 from promptopt.optimizers.rewriters import (
     JSON_REWRITE_STATS,
     JsonRewriter,
+    answers_rule,
     inputs_text,
     mistakes,
     text_param,
@@ -223,8 +224,12 @@ class PROMST:
         ranking = self.config.predictor and self.predictor.pairs >= self.config.predictor_min_pairs
         wanted = self.config.n_children + (self.config.surplus if ranking else 0)
         trajectory = self._trajectory(parent, target, by_id)
-        confused = (mistakes(parent.results, who="the prompt", where="the new prompt")
-                    if state.choices else "")  # fmt: skip
+        # the allowed answers, as MCTS, OPRO and GEPA say them: without them Qwen's prompts
+        # offered "such as 'positive', 'negative', 'neutral'" on SST-2
+        confused = ""
+        if state.choices:
+            wrong = mistakes(parent.results, who="the prompt", where="the new prompt")
+            confused = " ".join(t for t in (answers_rule(state), wrong) if t)
         assert self._rewriter is not None
         depth = self._depth.get(parent.candidate.id, 0) + 1
         answers = await self._rewriter.ask_many(  # the children do not depend on each other
@@ -345,8 +350,8 @@ class PROMST:
         confused: str = "",
     ) -> LLMRequest:
         """One write call: the parent's prompt, the error summaries (and ``confused``, the
-        parent's commonest wrong answers: :func:`~promptopt.optimizers.rewriters.mistakes`)
-        and the trajectory."""
+        allowed answers and the parent's commonest wrong answers:
+        :func:`~promptopt.optimizers.rewriters.mistakes`) and the trajectory."""
         parts = template_parts("promst")
         shown = "".join(
             parts["error"].substitute(rule=rule, count=count, summary=summary)

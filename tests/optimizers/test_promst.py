@@ -8,6 +8,7 @@ import asyncio
 import json
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from promst_fixture import is_summary as _is_summary
@@ -268,6 +269,31 @@ async def test_rules_from_the_task_file_tag_failures_and_shape_the_summaries(tmp
         "expected 'no', got 'I would say no'; chatty: Answer with one word: yes or no." in feedback
     )
     assert result.optimizer_stats["noops"] == 0 and result.optimizer_stats["summaries"] == 2
+
+
+async def test_with_choices_the_write_request_names_the_answers_then_the_mistakes():
+    # the examples answer "no" where "yes" is right; without the allowed answers, Qwen's
+    # prompts offered labels the program never answers ("'positive', 'negative', 'neutral'")
+    seed = _evaluated("Say yes.", [1.0, 0.0, 0.0, 0.0, 0.0])
+    state = replace(_state(seed), choices=("yes", "no"))
+    llm = fake_llm(Writer())
+    await PROMST({"n_children": 1, "predictor": False}).propose(
+        state, llm=llm, rng=random.Random(0)
+    )
+    [write] = [r for r in llm.backend.requests if not _is_summary(r)]
+    assert (
+        "The program's answer must be one of: yes, no. On 5 scored inputs the prompt got 4 "
+        "wrong; most often it answered 'no' where 'yes' was right (4 of 5 such inputs). Say in "
+        "the new prompt how to tell these answers apart.\n\n#Trajectory"
+    ) in write.messages[-1].content
+    # without choices, neither line
+    llm = fake_llm(Writer())
+    await PROMST({"n_children": 1, "predictor": False}).propose(
+        _state(seed), llm=llm, rng=random.Random(0)
+    )
+    [write] = [r for r in llm.backend.requests if not _is_summary(r)]
+    assert "must be one of" not in write.messages[-1].content
+    assert "scored inputs" not in write.messages[-1].content
 
 
 async def test_the_write_schema_asks_for_the_reasoning_before_the_prompt():
