@@ -31,10 +31,11 @@ class _Raw:
     def __init__(self, path: Path, *, n_ctx: int, n_ubatch: int, n_seq: int, threads: int) -> None:
         import llama_cpp as lc
 
+        from promptopt.llm.backends._amx import model_params
+
         self.lc = lc
-        self.model = lc.llama_model_load_from_file(
-            str(path).encode(), lc.llama_model_default_params()
-        )
+        # as the backend loads it (an AMX build's matmul segfaulted: see _amx)
+        self.model = lc.llama_model_load_from_file(str(path).encode(), model_params(lc))
         params = lc.llama_context_default_params()
         params.n_ctx = params.n_batch = n_ctx
         params.n_ubatch, params.n_seq_max, params.kv_unified = n_ubatch, n_seq, True

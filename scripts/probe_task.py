@@ -72,8 +72,14 @@ class Probe:
     """One loaded model answering with a choice; counts its calls."""
 
     def __init__(self, *, choices: Sequence[str], threads: int, max_tokens: int) -> None:
+        import llama_cpp
         from llama_cpp import Llama, LlamaGrammar
 
+        from promptopt.llm.backends._amx import avoid_amx
+
+        avoid_amx(
+            llama_cpp
+        )  # an AMX build's matmul segfaulted (see promptopt/llm/backends/_amx.py)
         self.llm = Llama(
             model_path=str(smollm2_gguf()), n_ctx=2048, n_threads=threads, verbose=False
         )

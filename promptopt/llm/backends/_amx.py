@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__all__ = ["amx_build", "avoid_amx"]
+__all__ = ["amx_build", "avoid_amx", "model_params"]
 
 _PATCHED = "_promptopt_extra_bufts_off"
 logger = logging.getLogger(__name__)
@@ -60,3 +60,10 @@ def avoid_amx(llama_cpp: Any) -> bool:
         "the weights' repack"
     )
     return True
+
+
+def model_params(llama_cpp: Any) -> Any:
+    """llama.cpp's default model params for a load through the low-level API (what
+    ``llama_model_load_from_file`` takes), with the extra buffers off for an AMX build."""
+    avoid_amx(llama_cpp)
+    return llama_cpp.llama_cpp.llama_model_default_params()

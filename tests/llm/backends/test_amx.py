@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from promptopt.llm.backends._amx import amx_build, avoid_amx
+from promptopt.llm.backends._amx import amx_build, avoid_amx, model_params
 
 
 class Params:
@@ -37,6 +37,11 @@ def test_an_amx_build_loads_without_extra_buffers_once_patched(caplog):
     assert module.llama_cpp.llama_model_default_params().use_extra_bufts is False
     # wrapped once: the patched default calls the original, not itself
     assert module.llama_cpp.llama_model_default_params.__closure__[0].cell_contents is Params
+
+
+def test_low_level_loads_take_the_guarded_defaults():
+    assert model_params(fake_llama_cpp(AMX)).use_extra_bufts is False
+    assert model_params(fake_llama_cpp(PLAIN)).use_extra_bufts is True
 
 
 @pytest.mark.parametrize("info", [PLAIN, b"CPU : AMX_INT8 = 0 | ", b""])
