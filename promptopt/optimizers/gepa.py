@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, Field
 
 from promptopt.errors import OptimizerError
+from promptopt.optimizers.answers import answers_rule, confusions, rules
 from promptopt.optimizers.base import (
     Evaluated,
     ExampleResult,
@@ -74,10 +75,7 @@ from promptopt.optimizers.rewriters import (
     SEED_RANGE,
     MarkedRewriter,
     RewriteConfig,
-    answers_rule,
-    confusions,
     quoted_lines,
-    rules,
     show_example,
     text_targets,
 )

@@ -55,6 +55,7 @@ from pydantic import BaseModel, Field
 
 from promptopt.errors import BadRequestError, OptimizerError
 from promptopt.llm.types import LLMRequest
+from promptopt.optimizers.answers import rules
 from promptopt.optimizers.base import (
     Evaluated,
     ExampleResult,
@@ -72,7 +73,6 @@ from promptopt.optimizers.rewriters import (
     RewriteConfig,
     Versions,
     quoted_lines,
-    rules,
     show_example,
     text_targets,
 )

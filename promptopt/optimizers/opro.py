@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, Field
 
 from promptopt.llm.types import LLMRequest, Message
+from promptopt.optimizers.answers import rules
 from promptopt.optimizers.base import (
     Evaluated,
     Proposal,
@@ -46,7 +47,6 @@ from promptopt.optimizers.rewriters import (
     MarkedRewriter,
     RewriteConfig,
     quoted_lines,
-    rules,
     show_example,
     text_targets,
 )

@@ -57,6 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptopt.errors import ReplyParseError, UnchangedValueError
 from promptopt.llm.types import LLMRequest, Message
+from promptopt.optimizers.answers import answers_rule, mistakes
 from promptopt.optimizers.base import (
     PROMPT_SHAPE,
     Evaluated,
@@ -81,7 +82,7 @@ from promptopt.optimizers.replies import (
     parse_json_reply,
     placeholders,
 )
-from promptopt.optimizers.rewriters import answers_rule, mistakes, noop
+from promptopt.optimizers.rewriters import noop
 from promptopt.optimizers.shown import clip_text, input_fields, show_value
 
 if TYPE_CHECKING:

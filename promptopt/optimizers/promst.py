@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptopt.errors import BadRequestError
 from promptopt.llm.types import LLMRequest
+from promptopt.optimizers.answers import answers_rule, mistakes
 from promptopt.optimizers.base import (
     Evaluated,
     ExampleResult,
@@ -57,14 +58,7 @@ from promptopt.optimizers.base import (
 )
 from promptopt.optimizers.meta_prompts import optimizer_request, template_parts
 from promptopt.optimizers.replies import reply_schema
-from promptopt.optimizers.rewriters import (
-    JSON_REWRITE_STATS,
-    JsonRewriter,
-    answers_rule,
-    inputs_text,
-    mistakes,
-    text_param,
-)
+from promptopt.optimizers.rewriters import JSON_REWRITE_STATS, JsonRewriter, inputs_text, text_param
 from promptopt.optimizers.score_predictor import ScorePredictor
 from promptopt.optimizers.shown import clip_text
 from promptopt.task.spec import OTHER_RULE
@@ -351,7 +345,7 @@ class PROMST:
     ) -> LLMRequest:
         """One write call: the parent's prompt, the error summaries (and ``confused``, the
         allowed answers and the parent's commonest wrong answers:
-        :func:`~promptopt.optimizers.rewriters.mistakes`) and the trajectory."""
+        :func:`~promptopt.optimizers.answers.mistakes`) and the trajectory."""
         parts = template_parts("promst")
         shown = "".join(
             parts["error"].substitute(rule=rule, count=count, summary=summary)

@@ -10,7 +10,7 @@ proposed) already. Two ways of asking, one per pair of optimizers:
   with no new version it sends the reply and a note saying what was wrong back to the model,
   sampled with a fresh seed, up to ``retries`` times. Seeds come from the ``rng`` handed in,
   so a replayed run sends the very same requests.
-  :func:`text_targets`, :func:`show_example` and :func:`rules` render the parts of a request
+  :func:`text_targets` and :func:`show_example` render the parts of a request
   these optimizers share: which parameters may be rewritten, one example (inputs, output,
   expected answer, feedback) and the rules a new version must keep.
 - :class:`JsonRewriter` (SPO, PROMST) asks for one new prompt in a JSON reply
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from string import Template
@@ -55,7 +54,6 @@ from promptopt.optimizers.replies import (
     counted_reply,
     cut_off,
     marked_texts,
-    placeholders,
     read_rewrite,
     unwrap,
 )
@@ -74,13 +72,9 @@ __all__ = [
     "Rewrite",
     "RewriteConfig",
     "Versions",
-    "answers_rule",
-    "confusions",
     "inputs_text",
-    "mistakes",
     "noop",
     "quoted_lines",
-    "rules",
     "same_words",
     "show_example",
     "text_param",
@@ -290,60 +284,6 @@ def show_example(example: Example, *, limit: int, result: ExampleResult | None =
     if result is not None and result.score.feedback:
         lines.append(f"feedback: {clip_text(result.score.feedback, limit)}")
     return "\n".join(lines)
-
-
-def rules(
-    state: SearchState, current: Any, results: Sequence[ExampleResult] = (), *, name: str
-) -> str:
-    """What any new version must keep: the placeholders, and the allowed answers; for a
-    program with ``choices``, also the commonest mistakes among ``results`` (the current
-    text's scored examples; see :func:`mistakes`), naming the text ``name``: "the current
-    text" read as the input where an input field is called ``text`` (SST-2's)."""
-    out = []
-    kept = placeholders(current)
-    if kept:
-        out.append(
-            "Keep the placeholders "
-            + ", ".join("{" + p + "}" for p in kept)
-            + " exactly as written."
-        )
-    if state.choices:
-        out += [answers_rule(state),
-                mistakes(results, who=f'the text "{name}"', where=f'the new "{name}"')]  # fmt: skip
-    return " ".join(o for o in out if o)
-
-
-def answers_rule(state: SearchState) -> str:
-    """For a program with ``choices``, the sentence naming the allowed answers; else ""."""
-    if not state.choices:
-        return ""
-    return "The program's answer must be one of: " + ", ".join(state.choices) + "."
-
-
-def _scored(results: Sequence[ExampleResult]) -> tuple[list[ExampleResult], list[ExampleResult]]:
-    scored = [r for r in results if r.example.target is not None and r.error is None]
-    return scored, [r for r in scored if r.score.value < 1.0 and r.output is not None]
-
-
-def confusions(results: Sequence[ExampleResult], *, top: int = 3) -> list[str]:
-    """The commonest wrong answers among ``results``, as :func:`mistakes` words them."""
-    scored, wrong = _scored(results)
-    expected = Counter(str(r.example.target) for r in scored)
-    pairs = Counter((str(r.output).strip(), str(r.example.target)) for r in wrong)
-    return [f"answered {got!r} where {want!r} was right ({n} of {expected[want]} such inputs)"
-            for (got, want), n in pairs.most_common(top)]  # fmt: skip
-
-
-def mistakes(results: Sequence[ExampleResult], *, who: str, where: str, top: int = 3) -> str:
-    """:func:`confusions` in a sentence, or "": "On 50 scored inputs {who} got 21 wrong; most
-    often it answered 'entity' where 'human' was right (12 of 14 such inputs), ... Say in
-    {where} how to tell these answers apart." A small optimizer model reads the labels
-    confused better so than from examples. ``who`` and ``where`` name the text by its name,
-    never "the current text", which a model read as the input on SST-2 (field ``text``)."""
-    scored, wrong = _scored(results)
-    return (f"On {len(scored)} scored inputs {who} got {len(wrong)} wrong; most often "
-            f"it {', '.join(confusions(results, top=top))}. Say in {where} how to tell "
-            "these answers apart.") if wrong else ""  # fmt: skip
 
 
 def _shown(value: Any, limit: int) -> str:

@@ -10,6 +10,7 @@ import pytest
 from promptopt.errors import BadRequestError, OptimizerError
 from promptopt.llm.fakes import scripted_llm
 from promptopt.llm.types import LLMRequest, Message
+from promptopt.optimizers.answers import mistakes, rules
 from promptopt.optimizers.base import (
     PROMPT_SHAPE,
     Candidate,
@@ -21,9 +22,7 @@ from promptopt.optimizers.copies import drop_repeats, holds_quote, input_runs
 from promptopt.optimizers.replies import marked_texts
 from promptopt.optimizers.rewriters import (
     MarkedRewriter,
-    mistakes,
     quoted_lines,
-    rules,
     same_words,
     show_example,
     text_targets,
