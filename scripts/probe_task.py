@@ -77,9 +77,8 @@ class Probe:
 
         from promptopt.llm.backends._amx import avoid_amx
 
-        avoid_amx(
-            llama_cpp
-        )  # an AMX build's matmul segfaulted (see promptopt/llm/backends/_amx.py)
+        # an AMX build's matmul segfaulted (see promptopt/llm/backends/_amx.py)
+        avoid_amx(llama_cpp)
         self.llm = Llama(
             model_path=str(smollm2_gguf()), n_ctx=2048, n_threads=threads, verbose=False
         )

@@ -39,11 +39,11 @@ def avoid_amx(llama_cpp: Any) -> bool:
     """With an AMX build, make every later model load of this process keep its weights out
     of llama.cpp's extra buffers (``use_extra_bufts`` off, which ``llama_cpp.Llama`` does
     not expose); True when it did. Once per process; a no-op for any other build."""
+    low: Any = getattr(llama_cpp, "llama_cpp", None)  # where Llama takes its default params
+    if getattr(low, _PATCHED, False):
+        return True  # every later load asks again: answered without the system info
     if not amx_build(llama_cpp):
         return False
-    low = llama_cpp.llama_cpp  # where llama_cpp.Llama takes its default model params
-    if getattr(low, _PATCHED, False):
-        return True
     default = low.llama_model_default_params
 
     def without_extra_buffers() -> Any:
